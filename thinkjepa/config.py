@@ -1,0 +1,254 @@
+"""Typed configuration of the whole pipeline, loaded from ``pipelines.yaml``.
+
+One nested model per stage, torchtitan-style. ``load_config`` reads a YAML file, applies
+``--set dotted.key=value`` overrides and validates; every output folder gets the resolved
+config saved beside it (``save_config``). Paths may use ``{workdir}``; they are expanded by
+``PipelineConfig.path``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_CONFIG_FILE = "pipelines.yaml"
+REFERENCE_LAYERS = [0, 4, 8, 12, 16, 20, 24, 27]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Section):
+    root: str | None = None
+    """EgoDex-layout dataset root (``<task>/<episode>.mp4|.hdf5``)."""
+    manifest: str = "{workdir}/manifest.parquet"
+    split_seed: int = 42
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """train / val / test shares of task folders (grouped split: no task in two splits)."""
+
+
+class SamplingConfig(_Section):
+    """Which frames each branch sees for a forecast made at frame t (see thinkjepa.sampling)."""
+
+    mode: Literal["split_half", "stride"] = "split_half"
+    """``split_half``: the reference code's rule (t = T//2, linspace over each half, the
+    thinker sees the same past frames). ``stride``: a dense past window of ``past_frames`` at
+    ``stride`` ending at t-1, future targets from t, thinker frames uniform over a longer span."""
+    past_frames: int = 32
+    future_frames: int = 32
+    stride: int = 1
+    thinker_frames: int = 32
+    thinker_span: int | None = None
+    """How far back (frames before t) the thinker looks in ``stride`` mode; None = from frame 0."""
+    windows_per_clip: int = 1
+    window_hop: int | None = None
+    """Frames between successive forecast times when ``windows_per_clip`` > 1 (default: future_frames)."""
+
+
+class ThinkerConfig(_Section):
+    """Stage one: the frozen VLM thinker and its hidden-state extraction."""
+
+    model: str = "Qwen/Qwen3-VL-2B-Thinking"
+    revision: str | None = None
+    backend: Literal["vllm", "transformers"] = "vllm"
+    layers: list[int] = Field(default_factory=lambda: list(REFERENCE_LAYERS))
+    """Decoder-layer outputs to store (0-based; see thinkjepa.extract.layers for the convention)."""
+    frame_size: int = 256
+    max_new_tokens: int = 16
+    prompt_template: str = (
+        "Describe this video. Task: {task}. Scene: {description}. Environment: {environment}."
+    )
+    max_prefill_tokens: int = 1280
+    storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    clips_per_call: int = 8
+    """How many clips go to the engine in one ``generate`` call."""
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None
+    load_format: str = "auto"
+    cache: str = "{workdir}/cache/vlm.zarr"
+
+
+class EncoderConfig(_Section):
+    """Frozen V-JEPA2 encoder that turns past and future windows into latents."""
+
+    model: str = "facebook/vjepa2-vitl-fpc64-256"
+    revision: str | None = None
+    frame_size: int = 256
+    batch_size: int = 4
+    storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    cache: str = "{workdir}/cache/jepa.zarr"
+
+
+class ModelConfig(_Section):
+    variant: Literal["thinkjepa", "jepa_only", "vlm_only"] = "thinkjepa"
+    pred_depth: int = 12
+    pred_width: int = 384
+    pred_heads: int = 6
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    drop_path: float = 0.1
+    use_rope: bool = True
+    init_predictor_from: str | None = None
+    """Optional V-JEPA2 checkpoint id/path whose predictor weights initialise ours."""
+    injection: Literal["film", "cross_attn", "none"] = "film"
+    layer_selector: Literal["all", "last", "mid"] | list[int] = "all"
+    streams: Literal["both", "prefill", "generated"] = "both"
+    guidance_dim: int = 384
+    film_hidden: int = 512
+    guidance_tokens: int = 64
+    """Tokens per stream kept for cross-attention guidance (padded/truncated)."""
+    head_hidden: int = 512
+    head_heads: int = 8
+
+
+class TrainConfig(_Section):
+    out: str = "{workdir}/train"
+    epochs: int = 200
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr_predictor: float = 1e-4
+    lr_head: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[float, ...] = (1 / 3, 2 / 3)
+    lr_gamma: float = 0.1
+    joint_loss_weight: float = 1.0
+    latent_loss_weight: float = 1.0
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    checkpoint_every: int = 500
+    eval_every: int = 1
+    """Validation every N epochs (selects the best checkpoint by val ADE)."""
+    grad_clip: float | None = 1.0
+
+
+class EvalConfig(_Section):
+    out: str = "{workdir}/eval"
+    variants: list[str] = Field(default_factory=lambda: ["thinkjepa", "jepa_only", "vlm_only"])
+    split: Literal["val", "test"] = "test"
+    acc_threshold_m: float = 0.05
+    rollout_steps: int = 1
+
+
+class DemoConfig(_Section):
+    episodes: int = 12
+    seed: int = 0
+
+
+class PipelineConfig(_Section):
+    workdir: str = "runs/default"
+    data: DataConfig = Field(default_factory=DataConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    thinker: ThinkerConfig = Field(default_factory=ThinkerConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Named variants: dotted overrides (e.g. ``model.streams: prefill``) on top of this config."""
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_keys_are_dotted(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, overrides in v.items():
+            for key in overrides:
+                if "." not in key:
+                    raise ValueError(f"variant {name!r}: override key {key!r} must be dotted, e.g. model.streams")
+        return v
+
+    def path(self, template: str) -> Path:
+        """Expand ``{workdir}`` in a path field."""
+        return Path(template.format(workdir=self.workdir))
+
+    def url(self, template: str) -> str:
+        """Like ``path`` but keeps fsspec URLs (``memory://``, ``s3://``) intact."""
+        return template.format(workdir=self.workdir)
+
+    def for_variant(self, name: str) -> PipelineConfig:
+        """This config with variant ``name`` applied (built-in names need no entry)."""
+        data = self.model_dump()
+        overrides = dict(self.variants.get(name, {}))
+        if name not in self.variants and name not in ("thinkjepa", "jepa_only", "vlm_only"):
+            raise KeyError(f"unknown variant {name!r}; known: {sorted(set(self.variants) | {'thinkjepa', 'jepa_only', 'vlm_only'})}")
+        overrides.setdefault("model.variant", name if name in ("thinkjepa", "jepa_only", "vlm_only") else data["model"]["variant"])
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return PipelineConfig.model_validate(data)
+
+    def section_fingerprint(self, *sections: str) -> str:
+        """Stable hash of the named sections: what a stage's outputs depend on."""
+        payload = {s: _get_dotted(self.model_dump(mode="json"), s) for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _get_dotted(data: dict[str, Any], key: str) -> Any:
+    cur: Any = data
+    for part in key.split("."):
+        cur = cur[part]
+    return cur
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = data
+    for part in parts[:-1]:
+        if part not in cur or not isinstance(cur[part], dict):
+            cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", value) with the value parsed as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not of the form dotted.key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Load ``path`` (default ``pipelines.yaml`` if present), apply overrides, validate."""
+    data: dict[str, Any] = copy.deepcopy(base) if base else {}
+    if path is None and Path(DEFAULT_CONFIG_FILE).exists():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {p} not found (pass --config FILE)")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: top level must be a mapping")
+        _deep_update(data, loaded)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return PipelineConfig.model_validate(data)
+
+
+def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def save_config(cfg: PipelineConfig, folder: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config beside an output so every artefact says how it was made."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / name
+    out.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return out
