@@ -1,0 +1,92 @@
+"""Clips manifest: columns, the grouped split rule, real and synthetic datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from thinkjepa.config import DataConfig, SamplingConfig
+from thinkjepa.data.manifest import COLUMNS, assign_splits, build_manifest, filter_split, read_manifest
+
+DESIGN_COLUMNS = ["clip_id", "video_path", "annotation_path", "task", "description", "n_frames", "fps", "split"]
+
+
+def test_real_fixtures_index_one_task_per_split(egodex_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.parquet"
+    table, problems = build_manifest(egodex_root, out, DataConfig(), SamplingConfig())
+    assert problems == []
+    assert table.column_names[: len(DESIGN_COLUMNS)] == DESIGN_COLUMNS == list(COLUMNS)
+    rows = {r["clip_id"]: r for r in read_manifest(out).to_pylist()}
+    assert {cid: r["n_frames"] for cid, r in rows.items()} == {
+        "charge_uncharge_airpods/45": 29, "lock_unlock_key/9": 22, "sort_beads/9": 20}
+    assert sorted(r["split"] for r in rows.values()) == ["test", "train", "val"]
+    assert rows["sort_beads/9"]["task"] == "sort_beads" and rows["sort_beads/9"]["fps"] == 30.0
+    assert rows["sort_beads/9"]["description"].startswith("from a group of beads")
+    # this file has no `description` attr: the selected LLM description stands in
+    assert rows["charge_uncharge_airpods/45"]["description"].startswith("Uncharge the AirPods")
+    assert Path(rows["lock_unlock_key/9"]["video_path"]).is_file()
+
+
+def test_synthetic_split_is_grouped_seeded_and_deterministic(synth_root: Path, tmp_path: Path, demo_sampling) -> None:
+    cfg = DataConfig(split_fractions=(0.5, 0.25, 0.25), split_seed=5)
+    t1, p1 = build_manifest(synth_root, tmp_path / "a.parquet", cfg, demo_sampling)
+    t2, _ = build_manifest(synth_root, tmp_path / "b.parquet", cfg, demo_sampling)
+    assert p1 == [] and t1.num_rows == 16
+    assert t1.to_pylist() == t2.to_pylist()
+    task_split: dict[str, set[str]] = {}
+    for r in t1.to_pylist():
+        task_split.setdefault(r["task"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in task_split.values())  # no task crosses splits
+    assert set().union(*task_split.values()) == {"train", "val", "test"}
+    test = read_manifest(tmp_path / "a.parquet", split="test")
+    assert test.num_rows == 4 and set(test.column("split").to_pylist()) == {"test"}
+    assert filter_split(t1, ["train", "val"]).num_rows == 12
+    assert pq.read_schema(tmp_path / "a.parquet").metadata[b"thinkjepa.manifest"]
+
+
+@pytest.mark.parametrize(
+    "n, expected",
+    [(1, {"train": 1}), (2, {"train": 1, "test": 1}), (3, {"train": 1, "val": 1, "test": 1}),
+     (10, {"train": 8, "val": 1, "test": 1}), (40, {"train": 32, "val": 4, "test": 4})],
+)
+def test_assign_splits_sizes(n: int, expected: dict[str, int]) -> None:
+    tasks = [f"task{i}" for i in range(n)]
+    got = assign_splits(tasks, (0.8, 0.1, 0.1), seed=42)
+    assert set(got) == set(tasks)
+    counts = {s: list(got.values()).count(s) for s in ("train", "val", "test") if s in got.values()}
+    assert counts == expected
+
+
+def test_assign_splits_is_seeded_and_order_free() -> None:
+    tasks = [f"t{i}" for i in range(12)]
+    a = assign_splits(tasks, (0.6, 0.2, 0.2), 1)
+    assert a == assign_splits(list(reversed(tasks)) + tasks[:3], (0.6, 0.2, 0.2), 1)
+    assert any(assign_splits(tasks, (0.6, 0.2, 0.2), s) != a for s in range(2, 6))
+    assert set(assign_splits(tasks, (1.0, 0.0, 0.0), 1).values()) == {"train"}
+    with pytest.raises(ValueError, match="fractions"):
+        assign_splits(tasks, (0.0, 0.5, 0.5), 1)
+
+
+def test_one_task_folder_goes_to_train_with_a_warning(synth_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "one"
+    (root / "only").mkdir(parents=True)
+    for f in (synth_root / "reach_pads_pan").iterdir():
+        (root / "only" / f.name).symlink_to(f)
+    table, problems = build_manifest(root, tmp_path / "m.parquet", DataConfig(), SamplingConfig())
+    assert set(table.column("split").to_pylist()) == {"train"} and table.num_rows == 4
+    assert len(problems) == 1 and problems[0].severity == "warning" and problems[0].clip_id is None
+    assert "val, test are empty" in problems[0].reason
+
+
+def test_read_manifest_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="tj data index"):
+        read_manifest(tmp_path / "nope.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"clip_id": ["a/0"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="missing column"):
+        read_manifest(tmp_path / "bad.parquet")
+    with pytest.raises(FileNotFoundError):
+        build_manifest(tmp_path / "absent", tmp_path / "m.parquet", DataConfig(), SamplingConfig())

@@ -1,0 +1,232 @@
+"""EgoDex episodes: ``<task>/<n>.mp4`` + ``<task>/<n>.hdf5`` (format: shared/fixtures/egodex/README.md).
+
+``read_episode`` is the one validator of an episode: the manifest builder calls it too, so a
+clip that indexes is a clip every later stage can read. It reads the HDF5 arrays in full and
+checks the video cheaply (open, frame count, first and last frame), never decoding it all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from thinkjepa.config import SamplingConfig
+from thinkjepa.data import video as _video
+from thinkjepa.data.video import VideoError, probe_video
+from thinkjepa.joints import JOINTS
+from thinkjepa.sampling import TooShortError, windows_for_clip
+
+__all__ = ["Episode", "EpisodeError", "read_episode", "decode_frames", "clip_id_for", "episode_description", "CAMERA_KEY", "INTRINSIC_KEY"]
+
+CAMERA_KEY = "transforms/camera"
+INTRINSIC_KEY = "camera/intrinsic"
+
+
+class EpisodeError(ValueError):
+    """An episode cannot be used; ``reason`` says why, ``clip_id`` which one."""
+
+    def __init__(self, clip_id: str, reason: str) -> None:
+        super().__init__(f"{clip_id}: {reason}")
+        self.clip_id = clip_id
+        self.reason = reason
+
+
+@dataclass
+class Episode:
+    clip_id: str
+    video_path: Path
+    annotation_path: Path
+    n_frames: int
+    fps: float
+    joints: np.ndarray
+    """[T, 52, 3] float32 world positions, ``thinkjepa.joints.JOINTS`` order."""
+    confidences: np.ndarray
+    """[T, 52] float32 in [0, 1]."""
+    camera_pose: np.ndarray
+    """[T, 4, 4] float32 camera-to-world (convention: thinkjepa.data.camera)."""
+    intrinsics: np.ndarray
+    """[3, 3] float32 K for ``width`` x ``height`` frames."""
+    width: int
+    height: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.clip_id.split("/", 1)[0]
+
+
+def clip_id_for(annotation_path: str | Path) -> str:
+    """``<task folder>/<episode>``: the folder name is the stable key (the task attr is free text)."""
+    p = Path(annotation_path)
+    return f"{p.parent.name}/{p.stem}"
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute -> plain Python (str, list of str, int, float, bool)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    meta = {k: _plain(v) for k, v in attrs.items()}
+    for key in ("task", "description", "llm_description", "environment"):
+        meta.setdefault(key, "")
+    # short names the prompt builder and the manifest use; the raw llm_* attrs stay as they are
+    meta["objects"] = _as_list(meta.get("llm_objects"))
+    meta["verbs"] = _as_list(meta.get("llm_verbs"))
+    return meta
+
+
+def episode_description(meta: dict[str, Any]) -> str:
+    """One line saying what happens: the annotator's ``description``, else the LLM description
+    that ``which_llm_description`` selects (some EgoDex files have no ``description``)."""
+    if str(meta.get("description") or "").strip():
+        return str(meta["description"])
+    which = str(meta.get("which_llm_description", "1")).strip()
+    key = "llm_description2" if which == "2" else "llm_description"
+    text = str(meta.get(key) or "")
+    return text if text and text != "None" else str(meta.get("llm_description") or "")
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [s.strip() for s in str(value).split(",") if s.strip()]
+
+
+def _read_annotation(clip_id: str, path: Path) -> dict[str, Any]:
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise EpisodeError(clip_id, f"unreadable HDF5 {path.name} (truncated or corrupt: {e})") from e
+    try:
+        with f:
+            required = [f"transforms/{j}" for j in JOINTS] + [CAMERA_KEY, INTRINSIC_KEY]
+            required += [f"confidences/{j}" for j in JOINTS]
+            missing = [k for k in required if k not in f]
+            if missing:
+                shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+                raise EpisodeError(clip_id, f"missing key(s) in {path.name}: {shown}")
+            T = f[CAMERA_KEY].shape[0] if f[CAMERA_KEY].ndim else -1
+            uneven = [k for k in required if k != INTRINSIC_KEY and (f[k].ndim == 0 or f[k].shape[0] != T)]
+            if uneven:
+                raise EpisodeError(
+                    clip_id,
+                    f"per-frame arrays disagree on the frame count in {path.name}: {CAMERA_KEY} has {T} rows, "
+                    + ", ".join(f"{k} has {f[k].shape[0] if f[k].ndim else 0}" for k in uneven[:5]),
+                )
+            transforms = np.stack([f[f"transforms/{j}"][()] for j in JOINTS], axis=1)
+            camera = f[CAMERA_KEY][()]
+            K = f[INTRINSIC_KEY][()]
+            conf = np.stack([f[f"confidences/{j}"][()] for j in JOINTS], axis=1)
+            meta = _metadata(f.attrs)
+    except EpisodeError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EpisodeError(clip_id, f"unreadable HDF5 {path.name} (truncated or corrupt: {e})") from e
+    return {"transforms": transforms, "camera": camera, "K": K, "conf": conf, "meta": meta}
+
+
+def _check_arrays(clip_id: str, a: dict[str, Any]) -> None:
+    tr, cam, K, conf = a["transforms"], a["camera"], a["K"], a["conf"]
+    T = cam.shape[0] if cam.ndim == 3 else -1
+    if cam.shape != (T, 4, 4) or T < 1:
+        raise EpisodeError(clip_id, f"{CAMERA_KEY} has shape {cam.shape}, expected (T, 4, 4)")
+    if tr.shape != (T, len(JOINTS), 4, 4):
+        raise EpisodeError(clip_id, f"joint transforms have shape {tr.shape}, expected ({T}, 52, 4, 4) like {CAMERA_KEY}")
+    if conf.shape != (T, len(JOINTS)):
+        raise EpisodeError(clip_id, f"confidences have shape {conf.shape}, expected ({T}, 52)")
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise EpisodeError(clip_id, f"{INTRINSIC_KEY} is not a valid 3x3 K matrix: {K.tolist()}")
+    for name, arr in (("joint transforms", tr), ("camera poses", cam)):
+        bad = ~np.isfinite(arr).reshape(T, -1).all(axis=1)
+        if bad.any():
+            frames = np.flatnonzero(bad)
+            where = ""
+            if arr is tr:
+                bad_j = ~np.isfinite(tr).reshape(T, len(JOINTS), -1).all(axis=(0, 2))
+                where = f" (joints {', '.join(JOINTS[j] for j in np.flatnonzero(bad_j)[:5])})"
+            raise EpisodeError(
+                clip_id, f"NaN/Inf in {name}{where} at {bad.sum()} frame(s), first {frames[:5].tolist()}"
+            )
+
+
+def read_episode(
+    video_path: str | Path,
+    annotation_path: str | Path,
+    clip_id: str | None = None,
+    sampling: SamplingConfig | None = None,
+    check_video: bool = True,
+) -> Episode:
+    """Read and validate one episode; raises ``EpisodeError(clip_id, reason)``.
+
+    ``sampling``: also reject an episode too short for these windows. ``check_video=False``
+    skips opening the video (fps then assumed 30, size from K's principal point); use it only
+    for episodes that were validated before (e.g. listed in a manifest).
+    """
+    video_path, annotation_path = Path(video_path), Path(annotation_path)
+    clip_id = clip_id or clip_id_for(annotation_path)
+    for p, kind in ((annotation_path, "annotation (HDF5)"), (video_path, "video (MP4)")):
+        if not p.is_file():
+            raise EpisodeError(clip_id, f"missing {kind} file {p}")
+    a = _read_annotation(clip_id, annotation_path)
+    _check_arrays(clip_id, a)
+    T = a["camera"].shape[0]
+    if check_video:
+        try:
+            info = probe_video(video_path)
+        except VideoError as e:
+            raise EpisodeError(clip_id, str(e)) from e
+        if info.n_frames != T:
+            raise EpisodeError(
+                clip_id, f"frame count mismatch: video has {info.n_frames} frames, HDF5 has {T}"
+            )
+        fps, width, height = info.fps, info.width, info.height
+    else:
+        fps, width, height = 30.0, int(round(2 * a["K"][0, 2])), int(round(2 * a["K"][1, 2]))
+    if sampling is not None:
+        try:
+            windows_for_clip(clip_id, T, sampling)
+        except TooShortError as e:
+            raise EpisodeError(clip_id, f"too short: {str(e).removeprefix(clip_id + ': ')}") from e
+    return Episode(
+        clip_id=clip_id,
+        video_path=video_path,
+        annotation_path=annotation_path,
+        n_frames=T,
+        fps=fps,
+        joints=np.ascontiguousarray(a["transforms"][:, :, :3, 3], dtype=np.float32),
+        confidences=a["conf"].astype(np.float32),
+        camera_pose=a["camera"].astype(np.float32),
+        intrinsics=a["K"].astype(np.float32),
+        width=width,
+        height=height,
+        metadata=a["meta"],
+    )
+
+
+def decode_frames(
+    video_path: str | Path,
+    indices: list[int] | tuple[int, ...] | np.ndarray,
+    size: int | tuple[int, int] | None = None,
+    clip_id: str | None = None,
+) -> np.ndarray:
+    """Frames ``indices`` of an episode's video as uint8 ``[N, H, W, 3]`` in the requested order
+    (see ``thinkjepa.data.video.decode_frames``); failures raise ``EpisodeError``."""
+    try:
+        return _video.decode_frames(video_path, indices, size)
+    except VideoError as e:
+        raise EpisodeError(clip_id or clip_id_for(video_path), str(e)) from e
