@@ -108,6 +108,8 @@ class ModelConfig(_Section):
     """Tokens per stream kept for cross-attention guidance (padded/truncated)."""
     head_hidden: int = 512
     head_heads: int = 8
+    head_residual: bool = True
+    """Head predicts offsets from the last observed joints (batch ``past_joints_cam``) when given."""
 
 
 class TrainConfig(_Section):
@@ -217,11 +219,16 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    use_default_file: bool = True,
 ) -> PipelineConfig:
-    """Load ``path`` (default ``pipelines.yaml`` if present), apply overrides, validate."""
+    """Load ``path`` (default ``pipelines.yaml`` if present), apply overrides, validate.
+
+    ``base`` is a dict the file is layered on (the demo's embedded defaults)."""
     data: dict[str, Any] = copy.deepcopy(base) if base else {}
-    if path is None and Path(DEFAULT_CONFIG_FILE).exists():
+    if path is None and use_default_file and Path(DEFAULT_CONFIG_FILE).exists():
         path = DEFAULT_CONFIG_FILE
     if path is not None:
         p = Path(path)

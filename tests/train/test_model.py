@@ -1,0 +1,462 @@
+"""The ThinkJEPA model: shapes, identity at zero gates, guidance semantics, causality, overfit,
+initialisation from a (tiny, locally saved) pretrained V-JEPA2 predictor.
+
+Tiny sizes throughout (D=32, P=2x2, Tp=Tf=2, L=3, H=24, width 32, depth 4, F=4) so the
+whole file runs in seconds on CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from transformers import VJEPA2Config, VJEPA2Model
+
+from thinkjepa.config import ModelConfig, TrainConfig
+from thinkjepa.train.head import camera_to_world
+from thinkjepa.train.losses import compute_loss
+from thinkjepa.train.metrics import accuracy, ade, fde
+from thinkjepa.train.model import ThinkJEPA, guidance_mode
+from thinkjepa.train.predictor import Predictor, copy_vjepa2_predictor
+from thinkjepa.train.pyramid import GuidancePyramid, block_levels, select_levels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # CI shares 2 cores between workers; tiny models gain nothing from more threads.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+D, P, TP, TF, L, H, F, J = 32, 4, 2, 2, 3, 24, 4, 52
+N_PREFILL, N_GEN = 6, 3
+DIMS = dict(
+    latent_dim=D, n_tubelets_past=TP, n_tubelets_future=TF, n_patches=P,
+    guidance_layers=L, guidance_hidden=H, future_frames=F,
+)  # fmt: skip
+
+
+def tiny_cfg(**overrides) -> ModelConfig:
+    base = dict(
+        pred_depth=4, pred_width=32, pred_heads=2, guidance_dim=16, film_hidden=32,
+        head_hidden=32, head_heads=4, dropout=0.0, drop_path=0.0,
+    )  # fmt: skip
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+def build(seed: int = 0, **overrides) -> ThinkJEPA:
+    torch.manual_seed(seed)
+    return ThinkJEPA(tiny_cfg(**overrides), **DIMS).eval()
+
+
+def random_pose(g: torch.Generator, b: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(b, 3, 3, generator=g))
+    q = q * torch.linalg.det(q).sign()[:, None, None]  # proper rotations
+    pose = torch.eye(4).repeat(b, 1, 1)
+    pose[:, :3, :3] = q
+    pose[:, :3, 3] = torch.randn(b, 3, generator=g)
+    return pose
+
+
+def make_batch(b: int = 3, seed: int = 0, means: bool = True, tokens: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "past_latents": torch.randn(b, TP, P, D, generator=g),
+        "future_latents": torch.randn(b, TF, P, D, generator=g),
+        "target_joints": torch.randn(b, F, J, 3, generator=g),
+        "target_conf": torch.rand(b, F, J, generator=g),
+        "cam_pose": random_pose(g, b),
+        "past_joints_cam": torch.randn(b, J, 3, generator=g) * 0.1,
+    }
+    for stream, n in (("prefill", N_PREFILL), ("generated", N_GEN)):
+        toks = torch.randn(b, L, n, H, generator=g)
+        lengths = torch.randint(1, n + 1, (b,), generator=g)
+        mask = torch.arange(n)[None, :] < lengths[:, None]
+        # Padding holds garbage: only the mask may decide what counts.
+        toks = torch.where(mask[:, None, :, None], toks, torch.full_like(toks, 1e3))
+        if tokens:
+            batch[f"guid_{stream}"] = toks
+            batch[f"guid_{stream}_mask"] = mask
+        if means:
+            w = mask[:, None, :, None].float()
+            batch[f"guid_{stream}_mean"] = (toks * w).sum(2) / w.sum(2)
+    return batch
+
+
+def open_gates(model: ThinkJEPA, value: float = 0.7) -> None:
+    with torch.no_grad():
+        model.gates.fill_(value)
+
+
+def forward(model: ThinkJEPA, batch) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return model(batch)
+
+
+def check_shapes(out: dict[str, torch.Tensor], b: int) -> None:
+    assert out["pred_latents"].shape == (b, TF, P, D)
+    assert out["joints_cam"].shape == (b, F, J, 3)
+    assert out["joints_world"].shape == (b, F, J, 3)
+    for v in out.values():
+        assert torch.isfinite(v).all()
+
+
+# -- shapes, variants, ablations ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["thinkjepa", "jepa_only", "vlm_only"])
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+def test_every_variant_trains_every_parameter(variant, injection):
+    """Shapes, and every parameter is in the graph (DDP fails on unused parameters)."""
+    model = build(variant=variant, injection=injection, dropout=0.1, drop_path=0.1).train()
+    batch = make_batch()
+    out = model(batch)
+    check_shapes(out, 3)
+    loss, logs = compute_loss(out, batch, TrainConfig())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert set(logs) == {"loss", "loss_joint", "loss_latent", "ade"} and all(math.isfinite(v) for v in logs.values())
+    has_guidance = variant != "jepa_only"
+    assert (model.pyramid is not None) == has_guidance
+    assert guidance_mode(model.cfg) == ("none" if not has_guidance else "means" if injection == "film" else "tokens")
+
+
+def test_ablation_grid_shapes():
+    batch = make_batch(b=2)
+    for streams, selector, injection in itertools.product(
+        ["both", "prefill", "generated"], ["all", "last", "mid", [0, 2]], ["film", "cross_attn", "none"]
+    ):
+        model = build(streams=streams, layer_selector=selector, injection=injection)
+        check_shapes(forward(model, batch), 2)
+        if injection != "none":
+            assert list(model.pyramid.proj) == (["prefill", "generated"] if streams == "both" else [streams])
+
+
+def test_vlm_only_needs_guidance():
+    with pytest.raises(ValueError, match="vlm_only"):
+        build(variant="vlm_only", injection="none")
+
+
+def test_vlm_only_ignores_visual_input_and_jepa_only_ignores_guidance():
+    batch = make_batch()
+    vlm = build(variant="vlm_only")
+    open_gates(vlm)
+    other = dict(batch, past_latents=torch.randn_like(batch["past_latents"]))
+    assert torch.equal(forward(vlm, batch)["joints_world"], forward(vlm, other)["joints_world"])
+
+    jepa = build(variant="jepa_only")
+    bare = {k: v for k, v in batch.items() if not k.startswith("guid_")}
+    assert torch.equal(forward(jepa, batch)["joints_world"], forward(jepa, bare)["joints_world"])
+
+
+# -- identity at zero gates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+def test_zero_gates_equal_jepa_only(injection):
+    batch = make_batch()
+    guided = build(seed=0, injection=injection)
+    plain = build(seed=0, variant="jepa_only")
+    out_g, out_p = forward(guided, batch), forward(plain, batch)
+    for key in out_p:
+        assert torch.equal(out_g[key], out_p[key]), key
+
+    # Same weights moved over by state dict: only the guidance modules are left over.
+    other = build(seed=1, variant="jepa_only")
+    result = other.load_state_dict(guided.state_dict(), strict=False)
+    assert not result.missing_keys
+    assert result.unexpected_keys and all(k.startswith(("pyramid.", "injection.")) for k in result.unexpected_keys)
+    assert torch.equal(forward(other, batch)["joints_world"], out_g["joints_world"])
+
+    open_gates(guided)
+    assert not torch.allclose(forward(guided, batch)["pred_latents"], out_p["pred_latents"])
+
+
+# -- guidance semantics --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streams", ["both", "prefill", "generated"])
+def test_film_means_equal_tokens(streams):
+    """Projecting the cached mean equals the masked mean of projected tokens (bias-free)."""
+    model = build(injection="film", streams=streams)
+    open_gates(model)
+    means_only = forward(model, make_batch(tokens=False))
+    tokens_only = forward(model, make_batch(means=False))
+    for key in means_only:
+        torch.testing.assert_close(means_only[key], tokens_only[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+def test_guidance_is_per_sample(injection):
+    model = build(injection=injection)
+    open_gates(model)
+    batch = make_batch(b=4)
+    full = forward(model, batch)
+    for i in range(4):
+        alone = forward(model, {k: v[i : i + 1] for k, v in batch.items()})
+        torch.testing.assert_close(alone["joints_world"], full["joints_world"][i : i + 1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(alone["pred_latents"], full["pred_latents"][i : i + 1], rtol=1e-5, atol=1e-5)
+
+    # Same visual input, different guidance -> different forecasts.
+    same_past = dict(batch, past_latents=batch["past_latents"][:1].expand_as(batch["past_latents"]).clone())
+    out = forward(model, same_past)
+    assert not torch.allclose(out["pred_latents"][0], out["pred_latents"][1], atol=1e-4)
+
+
+def test_cross_attn_padding_and_empty_streams():
+    model = build(injection="cross_attn")
+    open_gates(model)
+    batch = make_batch()
+    ref = forward(model, batch)
+    # Changing padded positions changes nothing; a sample with no generated tokens stays finite.
+    noisy = dict(batch)
+    noisy["guid_prefill"] = torch.where(
+        batch["guid_prefill_mask"][:, None, :, None], batch["guid_prefill"], torch.randn_like(batch["guid_prefill"])
+    )
+    torch.testing.assert_close(forward(model, noisy)["pred_latents"], ref["pred_latents"])
+    empty = dict(batch, guid_generated_mask=torch.zeros_like(batch["guid_generated_mask"]))
+    check_shapes(forward(model, empty), 3)
+    # Means-only batches enter cross-attention as one token per stream.
+    check_shapes(forward(model, make_batch(tokens=False)), 3)
+
+
+def test_missing_guidance_names_the_keys():
+    model = build(injection="film", streams="generated")
+    batch = {k: v for k, v in make_batch().items() if not k.startswith("guid_generated")}
+    with pytest.raises(KeyError, match="guid_generated_mean"):
+        forward(model, batch)
+    with pytest.raises(ValueError, match="stored layers"):
+        forward(model, dict(make_batch(), guid_generated_mean=torch.zeros(3, L + 1, H)))
+
+
+def test_single_stream_signature_has_zero_slot():
+    torch.manual_seed(0)
+    pyr = GuidancePyramid(n_layers=L, hidden=H, guidance_dim=8, streams="prefill", depth=4)
+    sig = pyr.signatures(make_batch(tokens=False))
+    o, n, diff, prod = sig.split(8, dim=-1)
+    assert sig.shape == (3, L, 32)
+    assert torch.equal(n, torch.zeros_like(n)) and torch.equal(prod, torch.zeros_like(prod))
+    assert torch.equal(diff, o.abs()) and o.abs().sum() > 0
+
+
+def test_layer_selector_and_block_mapping():
+    assert select_levels("all", 8) == list(range(8))
+    assert select_levels("last", 8) == [7] and select_levels("mid", 8) == [4]
+    assert select_levels([0, 7], 8) == [0, 7]
+    with pytest.raises(ValueError, match="not VLM layer ids"):
+        select_levels([27], 8)
+    assert block_levels(8, 8) == list(range(8))  # the reference: level i feeds block i
+    mapping = block_levels(12, 8)
+    assert sorted(set(mapping)) == list(range(8)) and mapping == sorted(mapping)
+    assert block_levels(4, 1) == [0, 0, 0, 0]
+    with pytest.warns(UserWarning, match="feed no block"):
+        assert block_levels(2, 4) == [0, 2]
+
+
+# -- causality at the model level ------------------------------------------------------------
+
+
+class RecordingBatch(dict):
+    """A dict that remembers which keys were read."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+def test_forward_never_reads_targets(injection):
+    model = build(injection=injection)
+    open_gates(model)
+    batch = make_batch()
+    ref = forward(model, batch)
+    perturbed = dict(batch)
+    for key in ("future_latents", "target_joints", "target_conf"):
+        perturbed[key] = torch.randn_like(batch[key]) * 100
+    out = forward(model, perturbed)
+    for key in ref:
+        assert torch.equal(ref[key], out[key])
+    recorder = RecordingBatch(batch)
+    forward(model, recorder)
+    assert not recorder.read & {"future_latents", "target_joints", "target_conf"}
+    assert {"past_latents", "cam_pose", "past_joints_cam"} <= recorder.read
+
+
+def test_rollout_feeds_predictions_back():
+    model = build(injection="film")
+    open_gates(model)
+    batch = make_batch()
+    steps = forward(model, batch), model.rollout(batch, steps=3)
+    one, three = steps
+    assert three["pred_latents"].shape == (3, 3 * TF, P, D) and three["joints_world"].shape == (3, 3 * F, J, 3)
+    for key in one:
+        torch.testing.assert_close(three[key][:, : one[key].shape[1]], one[key])
+    # Step two is the model run on [observed; predicted][-Tp:] with the last forecast joints.
+    second = dict(
+        batch,
+        past_latents=torch.cat([batch["past_latents"], one["pred_latents"]], 1)[:, -TP:],
+        past_joints_cam=one["joints_cam"][:, -1],
+    )
+    torch.testing.assert_close(three["pred_latents"][:, TF : 2 * TF], forward(model, second)["pred_latents"])
+
+
+# -- head, frames, losses, metrics -----------------------------------------------------------
+
+
+def test_untrained_residual_head_holds_last_pose_in_world():
+    model = build(variant="jepa_only")
+    batch = make_batch()
+    out = forward(model, batch)
+    expected = batch["past_joints_cam"][:, None].expand(-1, F, -1, -1)
+    torch.testing.assert_close(out["joints_cam"], expected)
+    pose = batch["cam_pose"]
+    world = torch.einsum("bij,bkj->bki", pose[:, :3, :3], batch["past_joints_cam"]) + pose[:, None, :3, 3]
+    torch.testing.assert_close(out["joints_world"], world[:, None].expand(-1, F, -1, -1))
+    absolute = build(variant="jepa_only", head_residual=False)
+    assert not torch.allclose(forward(absolute, batch)["joints_cam"], expected)
+
+
+def test_camera_to_world_known_pose():
+    pose = torch.eye(4)[None].clone()
+    pose[0, :3, :3] = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 deg about z
+    pose[0, :3, 3] = torch.tensor([1.0, 2.0, 3.0])
+    cam = torch.tensor([1.0, 0.0, 0.5]).expand(1, 1, 1, 3)
+    assert torch.allclose(camera_to_world(cam, pose), torch.tensor([1.0, 3.0, 3.5]))
+
+
+def test_loss_masks_untracked_joints_and_weights_terms():
+    batch = make_batch()
+    out = {
+        "joints_world": batch["target_joints"].clone(),
+        "pred_latents": batch["future_latents"] + 0.5,
+        "joints_cam": batch["target_joints"],
+    }
+    out["joints_world"][0, 1, 7] += 100.0
+    batch["target_conf"][0, 1, 7] = 0.0
+    loss, logs = compute_loss(out, batch, TrainConfig(joint_loss_weight=1.0, latent_loss_weight=2.0))
+    assert logs["loss_joint"] == 0.0 and logs["ade"] == 0.0
+    assert logs["loss_latent"] == pytest.approx(0.25) and loss.item() == pytest.approx(0.5)
+    batch["target_conf"][0, 1, 7] = 0.9
+    _, logs = compute_loss(out, batch, TrainConfig(latent_loss_weight=0.0))
+    assert logs["loss_joint"] == pytest.approx(3 * 100.0**2 / (3 * F * J * 3)) and logs["loss_latent"] == 0.0
+
+
+def test_metrics_in_metres():
+    target = torch.zeros(2, 4, J, 3)
+    pred = target.clone()
+    pred[..., 0] = 0.03
+    pred[..., 1] = 0.04  # every joint 5 cm off ...
+    pred[:, -1] = 0.0  # ... except on the last frame
+    assert ade(pred, target).item() == pytest.approx(0.05 * 3 / 4)
+    assert fde(pred, target).item() == pytest.approx(0.0)
+    assert accuracy(pred, target, threshold=0.06).item() == pytest.approx(1.0)
+    assert accuracy(pred, target, threshold=0.05).item() == pytest.approx(0.25)
+    mask = torch.zeros(2, 4, J, dtype=torch.bool)
+    mask[:, 0] = True
+    assert ade(pred, target, mask).item() == pytest.approx(0.05)
+
+
+# -- learning -------------------------------------------------------------------------------
+
+
+def test_overfits_a_tiny_batch():
+    model = build(seed=0, injection="film").train()
+    open_gates(model, 0.1)
+    batch = make_batch(b=4, seed=3)
+    groups = [list(model.predictor_parameters()), list(model.head_parameters())]
+    assert sum(len(g) for g in groups) == len(list(model.parameters()))
+    opt = torch.optim.AdamW([{"params": g, "lr": 2e-3} for g in groups], weight_decay=0.0)
+    cfg = TrainConfig()
+    first = None
+    for _ in range(400):
+        loss, logs = compute_loss(model(batch), batch, cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else logs["loss"]
+    assert logs["loss"] < 0.1 * first, (first, logs)
+
+
+# -- initialisation from a pretrained V-JEPA2 predictor ------------------------------------
+
+
+def tiny_vjepa2(heads: int = 2, width: int = 32) -> VJEPA2Model:
+    # crop 32 / patch 16 -> the same 2x2 grid as our P=4, so RoPE positions coincide.
+    cfg = VJEPA2Config(
+        hidden_size=D, num_hidden_layers=1, num_attention_heads=2, crop_size=32, patch_size=16,
+        frames_per_clip=8, tubelet_size=2, pred_hidden_size=width, pred_num_hidden_layers=4,
+        pred_num_attention_heads=heads, pred_num_mask_tokens=2, num_pooler_layers=1,
+    )  # fmt: skip
+    torch.manual_seed(123)
+    model = VJEPA2Model(cfg).eval()
+    with torch.no_grad():  # away from the init so a copy is told apart from a fresh model
+        for p in model.predictor.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> tuple[str, VJEPA2Model]:
+    model = tiny_vjepa2()
+    path = tmp_path_factory.mktemp("vjepa2-tiny")
+    model.save_pretrained(path)
+    return str(path), model
+
+
+def test_init_from_saved_checkpoint_copies_weights(pretrained):
+    path, hf = pretrained
+    torch.manual_seed(0)
+    model = ThinkJEPA(tiny_cfg(init_predictor_from=path), **DIMS).eval()
+    assert not model.init_report["skipped"]
+    src = hf.predictor
+    assert torch.equal(model.predictor.blocks[2].attention.key.weight, src.layer[2].attention.key.weight)
+    assert torch.equal(model.predictor.embed.weight, src.embeddings.predictor_embeddings.weight)
+    assert torch.equal(model.predictor.mask_token.flatten(), src.embeddings.mask_tokens[1].flatten())
+    # The guidance modules stay at identity, so the copied predictor is untouched in effect.
+    assert torch.equal(model.gates, torch.zeros_like(model.gates))
+    # Rebuilding for a trained checkpoint skips the (possibly unreachable) pretrained source.
+    torch.manual_seed(0)
+    rebuilt = ThinkJEPA(tiny_cfg(init_predictor_from="/nonexistent/vjepa2"), **DIMS, pretrained=False)
+    assert rebuilt.init_report is None
+
+
+def test_copied_predictor_computes_what_vjepa2_computes(pretrained):
+    _, hf = pretrained
+    ours = Predictor(D, 32, 4, 2, TP, TF, P).eval()
+    copy_vjepa2_predictor(ours, hf.predictor)
+    past = make_batch(b=2)["past_latents"]
+    n_ctx, n_tgt = TP * P, TF * P
+    ctx = [torch.arange(n_ctx).expand(2, -1)]
+    tgt = [torch.arange(n_ctx, n_ctx + n_tgt).expand(2, -1)]
+    with torch.no_grad():
+        ref = hf.predictor(past.reshape(2, n_ctx, D), ctx, tgt).last_hidden_state
+        out = ours(past).reshape(2, n_tgt, D)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # The match depends on the 3D RoPE: without it the same weights disagree.
+        no_rope = Predictor(D, 32, 4, 2, TP, TF, P, use_rope=False).eval()
+        copy_vjepa2_predictor(no_rope, hf.predictor)
+        no_rope.pos_embed.zero_()
+        assert not torch.allclose(no_rope(past).reshape(2, n_tgt, D), ref, atol=1e-4)
+
+
+def test_width_mismatch_is_refused_and_head_mismatch_warned():
+    ours = Predictor(D, 32, 4, 2, TP, TF, P)
+    with pytest.raises(ValueError, match="pred_width"):
+        copy_vjepa2_predictor(ours, tiny_vjepa2(width=64).predictor)
+    with pytest.warns(UserWarning, match="heads"):
+        report = copy_vjepa2_predictor(ours, tiny_vjepa2(heads=4).predictor)
+    assert "blocks.0.attention.query.weight" in report["copied"]

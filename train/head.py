@@ -1,0 +1,92 @@
+"""Readout head: past + predicted latents -> 52x3 joints per future frame.
+
+Per tubelet an attention pool (one learned query, ``heads`` heads) over its P patch tokens
+gives one vector per tubelet for the ``Tp + Tf`` tubelets; an MLP maps it to ``hidden``; a
+Linear over the time axis resamples the ``Tp + Tf`` tubelets to the ``F`` future frames; a
+last Linear gives 52x3 joints in the CAMERA frame of the last observed frame.
+
+The time Linear starts as linear interpolation of the future tubelets onto the future frames
+(past tubelets weighted 0), the role of the reference's temporal average pool, and is free
+to learn from there. With ``residual`` the head predicts offsets from the last observed
+joints (``past_joints_cam``) and its output layer starts at zero, so an untrained model
+forecasts "the hands stay where they are", the usual trajectory baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from thinkjepa.joints import N_JOINTS
+
+from .predictor import LN_EPS, init_weights
+
+
+def interpolation_matrix(n_past: int, n_future: int, frames: int) -> Tensor:
+    """[frames, n_past + n_future]: frame f as a linear blend of the future tubelets around it."""
+    w = torch.zeros(frames, n_past + n_future)
+    for f in range(frames):
+        u = min(max((f + 0.5) * n_future / frames - 0.5, 0.0), n_future - 1.0)
+        lo = int(u)
+        hi = min(lo + 1, n_future - 1)
+        frac = u - lo
+        w[f, n_past + lo] += 1.0 - frac
+        w[f, n_past + hi] += frac
+    return w
+
+
+class JointHead(nn.Module):
+    def __init__(
+        self,
+        latent_dim: int,
+        n_tubelets_past: int,
+        n_tubelets_future: int,
+        future_frames: int,
+        hidden: int = 512,
+        heads: int = 8,
+        residual: bool = True,
+        n_joints: int = N_JOINTS,
+    ) -> None:
+        super().__init__()
+        if latent_dim % heads:
+            raise ValueError(f"latent dim {latent_dim} is not divisible by head_heads={heads}")
+        self.n_joints, self.residual = n_joints, residual
+        self.n_tubelets = n_tubelets_past + n_tubelets_future
+        self.norm = nn.LayerNorm(latent_dim, eps=LN_EPS)
+        self.query = nn.Parameter(torch.zeros(1, 1, latent_dim))
+        self.pool = nn.MultiheadAttention(latent_dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(latent_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.time = nn.Linear(self.n_tubelets, future_frames)
+        self.out = nn.Sequential(nn.GELU(), nn.LayerNorm(hidden, eps=LN_EPS), nn.Linear(hidden, n_joints * 3))
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.query, std=0.02)
+        with torch.no_grad():
+            self.time.weight.copy_(interpolation_matrix(n_tubelets_past, n_tubelets_future, future_frames))
+            self.time.bias.zero_()
+            if residual:
+                self.out[-1].weight.zero_()
+
+    def forward(self, latents: Tensor, past_joints_cam: Tensor | None = None) -> Tensor:
+        """latents [B, Tp+Tf, P, D] (past then predicted) -> joints_cam [B, F, J, 3]."""
+        B, S, P, D = latents.shape
+        if S != self.n_tubelets:
+            raise ValueError(f"head built for {self.n_tubelets} tubelets, got {S}")
+        tokens = self.norm(latents.reshape(B * S, P, D))
+        pooled, _ = self.pool(self.query.expand(B * S, -1, -1).to(tokens.dtype), tokens, tokens, need_weights=False)
+        h = self.mlp(pooled.reshape(B, S, D))  # [B, S, hidden]
+        h = self.time(h.transpose(1, 2)).transpose(1, 2)  # [B, F, hidden]
+        joints = self.out(h).unflatten(-1, (self.n_joints, 3))
+        if self.residual and past_joints_cam is not None:
+            if past_joints_cam.shape != (B, self.n_joints, 3):
+                raise ValueError(f"past_joints_cam has shape {tuple(past_joints_cam.shape)}; expected {(B, self.n_joints, 3)}")
+            joints = joints + past_joints_cam[:, None].to(joints.dtype)
+        return joints
+
+
+def camera_to_world(joints_cam: Tensor, cam_pose: Tensor) -> Tensor:
+    """``R @ x + t`` with the camera-to-world pose [B, 4, 4] of the last observed frame."""
+    if cam_pose.shape[-2:] != (4, 4) or cam_pose.shape[0] != joints_cam.shape[0]:
+        raise ValueError(f"cam_pose has shape {tuple(cam_pose.shape)}; expected [B, 4, 4]")
+    pose = cam_pose.to(joints_cam.dtype)
+    rot, trans = pose[:, :3, :3], pose[:, :3, 3]
+    return torch.einsum("bij,bfkj->bfki", rot, joints_cam) + trans[:, None, None, :]

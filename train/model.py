@@ -1,0 +1,168 @@
+"""ThinkJEPA: V-JEPA2-style predictor + thinker-guidance pyramid + joint readout head.
+
+One class serves every variant and ablation (``ModelConfig``):
+
+- ``thinkjepa``: guidance injected into every predictor block (``injection`` film or
+  cross_attn; ``streams`` and ``layer_selector`` pick the ablation);
+- ``jepa_only``: no guidance module at all (same as ``injection: none``);
+- ``vlm_only``: the visual input is zeroed (past latents replaced by zeros for the predictor
+  and the head), guidance kept.
+
+The predictor and head are built before the guidance modules, so under one seed a guided
+model and a ``jepa_only`` model get identical predictor/head weights; with the gates at zero
+(their initial value) they compute identical outputs.
+
+``forward`` reads only inputs from the past: ``past_latents``, the guidance keys the mode
+needs, ``cam_pose`` and, when present, ``past_joints_cam``. Targets (``future_latents``,
+``target_joints``, ``target_conf``) are for the loss only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from thinkjepa.config import ModelConfig
+
+from .head import JointHead, camera_to_world
+from .injection import CrossAttnInjection, FiLMInjection
+from .predictor import Predictor, init_from_vjepa2
+from .pyramid import GuidancePyramid
+
+GuidanceMode = Literal["none", "means", "tokens"]
+
+
+def guidance_mode(cfg: ModelConfig) -> GuidanceMode:
+    """Which guidance inputs a model built from ``cfg`` reads: none, per-layer means
+    (``guid_{stream}_mean``) or tokens (``guid_{stream}`` + ``guid_{stream}_mask``,
+    ``cfg.guidance_tokens`` per stream). FiLM also accepts tokens, cross-attention also
+    accepts means (one token per stream)."""
+    if cfg.variant == "jepa_only" or cfg.injection == "none":
+        return "none"
+    return "means" if cfg.injection == "film" else "tokens"
+
+
+class ThinkJEPA(nn.Module):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        latent_dim: int,
+        n_tubelets_past: int,
+        n_tubelets_future: int,
+        n_patches: int,
+        guidance_layers: int,
+        guidance_hidden: int,
+        future_frames: int,
+        *,
+        pretrained: bool = True,
+    ) -> None:
+        """``pretrained=False`` skips ``model_cfg.init_predictor_from`` (rebuilding a model
+        whose trained weights are loaded next: no need to read, or reach, the checkpoint)."""
+        super().__init__()
+        cfg = model_cfg
+        if cfg.variant == "vlm_only" and cfg.injection == "none":
+            raise ValueError("variant vlm_only zeroes the visual input, so it needs guidance: set model.injection to film or cross_attn")
+        self.cfg = cfg
+        self.mode: GuidanceMode = guidance_mode(cfg)
+        self.predictor = Predictor(
+            latent_dim=latent_dim,
+            width=cfg.pred_width,
+            depth=cfg.pred_depth,
+            heads=cfg.pred_heads,
+            n_tubelets_past=n_tubelets_past,
+            n_tubelets_future=n_tubelets_future,
+            n_patches=n_patches,
+            mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout,
+            drop_path=cfg.drop_path,
+            use_rope=cfg.use_rope,
+        )
+        self.head = JointHead(
+            latent_dim=latent_dim,
+            n_tubelets_past=n_tubelets_past,
+            n_tubelets_future=n_tubelets_future,
+            future_frames=future_frames,
+            hidden=cfg.head_hidden,
+            heads=cfg.head_heads,
+            residual=cfg.head_residual,
+        )
+        self.pyramid: GuidancePyramid | None = None
+        self.injection: FiLMInjection | CrossAttnInjection | None = None
+        if self.mode != "none":
+            self.pyramid = GuidancePyramid(
+                n_layers=guidance_layers,
+                hidden=guidance_hidden,
+                guidance_dim=cfg.guidance_dim,
+                layer_selector=cfg.layer_selector,
+                streams=cfg.streams,
+                depth=cfg.pred_depth,
+                cross_attention=cfg.injection == "cross_attn",
+            )
+            if cfg.injection == "film":
+                self.injection = FiLMInjection(cfg.pred_depth, self.pyramid.signature_dim, cfg.film_hidden, cfg.pred_width)
+            else:
+                self.injection = CrossAttnInjection(cfg.pred_depth, cfg.guidance_dim, cfg.pred_width, cfg.pred_heads, cfg.dropout)
+        self.init_report: dict | None = None
+        if cfg.init_predictor_from and pretrained:
+            self.init_report = init_from_vjepa2(self.predictor, cfg.init_predictor_from)
+
+    def _inject(self, batch: Mapping[str, Tensor]):
+        assert self.pyramid is not None and self.injection is not None
+        if isinstance(self.injection, FiLMInjection):
+            return self.injection(self.pyramid.signatures(batch), self.pyramid.block_levels)
+        tokens, mask = self.pyramid.tokens(batch)
+        return self.injection(tokens, mask, self.pyramid.block_levels)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if "past_latents" not in batch or "cam_pose" not in batch:
+            raise KeyError("the batch needs 'past_latents' [B, Tp, P, D] and 'cam_pose' [B, 4, 4]")
+        past = batch["past_latents"].to(self.predictor.embed.weight.dtype)
+        if self.cfg.variant == "vlm_only":
+            past = torch.zeros_like(past)
+        inject = self._inject(batch) if self.mode != "none" else None
+        pred = self.predictor(past, inject)
+        past_joints = batch["past_joints_cam"] if "past_joints_cam" in batch else None
+        joints_cam = self.head(torch.cat([past, pred], dim=1), past_joints)
+        joints_world = camera_to_world(joints_cam, batch["cam_pose"])
+        return {"pred_latents": pred, "joints_cam": joints_cam, "joints_world": joints_world}
+
+    @torch.no_grad()
+    def rollout(self, batch: Mapping[str, Tensor], steps: int) -> dict[str, Tensor]:
+        """Recursive forecast: each step's predicted latents become the next step's context.
+
+        Step k sees the newest ``Tp`` tubelets of [observed; predicted so far], the same
+        thinker guidance, and (for the residual head) the last forecast joints. Everything
+        stays in the camera frame of the last *observed* frame: a later pose would be future
+        information. Returns the steps concatenated along time: ``pred_latents``
+        [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
+        if steps < 1:
+            raise ValueError(f"rollout needs steps >= 1, got {steps}")
+        current = dict(batch)
+        outs: list[dict[str, Tensor]] = []
+        n_past = self.predictor.n_past
+        for _ in range(steps):
+            out = self(current)
+            outs.append(out)
+            context = torch.cat([current["past_latents"].to(out["pred_latents"].dtype), out["pred_latents"]], dim=1)
+            current["past_latents"] = context[:, -n_past:]
+            if "past_joints_cam" in current:
+                current["past_joints_cam"] = out["joints_cam"][:, -1]
+        return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained at ``train.lr_head``."""
+        return self.head.parameters()
+
+    def predictor_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained at ``train.lr_predictor``: predictor, pyramid and injection."""
+        for name, p in self.named_parameters():
+            if not name.startswith("head."):
+                yield p
+
+    @property
+    def gates(self) -> Tensor | None:
+        """The injection gates (tanh(g) scales each block's guidance); None without guidance."""
+        return None if self.injection is None else self.injection.gates

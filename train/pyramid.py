@@ -1,0 +1,211 @@
+"""The guidance pyramid: which stored thinker layers feed which predictor block, and how.
+
+The thinker cache stores, per window, hidden states of ``L`` decoder layers for two token
+streams ("prefill": every prompt token; "generated": the thinking tokens). This module turns
+them into per-sample guidance for the predictor:
+
+- a *layer selector* picks the pyramid levels (indices into the stored layers, not VLM
+  layer ids): ``"all"``, ``"last"``, ``"mid"`` or an explicit list;
+- per stream one bias-free ``Linear(H -> guidance_dim)``, shared across levels;
+- FiLM path: masked token mean per stream, projected, combined into the signature
+  ``[o; n; |o-n|; o*n]`` (``4 * guidance_dim``). Because the projection is linear and
+  bias-free, projecting the mean equals the mean of the projections, so the cached per-layer
+  means are enough (``means`` mode) and give the same signature as the tokens (``tokens``
+  mode, computed the reference code's way: project every token, then masked mean);
+- cross-attention path: the projected tokens of both streams, concatenated with their masks.
+
+Single stream (``streams="prefill"`` or ``"generated"``): the missing stream's slot is
+zeros, so the signature keeps its layout (``[o; 0; |o|; 0]``); the missing stream has no
+projection at all. Zeros were chosen over duplicating the present stream because they keep
+"this stream is absent" explicit instead of faking a perfect prefill/generated agreement.
+
+Level-to-block mapping: block ``b`` of a depth-``d`` predictor uses level
+``floor(b * n_levels / d)``; with ``d == n_levels`` that is the reference's "level i feeds
+block i"; with more blocks than levels consecutive blocks share a level; with more levels than
+blocks some levels are skipped (a warning says which).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+STREAMS: tuple[str, ...] = ("prefill", "generated")
+
+
+def streams_of(streams: str) -> tuple[str, ...]:
+    """The token streams a ``ModelConfig.streams`` value selects."""
+    if streams == "both":
+        return STREAMS
+    if streams in STREAMS:
+        return (streams,)
+    raise ValueError(f"unknown guidance streams {streams!r}; expected 'both', 'prefill' or 'generated'")
+
+
+def select_levels(selector: str | Sequence[int], n_layers: int) -> list[int]:
+    """Indices into the ``n_layers`` stored layers that form the pyramid."""
+    if n_layers < 1:
+        raise ValueError(f"the guidance cache holds {n_layers} layers; need at least one")
+    if selector == "all":
+        return list(range(n_layers))
+    if selector == "last":
+        return [n_layers - 1]
+    if selector == "mid":
+        return [n_layers // 2]
+    if isinstance(selector, str):
+        raise ValueError(f"unknown layer_selector {selector!r}; expected 'all', 'last', 'mid' or a list of indices")
+    levels = [int(i) for i in selector]
+    if not levels:
+        raise ValueError("layer_selector is an empty list; name at least one stored layer")
+    bad = [i for i in levels if not 0 <= i < n_layers]
+    if bad:
+        raise ValueError(
+            f"layer_selector indices {bad} are out of range for {n_layers} stored layers "
+            "(they index the stored layers, not VLM layer ids)"
+        )
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"layer_selector {levels} repeats an index")
+    return levels
+
+
+def block_levels(depth: int, n_levels: int) -> list[int]:
+    """For each predictor block, the pyramid level (position in the selected levels) it uses."""
+    mapping = [b * n_levels // depth for b in range(depth)]
+    unused = sorted(set(range(n_levels)) - set(mapping))
+    if unused:
+        warnings.warn(
+            f"{n_levels} pyramid levels but only {depth} predictor blocks: levels {unused} feed no block",
+            stacklevel=2,
+        )
+    return mapping
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x [B, L, N, C]`` over tokens where ``mask [B, N]`` is true; zeros if none."""
+    w = mask.to(x.dtype)[:, None, :, None]
+    return (x * w).sum(dim=2) / w.sum(dim=2).clamp(min=1.0)
+
+
+class GuidancePyramid(nn.Module):
+    """Per-sample thinker guidance from the cached pyramid of hidden states.
+
+    Reads from the batch, per used stream ``s``: ``guid_{s}_mean [B, L, H]`` (means mode)
+    and/or ``guid_{s} [B, L, N, H]`` + ``guid_{s}_mask [B, N]`` (tokens mode).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        hidden: int,
+        guidance_dim: int,
+        layer_selector: str | Sequence[int] = "all",
+        streams: str = "both",
+        depth: int = 12,
+        cross_attention: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_layers = n_layers
+        self.hidden = hidden
+        self.guidance_dim = guidance_dim
+        self.streams = streams_of(streams)
+        self.levels = select_levels(layer_selector, n_layers)
+        self.block_levels = block_levels(depth, len(self.levels))
+        self.proj = nn.ModuleDict({s: nn.Linear(hidden, guidance_dim, bias=False) for s in self.streams})
+        # Tells cross-attention which stream a key came from once both are concatenated. Only
+        # built when used: a parameter without gradient breaks DDP (unused-parameter error).
+        self.stream_embed = nn.Parameter(torch.zeros(len(STREAMS), guidance_dim)) if cross_attention else None
+        if self.stream_embed is not None:
+            nn.init.trunc_normal_(self.stream_embed, std=0.02)
+        for p in self.proj.values():
+            nn.init.trunc_normal_(p.weight, std=0.02)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def signature_dim(self) -> int:
+        return 4 * self.guidance_dim
+
+    # -- inputs -------------------------------------------------------------------------
+    def _check(self, name: str, x: Tensor, token_axis: bool) -> None:
+        want = 4 if token_axis else 3
+        if x.dim() != want or x.shape[1] != self.n_layers or x.shape[-1] != self.hidden:
+            shape = "[B, L, N, H]" if token_axis else "[B, L, H]"
+            raise ValueError(
+                f"batch[{name!r}] has shape {tuple(x.shape)}; expected {shape} with L={self.n_layers} "
+                f"stored layers and H={self.hidden}"
+            )
+
+    def _tokens(self, batch: Mapping[str, Tensor], stream: str) -> tuple[Tensor, Tensor] | None:
+        key = f"guid_{stream}"
+        if key not in batch:
+            return None
+        tokens = batch[key]
+        self._check(key, tokens, token_axis=True)
+        mask_key = f"{key}_mask"
+        if mask_key not in batch:
+            raise KeyError(f"batch has {key!r} but not {mask_key!r} (which tokens are real, not padding)")
+        mask = batch[mask_key].bool()
+        if mask.shape != (tokens.shape[0], tokens.shape[2]):
+            raise ValueError(f"batch[{mask_key!r}] has shape {tuple(mask.shape)}; expected {(tokens.shape[0], tokens.shape[2])}")
+        return tokens, mask
+
+    def _missing(self, stream: str) -> KeyError:
+        return KeyError(
+            f"guidance stream {stream!r} is used but the batch has neither 'guid_{stream}_mean' "
+            f"nor 'guid_{stream}' + 'guid_{stream}_mask'"
+        )
+
+    def _projected_mean(self, batch: Mapping[str, Tensor], stream: str) -> Tensor:
+        """Projected per-level mean of one stream: [B, n_levels, G]."""
+        proj = self.proj[stream]
+        dtype = proj.weight.dtype
+        mean_key = f"guid_{stream}_mean"
+        if mean_key in batch:
+            means = batch[mean_key]
+            self._check(mean_key, means, token_axis=False)
+            return proj(means[:, self.levels].to(dtype))
+        found = self._tokens(batch, stream)
+        if found is None:
+            raise self._missing(stream)
+        tokens, mask = found
+        # The reference's order: project every token, then masked mean.
+        return masked_mean(proj(tokens[:, self.levels].to(dtype)), mask)
+
+    # -- outputs ------------------------------------------------------------------------
+    def signatures(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """FiLM conditioning per level and sample: [B, n_levels, 4 * guidance_dim]."""
+        vecs = {s: self._projected_mean(batch, s) for s in self.streams}
+        ref = next(iter(vecs.values()))
+        o = vecs.get("prefill", torch.zeros_like(ref))
+        n = vecs.get("generated", torch.zeros_like(ref))
+        return torch.cat([o, n, (o - n).abs(), o * n], dim=-1)
+
+    def tokens(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys per level: tokens [B, n_levels, N, G] and mask [B, N].
+
+        A stream given only as means (no token keys) enters as one token per level."""
+        if self.stream_embed is None:
+            raise RuntimeError("GuidancePyramid was built without cross_attention=True")
+        parts, masks = [], []
+        for s in self.streams:
+            proj = self.proj[s]
+            dtype = proj.weight.dtype
+            found = self._tokens(batch, s)
+            if found is not None:
+                tokens, mask = found
+                tokens = tokens[:, self.levels].to(dtype)
+            elif f"guid_{s}_mean" in batch:
+                means = batch[f"guid_{s}_mean"]
+                self._check(f"guid_{s}_mean", means, token_axis=False)
+                tokens = means[:, self.levels, None].to(dtype)
+                mask = torch.ones(means.shape[0], 1, dtype=torch.bool, device=means.device)
+            else:
+                raise self._missing(s)
+            parts.append(proj(tokens) + self.stream_embed[STREAMS.index(s)])
+            masks.append(mask)
+        return torch.cat(parts, dim=2), torch.cat(masks, dim=1)
