@@ -1,0 +1,479 @@
+"""CacheReader: committed entries only, by key, field by field, batched, or as dask views."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from thinkjepa.cache_schema.encoding import checked, decode_shard_index, from_storage, shard_index_size
+from thinkjepa.cache_schema.schema import (
+    FAILURES,
+    INDEX,
+    JEPA_FLOAT_ARRAYS,
+    SCHEMA_VERSION,
+    TOKEN_STREAMS,
+    VLM_INT_ARRAYS,
+    CacheError,
+    JEPAEntry,
+    SchemaMismatchError,
+    StoreMeta,
+    VLMEntry,
+    chunk_keys,
+    parse_record_path,
+    record_path,
+)
+from thinkjepa.cache_schema.store import open_backend, read_meta
+
+MEAN_FIELDS = ("prefill_mean", "generated_mean")
+TOKEN_FIELDS = TOKEN_STREAMS
+BATCH_FIELDS = (*MEAN_FIELDS, *TOKEN_FIELDS, *VLM_INT_ARRAYS, *JEPA_FLOAT_ARRAYS, "past_frames", "future_frames")
+
+
+def _counting_store(inner):
+    """Wrap a zarr store so the reader knows how many bytes it fetched (benchmarks, tests)."""
+    from zarr.storage import WrapperStore
+
+    class CountingStore(WrapperStore):
+        bytes_read = 0
+
+        async def get(self, key, prototype, byte_range=None):
+            buf = await self._store.get(key, prototype, byte_range)
+            if buf is not None:
+                CountingStore.bytes_read += len(buf)
+            return buf
+
+        async def get_partial_values(self, prototype, key_ranges):
+            out = await self._store.get_partial_values(prototype, key_ranges)
+            CountingStore.bytes_read += sum(len(b) for b in out if b is not None)
+            return out
+
+    return CountingStore(inner)
+
+
+class CacheReader:
+    """Read access to the cache at ``url``.
+
+    ``expect``: the settings the caller needs; any difference raises SchemaMismatchError that
+    lists every differing field. Listing is done once and cached; ``refresh()`` re-lists.
+    Picklable (for DataLoader workers): the store is reopened in the new process.
+    """
+
+    def __init__(self, url: str, expect: StoreMeta | None = None) -> None:
+        self._url_in = url
+        self._expect = expect
+        self._open()
+
+    def _open(self) -> None:
+        self._b = open_backend(self._url_in)
+        self.url = self._b.url
+        self.meta = read_meta(self._b)
+        if self.meta.schema_version != SCHEMA_VERSION:
+            raise SchemaMismatchError(
+                self.url, [f"schema_version: store has {self.meta.schema_version}, this code reads {SCHEMA_VERSION}"],
+                action="cannot read it")
+        if self._expect is not None:
+            differences = self.meta.diff(self._expect)
+            if differences:
+                raise SchemaMismatchError(self.url, differences, action="not what the caller expects")
+        self._zstore = _counting_store(self._b.zarr_store(read_only=True))
+        self._layer_pos = {layer: i for i, layer in enumerate(self.meta.layers)}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._listing: dict[str, list[str]] | None = None
+        self._records: dict[str, dict] = {}
+        self._direct_bytes = 0
+
+    def __getstate__(self) -> dict:
+        return {"url": self._url_in, "expect": self._expect}
+
+    def __setstate__(self, state: dict) -> None:
+        self._url_in, self._expect = state["url"], state["expect"]
+        self._open()
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes this reader fetched from the store so far (data and zarr metadata)."""
+        return type(self._zstore).bytes_read + self._direct_bytes
+
+    # -- listing ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._listing = None
+            self._records = {}
+
+    def _parts_of(self) -> dict[str, list[str]]:
+        if self._listing is None:
+            listing: dict[str, list[str]] = {}
+            for rel in self._b.list_files(INDEX):
+                parsed = parse_record_path(rel)
+                if parsed is not None:
+                    listing.setdefault(parsed[1], []).append(parsed[0])
+            with self._lock:
+                self._listing = listing
+        return self._listing
+
+    def keys(self) -> list[str]:
+        """Committed keys, sorted (one listing of the index, no record read)."""
+        return sorted(self._parts_of())
+
+    def __len__(self) -> int:
+        return len(self._parts_of())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._parts_of()
+
+    def record(self, key: str) -> dict:
+        """The commit record of ``key``; the newest one if several parts committed it."""
+        rec = self._records.get(key)
+        if rec is not None:
+            return rec
+        parts = self._parts_of().get(key)
+        if not parts:
+            raise KeyError(f"{key!r} is not committed in cache {self.url}")
+        found = [json.loads(raw) for raw in self._b.get_many([record_path(p, key) for p in parts]) if raw]
+        if not found:
+            raise CacheError(f"{key}: its commit record vanished from {self.url} (store changed; refresh())")
+        rec = max(found, key=lambda r: r.get("committed_at", 0))
+        self._records[key] = rec
+        return rec
+
+    def records(self) -> list[dict]:
+        """Every commit record (key, part, path, fingerprint, arrays, tokens, committed_at, ...)."""
+        listing = self._parts_of()
+        todo = [(k, p) for k, parts in listing.items() if k not in self._records for p in parts]
+        raws = self._b.get_many([record_path(p, k) for k, p in todo])
+        newest: dict[str, dict] = {}
+        for (k, _p), raw in zip(todo, raws):
+            if raw:
+                r = json.loads(raw)
+                if k not in newest or r.get("committed_at", 0) > newest[k].get("committed_at", 0):
+                    newest[k] = r
+        self._records.update(newest)
+        return [self._records[k] for k in sorted(listing) if k in self._records]
+
+    def failures(self) -> dict[str, str]:
+        """``{key: reason}`` of recorded failures not superseded by a later commit of that key."""
+        rels = [r for r in self._b.list_files(FAILURES) if parse_record_path(r)]
+        out: dict[str, tuple[float, str]] = {}
+        for raw in self._b.get_many(rels):
+            if not raw:
+                continue
+            doc = json.loads(raw)
+            key, at = doc["key"], float(doc.get("at", 0))
+            if key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
+                continue
+            if key not in out or at > out[key][0]:
+                out[key] = (at, doc.get("reason", ""))
+        return {k: v[1] for k, v in sorted(out.items())}
+
+    # -- single entries -----------------------------------------------------------------
+
+    def _array(self, key: str, name: str):
+        import zarr
+
+        path = f"{self.record(key)['path']}/{name}"
+        try:
+            return zarr.open_array(store=self._zstore, path=path, mode="r", zarr_format=3)
+        except Exception as e:
+            raise CacheError(f"{key}: array {name!r} of the entry is unreadable ({type(e).__name__}: {e})") from e
+
+    def _read(self, key: str, name: str, selection: Any = Ellipsis) -> np.ndarray:
+        arr = self._array(key, name)
+        try:
+            if isinstance(selection, tuple) and any(isinstance(s, list) for s in selection):
+                return arr.get_orthogonal_selection(selection)
+            return arr[selection]
+        except Exception as e:
+            raise CacheError(f"{key}: reading {name!r} failed ({type(e).__name__}: {e})") from e
+
+    def _float(self, key: str, name: str, selection: Any = Ellipsis) -> np.ndarray:
+        return from_storage(self._read(key, name, selection), self.meta.storage_dtype)
+
+    def _positions(self, key: str, layers: Sequence[int] | None) -> list[int] | None:
+        if layers is None:
+            return None
+        missing = [l for l in layers if l not in self._layer_pos]
+        if missing:
+            raise CacheError(f"{key}: layers {missing} are not stored in {self.url} (it holds {self.meta.layers})")
+        return [self._layer_pos[l] for l in layers]
+
+    def _need(self, kind: str) -> None:
+        if self.meta.kind != kind:
+            raise CacheError(f"the cache at {self.url} holds {self.meta.kind!r} entries, not {kind!r}")
+
+    def _fetch(self, key: str, name: str, lead: list[int] | None = None, take: int | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``lead`` of axis 0 and the first ``take`` of axis 1 of an entry array.
+
+        The hot path of training reads: it decodes the layout this package writes (see
+        ``schema.chunk_layout``) straight from the chunk/shard bytes, checking every chunk's
+        crc32c, and fetches only the chunks the selection touches. zarr-python reads the same
+        files (``get``, ``verify``, dask views) but costs twice the time on token arrays.
+        With ``out`` (float32), the selection is converted into it and ``out`` returned.
+        """
+        rec = self.record(key)
+        desc = rec["arrays"].get(name)
+        what = f"{key}: {name}"
+        if desc is None:
+            raise CacheError(f"{what}: the entry has no such array")
+        shape, chunks = tuple(desc["shape"]), tuple(desc["chunks"])
+        shard = tuple(desc["shard"]) if desc.get("shard") else None
+        dtype = np.dtype(desc["dtype"]).newbyteorder("<")
+        ndim = len(shape)
+        rows = list(range(shape[0])) if lead is None or ndim == 1 else list(lead)
+        if ndim >= 2:
+            take = shape[1] if take is None else min(int(take), shape[1])
+        if out is None:
+            dst = np.empty((len(rows), take, *shape[2:]) if ndim >= 2 else shape, dtype=dtype)
+        else:
+            dst = out
+        bf16 = self.meta.storage_dtype == "bfloat16" and out is not None
+
+        def put(target, src) -> None:
+            target[...] = from_storage(src, "bfloat16") if bf16 else src
+
+        if not all(shape) or (ndim >= 2 and take == 0):
+            return dst
+        rel = f"{rec['path']}/{name}/{chunk_keys(shape, shard or chunks)[0]}"
+        try:
+            if shard is None:
+                raw = self._b.get(rel)
+                if raw is None:
+                    raise FileNotFoundError(rel)
+                self._direct_bytes += len(raw)
+                a = checked(raw, what).view(dtype).reshape(chunks)[tuple(slice(0, n) for n in shape)]
+                if ndim == 1:
+                    put(dst, a)
+                else:
+                    for i, r in enumerate(rows):
+                        put(dst[i, :take], a[r, :take])
+                return dst
+            per = tuple(s // c for s, c in zip(shard, chunks))
+            step = chunks[1]
+            n_j = -(-take // step)
+            pad = (0,) * (ndim - 2)
+            need = [(r, j) for r in rows for j in range(n_j)]
+            n_idx = shard_index_size(per)
+            if 2 * len(need) >= math.prod(per):  # most of the shard: one read beats many
+                whole = self._b.get(rel)
+                if whole is None:
+                    raise FileNotFoundError(rel)
+                self._direct_bytes += len(whole)
+                view = memoryview(whole)
+                index = decode_shard_index(view[-n_idx:], per, what)
+                pieces = {}
+                for r, j in need:
+                    off, n = (int(v) for v in index[(r, j, *pad)])
+                    pieces[r, j] = view[off:off + n] if off + n <= len(view) - n_idx else b""
+            else:
+                (ib,) = self._b.get_ranges(rel, [(-n_idx, 0)])
+                index = decode_shard_index(ib, per, what)
+                spans = [tuple(int(v) for v in index[(r, j, *pad)]) for r, j in need]
+                got = self._b.get_ranges(rel, [(off, off + n) for off, n in spans])
+                self._direct_bytes += len(ib) + sum(len(g) for g in got)
+                pieces = dict(zip(need, got))
+            for i, r in enumerate(rows):
+                for j in range(n_j):
+                    lo, hi = j * step, min((j + 1) * step, take)
+                    data = checked(pieces[r, j], f"{what} chunk ({r}, {j})").view(dtype).reshape(chunks)[0]
+                    put(dst[i, lo:hi], data[: hi - lo])
+            return dst
+        except FileNotFoundError as e:
+            raise CacheError(f"{what}: data missing ({e})") from e
+
+    def get(self, key: str) -> VLMEntry | JEPAEntry:
+        """The whole entry, float arrays as float32."""
+        import zarr
+
+        rec = self.record(key)
+        try:
+            attrs = dict(zarr.open_group(store=self._zstore, path=rec["path"], mode="r", zarr_format=3).attrs)
+        except Exception as e:
+            raise CacheError(f"{key}: entry group unreadable ({type(e).__name__}: {e})") from e
+        if self.meta.kind == "vlm":
+            return VLMEntry(
+                key=key, prefill=self._float(key, "prefill"), generated=self._float(key, "generated"),
+                prefill_ids=self._read(key, "prefill_ids"), generated_ids=self._read(key, "generated_ids"),
+                prefill_kind=self._read(key, "prefill_kind"), frame_index=self._read(key, "frame_index"),
+                text=attrs.get("text", ""), provenance=attrs.get("provenance", {}),
+                fingerprint=attrs.get("fingerprint", ""))
+        return JEPAEntry(
+            key=key, past=self._float(key, "past"), future=self._float(key, "future"),
+            past_frames=self._read(key, "past_frames"), future_frames=self._read(key, "future_frames"),
+            provenance=attrs.get("provenance", {}), fingerprint=attrs.get("fingerprint", ""))
+
+    def attrs(self, key: str) -> dict:
+        """Entry attributes: key, part, fingerprint, text (vlm), provenance."""
+        import zarr
+
+        return dict(zarr.open_group(store=self._zstore, path=self.record(key)["path"], mode="r",
+                                    zarr_format=3).attrs)
+
+    def read_means(self, key: str, layers: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """``{"prefill": [L, H], "generated": [L, H]}`` float32 token means (a few KB per entry)."""
+        self._need("vlm")
+        pos = self._positions(key, layers)
+        return {s: self._fetch(key, f"{s}_mean", pos) for s in TOKEN_STREAMS}
+
+    def read_tokens(self, key: str, stream: str, max_tokens: int | None,
+                    layers: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``([L, N, H] float32, [N] bool mask)``: the first ``max_tokens`` tokens, zero-padded.
+
+        Only that token prefix (and those layers) is fetched. ``max_tokens=None``: all tokens.
+        """
+        self._need("vlm")
+        if stream not in TOKEN_STREAMS:
+            raise CacheError(f"{key}: stream must be one of {TOKEN_STREAMS}, got {stream!r}")
+        n = int(self.record(key)["tokens"][stream])
+        n_out = n if max_tokens is None else int(max_tokens)
+        take = min(n, n_out)
+        pos = self._positions(key, layers)
+        n_layers = len(self.meta.layers) if pos is None else len(pos)
+        out = np.zeros((n_layers, n_out, self.meta.hidden_size), dtype=np.float32)
+        if take:
+            self._fetch(key, stream, pos, take, out=out)  # converts while copying: no temporary
+        mask = np.zeros(n_out, dtype=bool)
+        mask[:take] = True
+        return out, mask
+
+    def read_jepa(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(past, future)`` latents as float32."""
+        self._need("jepa")
+        return self._latents(key, "past"), self._latents(key, "future")
+
+    def _latents(self, key: str, name: str) -> np.ndarray:
+        shape = self.record(key)["arrays"][name]["shape"]
+        return self._fetch(key, name, out=np.empty(shape, dtype=np.float32))
+
+    # -- batches ------------------------------------------------------------------------
+
+    def _read_fields(self, key: str, fields: Sequence[str], max_tokens: dict[str, int | None],
+                     layers: Sequence[int] | None) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for f in fields:
+            if f in MEAN_FIELDS:
+                out[f] = self._fetch(key, f, self._positions(key, layers))
+            elif f in TOKEN_FIELDS:
+                out[f], out[f"{f}_mask"] = self.read_tokens(key, f, max_tokens.get(f), layers)
+            elif f in JEPA_FLOAT_ARRAYS:
+                out[f] = self._latents(key, f)
+            else:
+                out[f] = self._fetch(key, f)
+        return out
+
+    def read_batch(self, keys: Sequence[str], fields: Sequence[str], max_tokens: int | dict[str, int] | None = None,
+                   layers: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Only ``fields`` of ``keys``, stacked on a leading batch axis.
+
+        Fields: prefill_mean, generated_mean (vlm, [B, L, H]); prefill, generated (vlm tokens,
+        [B, L, N, H] plus ``<stream>_mask`` [B, N]); past, future (jepa); the id/kind/frame
+        arrays. Token streams are cut or padded to ``max_tokens`` (an int or a per-stream dict;
+        unset: the longest in the batch). Entries are fetched concurrently.
+        """
+        unknown = [f for f in fields if f not in BATCH_FIELDS]
+        if unknown:
+            raise CacheError(f"unknown fields {unknown}; choose from {BATCH_FIELDS}")
+        keys = list(keys)
+        mt: dict[str, int | None]
+        if isinstance(max_tokens, dict):
+            mt = {s: max_tokens.get(s) for s in TOKEN_STREAMS}
+        else:
+            mt = {s: max_tokens for s in TOKEN_STREAMS}
+        for s in TOKEN_STREAMS:
+            if s in fields and mt[s] is None and keys:
+                mt[s] = max(int(self.record(k)["tokens"][s]) for k in keys)
+        if len(keys) > 1:
+            rows = list(self._executor().map(lambda k: self._read_fields(k, fields, mt, layers), keys))
+        else:
+            rows = [self._read_fields(k, fields, mt, layers) for k in keys]
+        if not rows:
+            return {}
+        out = {}
+        for name in rows[0]:
+            try:
+                out[name] = np.stack([r[name] for r in rows])
+            except ValueError as e:
+                shapes = {k: r[name].shape for k, r in zip(keys, rows)}
+                raise CacheError(f"field {name!r} has different shapes across the batch: {shapes}") from e
+        return out
+
+    def stream(self, keys: Iterable[str] | None = None, fields: Sequence[str] = MEAN_FIELDS, batch_size: int = 16,
+               max_tokens: int | dict[str, int] | None = None,
+               layers: Sequence[int] | None = None) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+        """``(keys, read_batch(...))`` per batch, reading the next batch while the caller works."""
+        keys = list(self.keys() if keys is None else keys)
+        batches = [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)]
+        if not batches:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-prefetch") as pre:
+            nxt = pre.submit(self.read_batch, batches[0], fields, max_tokens, layers)
+            for i, batch in enumerate(batches):
+                cur = nxt.result()
+                if i + 1 < len(batches):
+                    nxt = pre.submit(self.read_batch, batches[i + 1], fields, max_tokens, layers)
+                yield batch, cur
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-read")
+            return self._pool
+
+    # -- dask views ---------------------------------------------------------------------
+
+    def means_dask(self, stream: str, keys: Sequence[str] | None = None, block: int = 64):
+        """dask array [E, L, H] float32 of the per-entry token means of ``stream`` (lazy)."""
+        import dask
+        import dask.array as da
+
+        self._need("vlm")
+        if stream not in TOKEN_STREAMS:
+            raise CacheError(f"stream must be one of {TOKEN_STREAMS}, got {stream!r}")
+        keys = list(self.keys() if keys is None else keys)
+        L, H = len(self.meta.layers), self.meta.hidden_size
+        if not keys:
+            return da.zeros((0, L, H), dtype=np.float32)
+
+        def load(ks: list[str]) -> np.ndarray:
+            return np.stack([self._fetch(k, f"{stream}_mean") for k in ks])
+
+        # Blocks of entries, not one task per entry: a cache-wide graph stays small.
+        parts = [da.from_delayed(dask.delayed(load)(keys[i:i + block]), shape=(len(keys[i:i + block]), L, H),
+                                 dtype=np.float32) for i in range(0, len(keys), block)]
+        return da.concatenate(parts, axis=0)
+
+    def latent_means_dask(self, name: str, keys: Sequence[str] | None = None, block: int = 16):
+        """dask array [E, D] float32: per-entry mean over tubelets and patches of ``past``/``future``."""
+        import dask
+        import dask.array as da
+
+        self._need("jepa")
+        keys = list(self.keys() if keys is None else keys)
+        D = self.meta.hidden_size
+        if not keys:
+            return da.zeros((0, D), dtype=np.float32)
+
+        def load(ks: list[str]) -> np.ndarray:
+            return np.stack([self._latents(k, name).mean(axis=(0, 1)) for k in ks])
+
+        parts = [da.from_delayed(dask.delayed(load)(keys[i:i + block]), shape=(len(keys[i:i + block]), D),
+                                 dtype=np.float32) for i in range(0, len(keys), block)]
+        return da.concatenate(parts, axis=0)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def __enter__(self) -> CacheReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,146 @@
+"""``tj cache``: verify, show and summarise feature caches (thin layer over thinkjepa.cache_schema)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from thinkjepa.cli.common import JsonOpt, console
+
+app = typer.Typer(help="Inspect and verify feature caches.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+out = Console()
+
+PathArg = Annotated[str, typer.Argument(help="Cache location: a folder or an fsspec URL (memory://, s3://...).")]
+
+
+def _open(path: str):
+    from thinkjepa.cache_schema import CacheError, CacheReader
+
+    try:
+        return CacheReader(path)
+    except CacheError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command("verify")
+def verify_cmd(
+    path: PathArg,
+    json_out: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Check structure only; do not read the data.")] = False,
+) -> None:
+    """Check schema, entries (readable, shapes, no NaN/Inf) and orphans; exit 1 listing problems."""
+    from thinkjepa.cache_schema import verify
+
+    with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True, disable=json_out) as bar:
+        task = bar.add_task("verify", total=None)
+        problems = verify(path, check_data=not quick,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_out:
+        print(json.dumps({"path": path, "ok": not problems, "problems": [p.to_dict() for p in problems]}, indent=2))
+    elif problems:
+        table = Table(title=f"{len(problems)} problem(s) in {path}")
+        for col in ("code", "key", "detail"):
+            table.add_column(col)
+        for p in problems:
+            table.add_row(p.code, p.key or "-", p.detail)
+        out.print(table)
+    else:
+        out.print(f"[green]OK[/green] {path}")
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def show(path: PathArg, clip_id: Annotated[str, typer.Argument(help="Entry key, e.g. task/episode@t.")],
+         json_out: JsonOpt = False) -> None:
+    """Shapes, dtypes, token counts, text and provenance of one entry."""
+    import numpy as np
+
+    from thinkjepa.cache_schema import TOKEN_VISION, CacheError
+
+    r = _open(path)
+    if clip_id not in r:
+        near = difflib.get_close_matches(clip_id, r.keys(), n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        console.print(f"[red]error:[/red] {clip_id!r} is not committed in {path} ({len(r)} entries){hint}")
+        raise typer.Exit(2)
+    try:
+        rec = r.record(clip_id)
+        attrs = r.attrs(clip_id)
+        info = {
+            "key": clip_id, "part": rec["part"], "path": rec["path"], "kind": rec["kind"],
+            "fingerprint": rec["fingerprint"], "committed_at": rec["committed_at"], "tokens": rec["tokens"],
+            "arrays": {n: {"shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"], "nbytes": a["nbytes"]}
+                       for n, a in rec["arrays"].items()},
+            "storage_dtype": r.meta.storage_dtype, "layers": r.meta.layers,
+            "text": attrs.get("text"), "provenance": attrs.get("provenance", {}),
+        }
+        if r.meta.kind == "vlm":
+            kind = r.read_batch([clip_id], ["prefill_kind", "frame_index"])
+            frames = kind["frame_index"][0][kind["prefill_kind"][0] == TOKEN_VISION]
+            info["vision_frames"] = sorted(int(f) for f in np.unique(frames))
+    except CacheError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    if json_out:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(title=f"{clip_id}  ({info['kind']}, part {info['part']})")
+    for col in ("array", "shape", "dtype", "chunks", "bytes"):
+        table.add_column(col)
+    for n, a in info["arrays"].items():
+        table.add_row(n, str(a["shape"]), a["dtype"], str(a["chunks"]), f"{a['nbytes']:,}")
+    out.print(table)
+    out.print(f"tokens: {info['tokens']}  storage: {info['storage_dtype']}  layers: {info['layers']}")
+    if "vision_frames" in info:
+        out.print(f"vision tokens from frames: {info['vision_frames']}")
+    out.print(f"fingerprint: {info['fingerprint']}")
+    if info["text"] is not None:
+        out.print(f"text: {info['text']!r}")
+    out.print_json(data=info["provenance"], default=str)
+
+
+@app.command()
+def stats(path: PathArg, json_out: JsonOpt = False,
+          norms: Annotated[bool, typer.Option(help="Compute per-layer norms (reads the mean arrays).")] = True) -> None:
+    """Entries per part, token counts per stream, bytes, failures, per-layer mean norms (dask)."""
+    from thinkjepa.cache_schema import CacheError, cache_stats
+
+    _open(path)
+    try:
+        s = cache_stats(path, norms=norms)
+    except CacheError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    if json_out:
+        print(json.dumps(s, indent=2))
+        return
+    m = s["meta"]
+    out.print(f"{s['url']}: {m['kind']} cache of {m['model']} ({m['storage_dtype']}, hidden {m['hidden_size']}), "
+              f"{s['entries']} entries, {s['bytes'] / 1e6:.1f} MB, {s['failures']} failures")
+    out.print(f"entries per part: {s['entries_per_part']}")
+    table = Table(title="tokens per entry")
+    for col in ("stream", "total", "mean", "min", "max"):
+        table.add_column(col)
+    for name, t in s["tokens"].items():
+        table.add_row(name, str(t["total"]), f"{t['mean']:.1f}", str(t["min"]), str(t["max"]))
+    out.print(table)
+    if "layer_mean_norm" in s:
+        table = Table(title="norm of per-entry token means (mean +- std over entries)")
+        table.add_column("layer")
+        for stream in s["layer_mean_norm"]:
+            table.add_column(stream)
+        layers = m["layers"]
+        for i, layer in enumerate(layers):
+            table.add_row(str(layer), *(f"{v['mean'][i]:.4g} +- {v['std'][i]:.2g}" for v in s["layer_mean_norm"].values()))
+        out.print(table)
+    if "latent_mean_norm" in s:
+        out.print(f"norm of per-entry mean latent: {s['latent_mean_norm']}")
