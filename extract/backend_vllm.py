@@ -1,0 +1,210 @@
+"""vLLM thinker backend: the production path.
+
+One engine, many clips per ``extract`` call. Hidden states come from vLLM's
+``extract_hidden_states`` speculative method: the target model hands the residual streams of
+the requested aux layers to a cache-only draft "model", and the project's connector
+(extract/connector.py) writes each finished request's states to a safetensors file, which is
+read here and deleted. ``include_output_tokens`` makes the file hold the generated tokens'
+states too (all but the last sampled token, which was never fed back).
+
+vLLM runs its engine in child processes: scripts that build this backend need an
+``if __name__ == "__main__":`` guard. On CPU, ``VLLM_CPU_KVCACHE_SPACE`` (GiB) must be set;
+a small default is set here when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from thinkjepa.config import ThinkerConfig
+from thinkjepa.extract.connector import CONNECTOR_MODULE, CONNECTOR_NAME
+from thinkjepa.extract.layers import LAYER_CONVENTION, validate_layers, vllm_aux_layer_ids
+from thinkjepa.extract.thinker_io import (
+    ThinkerOutput,
+    ThinkerRequest,
+    build_chat_prompt,
+    check_request,
+    finalize_output,
+    load_model_info,
+    name_error,
+    token_kinds,
+    video_metadata,
+)
+
+DEFAULT_CPU_KVCACHE_GIB = "1"
+
+
+class VLLMThinker:
+    """Qwen3-VL through one vLLM engine with hidden-state extraction."""
+
+    layer_convention = LAYER_CONVENTION
+
+    def __init__(self, cfg: ThinkerConfig, *, engine_kwargs: dict[str, Any] | None = None) -> None:
+        import torch
+        from transformers import AutoProcessor
+        from vllm import LLM
+        from vllm.config import KVTransferConfig
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+        self.cfg = cfg
+        self.model_id = cfg.model
+        # The prompt string and token kinds are made in this process, with the same
+        # processor the transformers backend uses.
+        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+        self.info = load_model_info(cfg.model, cfg.revision, self.processor)
+        self.layers = validate_layers(cfg.layers, self.info.num_hidden_layers, cfg.model)
+        self.hidden_size = self.info.hidden_size
+        self._storage = tempfile.mkdtemp(prefix="thinkjepa-hidden-states-")
+
+        kwargs: dict[str, Any] = dict(
+            model=cfg.model,
+            revision=cfg.revision,
+            dtype=cfg.compute_dtype,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_model_len=cfg.max_model_len,
+            load_format=cfg.load_format,
+            seed=0,
+            # Every clip's prompt differs after a few template tokens; caching buys nothing
+            # and would only add a path where states are not computed by this request.
+            enable_prefix_caching=False,
+            limit_mm_per_prompt={"image": 0, "video": 1},
+            # CUDA graphs / torch.compile pay off on GPUs; on CPU they only slow the start.
+            enforce_eager=not torch.cuda.is_available(),
+            speculative_config={
+                "method": "extract_hidden_states",
+                "num_speculative_tokens": 1,
+                "draft_model_config": {
+                    "hf_config": {
+                        "eagle_aux_hidden_state_layer_ids": vllm_aux_layer_ids(self.layers, self.info.num_hidden_layers)
+                    }
+                },
+            },
+            kv_transfer_config=KVTransferConfig(
+                kv_connector=CONNECTOR_NAME,
+                kv_connector_module_path=CONNECTOR_MODULE,
+                kv_role="kv_producer",
+                kv_connector_extra_config={"shared_storage_path": self._storage},
+            ),
+        )
+        kwargs.update(engine_kwargs or {})
+        try:
+            self.llm = LLM(**kwargs)
+        except BaseException:
+            shutil.rmtree(self._storage, ignore_errors=True)
+            raise
+
+    def _sampling_params(self):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            temperature=0.0,
+            max_tokens=self.cfg.max_new_tokens,
+            stop_token_ids=list(self.info.stop_token_ids),
+            extra_args={"kv_transfer_params": {"include_output_tokens": True}},
+        )
+
+    def extract(self, requests: list[ThinkerRequest]) -> list[ThinkerOutput | Exception]:
+        results: list[ThinkerOutput | Exception | None] = [None] * len(requests)
+        prompts: dict[int, str] = {}
+        request_ids: dict[str, int] = {}
+        # Requests are added one by one so that one the engine refuses (too long for the
+        # context, bad video) fails alone; the rest then run in one batch.
+        for i, req in enumerate(requests):
+            try:
+                check_request(req)
+                prompt = build_chat_prompt(self.processor, req.user_text)
+                engine_input = {
+                    "prompt": prompt,
+                    "multi_modal_data": {"video": (req.frames, video_metadata(req.frame_indices, req.fps))},
+                }
+                (rid,) = self.llm.enqueue(engine_input, self._sampling_params(), use_tqdm=False)
+                prompts[i] = prompt
+                # enqueue returns vLLM's internal id ("<n>-<random>"); outputs carry "<n>".
+                request_ids[rid] = i
+                request_ids[rid.rsplit("-", 1)[0]] = i
+            except Exception as e:
+                results[i] = name_error(req.key, e)
+        if request_ids:
+            try:
+                outputs = self.llm.wait_for_completion(use_tqdm=False)
+            except Exception as e:  # an engine failure fails every clip of the batch
+                for i in set(request_ids.values()):
+                    results[i] = name_error(requests[i].key, e)
+                outputs = []
+            for out in outputs:
+                i = request_ids.get(out.request_id)
+                if i is None:
+                    continue
+                try:
+                    results[i] = self._collect(requests[i], prompts[i], out)
+                except Exception as e:
+                    results[i] = name_error(requests[i].key, e)
+        for i, r in enumerate(results):
+            if r is None:
+                results[i] = RuntimeError(f"{requests[i].key}: the engine returned no output for this request")
+        return results  # type: ignore[return-value]
+
+    def _collect(self, req: ThinkerRequest, prompt: str, out) -> ThinkerOutput:
+        from vllm.distributed.kv_transfer.kv_connector.v1.example_hidden_states_connector import (
+            cleanup_hidden_states,
+            load_hidden_states,
+        )
+
+        params = out.kv_transfer_params or {}
+        path = params.get("hidden_states_path")
+        if path is None:
+            raise RuntimeError(f"{req.key}: vLLM returned no hidden_states_path (is the connector configured?)")
+        try:
+            data = load_hidden_states(path)
+        finally:
+            cleanup_hidden_states(path)
+        states = data["hidden_states"]  # [num_tokens, num_layers, hidden]
+        token_ids = data["token_ids"].numpy()
+        prompt_ids = np.asarray(out.prompt_token_ids, dtype=np.int64)
+        all_gen = np.asarray(out.outputs[0].token_ids, dtype=np.int64)
+        expected = np.concatenate([prompt_ids, all_gen[:-1]]) if len(all_gen) else prompt_ids
+        if not np.array_equal(token_ids, expected):
+            raise RuntimeError(
+                f"{req.key}: hidden-state file holds {len(token_ids)} token ids that do not match the "
+                f"{len(prompt_ids)} prompt + {max(len(all_gen) - 1, 0)} fed-back generated tokens"
+            )
+        if states.shape[1] != len(self.layers) or states.shape[2] != self.hidden_size:
+            raise RuntimeError(f"{req.key}: hidden states of shape {tuple(states.shape)}, expected [*, {len(self.layers)}, {self.hidden_size}]")
+        layered = states.float().numpy().transpose(1, 0, 2)  # [L, N, H]
+        n_prompt = len(prompt_ids)
+        kinds = token_kinds(
+            prompt_ids,
+            req.frame_indices,
+            vision_token_ids=self.info.vision_token_ids,
+            vision_end_id=self.info.vision_end_id,
+            temporal_patch_size=self.info.temporal_patch_size,
+            key=req.key,
+        )
+        return finalize_output(
+            req,
+            prompt=prompt,
+            prefill=layered[:, :n_prompt],
+            prefill_ids=prompt_ids,
+            generated=layered[:, n_prompt:],
+            all_generated_ids=all_gen,
+            text=self.processor.tokenizer.decode(all_gen.tolist(), skip_special_tokens=True),
+            max_prefill_tokens=self.cfg.max_prefill_tokens,
+            kinds=kinds,
+        )
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            self.llm = None
+            shutdown = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            if shutdown is not None and hasattr(shutdown, "shutdown"):
+                shutdown.shutdown()
+            del llm
+        shutil.rmtree(self._storage, ignore_errors=True)
+
