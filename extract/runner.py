@@ -1,0 +1,371 @@
+"""The resumable shard runner behind ``tj-extract run --shard I/N``.
+
+Plan: manifest -> clips of this shard (``shards.shard_of``) -> windows
+(``thinkjepa.sampling.windows_for_clip``) -> one work item per window with its prompt and
+extraction fingerprint. Run: skip what the store already holds with the same fingerprint
+(without starting the engine when nothing is left), decode each clip's thinker frames once,
+send ``thinker.clips_per_call`` requests per engine call, commit every result on its own (a
+killed shard loses at most the call in flight). A window that fails (unreadable video,
+prompt too long for the context, engine error) is recorded in the store with its reason and
+the shard goes on; the next run retries it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from thinkjepa.cache_schema import CacheReader, CacheWriter, SchemaMismatchError, StoreMeta, VLMEntry, store_exists
+from thinkjepa.config import PipelineConfig
+from thinkjepa.data.egodex import decode_frames
+from thinkjepa.data.video import VideoError
+from thinkjepa.extract.fingerprint import entry_fingerprint, fingerprint_payload
+from thinkjepa.extract.layers import LAYER_CONVENTION
+from thinkjepa.extract.prompt import build_prompt, read_clip_metadata, validate_template
+from thinkjepa.extract.shards import part_name, shard_of, validate_shard
+from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+
+if TYPE_CHECKING:
+    from thinkjepa.extract.thinker_io import ThinkerBackend, ThinkerOutput, ThinkerRequest
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One window to extract: its cache key and everything its entry depends on."""
+
+    key: str
+    clip_id: str
+    window: Window
+    video_path: str
+    fps: float
+    user_text: str
+
+    @property
+    def frame_indices(self) -> list[int]:
+        return list(self.window.thinker)
+
+
+@dataclass
+class ClipPlan:
+    clip_id: str
+    shard: int
+    items: list[WorkItem] = field(default_factory=list)
+    problem: str | None = None
+    """Why the clip yields no window (too short for the sampling rule), if so."""
+
+
+@dataclass
+class ExtractSummary:
+    """What one ``run_shard`` call did. ``failed`` maps key -> reason (clip id for a clip
+    that yields no window)."""
+
+    part: str
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
+    return entry_fingerprint(
+        cfg.thinker, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices
+    )
+
+
+def _manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    from thinkjepa.data.manifest import read_manifest
+
+    rows = read_manifest(cfg.path(cfg.data.manifest)).to_pylist()
+    return sorted(rows, key=lambda r: r["clip_id"])
+
+
+def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = None) -> list[ClipPlan]:
+    """Every clip of the manifest (or of shard ``only_shard`` of ``shards``) with its work
+    items, in clip-id order. Reads the manifest and each clip's HDF5 attributes, no video."""
+    validate_template(cfg.thinker.prompt_template)
+    plans = []
+    for row in _manifest_rows(cfg):
+        clip_id = str(row["clip_id"])
+        s = shard_of(clip_id, shards)
+        if only_shard is not None and s != only_shard:
+            continue
+        plan = ClipPlan(clip_id, s)
+        plans.append(plan)
+        try:
+            windows = windows_for_clip(clip_id, int(row["n_frames"]), cfg.sampling)
+        except TooShortError as e:
+            plan.problem = f"too short for the sampling rule: {str(e).removeprefix(clip_id + ': ')}"
+            continue
+        metadata: dict[str, Any] = {k: row[k] for k in ("task", "description") if row.get(k)}
+        metadata.update(read_clip_metadata(row["annotation_path"]))
+        user_text = build_prompt(cfg.thinker.prompt_template, metadata, clip_id)
+        plan.items = [
+            WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text) for w in windows
+        ]
+    return plans
+
+
+def store_extra(cfg: PipelineConfig) -> dict[str, Any]:
+    """Store-wide settings kept in ``StoreMeta.extra``: one sampling rule per store, so training
+    never mixes windows cut by different rules."""
+    return {"sampling": cfg.sampling.model_dump(mode="json")}
+
+
+def vlm_store_meta(cfg: PipelineConfig, *, layers: Sequence[int], layer_convention: str, hidden_size: int) -> StoreMeta:
+    """The VLM store's settings for this config and an engine's layers / convention / width."""
+    return StoreMeta(
+        kind="vlm",
+        model=cfg.thinker.model,
+        revision=cfg.thinker.revision,
+        layers=[int(x) for x in layers],
+        layer_convention=layer_convention,
+        hidden_size=int(hidden_size),
+        storage_dtype=cfg.thinker.storage_dtype,
+        extra=store_extra(cfg),
+    )
+
+
+def open_reader(url: str) -> CacheReader | None:
+    """The store at ``url``, or None when nothing was written there yet."""
+    return CacheReader(url) if store_exists(url) else None
+
+
+def _check_store(reader: CacheReader, cfg: PipelineConfig) -> None:
+    """Refuse a store made with other settings before paying for an engine start."""
+    expected = vlm_store_meta(
+        cfg, layers=cfg.thinker.layers, layer_convention=LAYER_CONVENTION, hidden_size=reader.meta.hidden_size
+    )
+    differences = reader.meta.diff(expected)
+    if differences:
+        raise SchemaMismatchError(
+            reader.url, differences, action="point thinker.cache at a new store, or delete this one to start over"
+        )
+
+
+def _check_backend(cfg: PipelineConfig, backend: ThinkerBackend) -> None:
+    """A reused engine must produce what the fingerprints claim."""
+    th = cfg.thinker
+    engine_cfg = getattr(backend, "cfg", None)
+    if engine_cfg is not None:
+        fields = ("model", "revision", "layers", "max_new_tokens", "max_prefill_tokens", "compute_dtype")
+        diff = [f"{f}: engine {getattr(engine_cfg, f)!r}, config {getattr(th, f)!r}"
+                for f in fields if getattr(engine_cfg, f) != getattr(th, f)]
+        if diff:
+            raise ValueError(f"the given backend was built with other thinker settings ({'; '.join(diff)})")
+    if backend.layer_convention != LAYER_CONVENTION:
+        # Fingerprints and status assume the project's one convention.
+        raise ValueError(f"backend stores layers as {backend.layer_convention!r}, expected {LAYER_CONVENTION!r}")
+
+
+def _to_entry(item: WorkItem, out: ThinkerOutput, fingerprint: str, provenance: dict[str, Any]) -> VLMEntry:
+    return VLMEntry(
+        key=item.key,
+        prefill=out.prefill,
+        generated=out.generated,
+        prefill_ids=np.asarray(out.prefill_ids, dtype=np.int32),
+        generated_ids=np.asarray(out.generated_ids, dtype=np.int32),
+        prefill_kind=np.asarray(out.prefill_kind, dtype=np.uint8),
+        frame_index=np.asarray(out.frame_index, dtype=np.int32),
+        text=str(out.text),
+        provenance={
+            **provenance,
+            "prompt": out.prompt,
+            "prompt_tokens": int(out.prompt_tokens),
+            "all_generated_ids": [int(x) for x in np.asarray(out.all_generated_ids).reshape(-1)],
+            "window": {"t": item.window.t, "past": list(item.window.past), "future": list(item.window.future)},
+            "video_path": item.video_path,
+            "fps": item.fps,
+        },
+        fingerprint=fingerprint,
+    )
+
+
+def _reason(stage: str, exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or "(no message)"
+    return f"{stage}: {type(exc).__name__}: {msg}"[:2000]
+
+
+def _extract_batch(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> list[Any]:
+    """Results in request order. An engine error that takes a whole call down is retried
+    request by request, so one bad clip does not fail its neighbours."""
+    try:
+        outs = list(backend.extract(requests))
+        if len(outs) != len(requests):
+            raise RuntimeError(f"backend returned {len(outs)} results for {len(requests)} requests")
+        return outs
+    except Exception as e:  # noqa: BLE001 - any engine failure is isolated below
+        if len(requests) == 1:
+            return [e]
+    results: list[Any] = []
+    for r in requests:
+        try:
+            results.extend(backend.extract([r]))
+        except Exception as e:  # noqa: BLE001
+            results.append(e)
+    return results
+
+
+def _group_by_clip(items: Sequence[WorkItem]) -> Iterator[list[WorkItem]]:
+    group: list[WorkItem] = []
+    for it in items:
+        if group and it.clip_id != group[0].clip_id:
+            yield group
+            group = []
+        group.append(it)
+    if group:
+        yield group
+
+
+def _progress_bar(enabled: bool, label: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def run_shard(
+    cfg: PipelineConfig,
+    shard: tuple[int, int] = (0, 1),
+    *,
+    backend: ThinkerBackend | None = None,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract shard ``shard = (I, N)`` (zero-based) of the manifest into ``cfg.thinker.cache``.
+
+    Resumable: windows committed with the fingerprint they would get now are skipped, and when
+    nothing is left no engine is started. ``backend``: an engine to use (left open); by
+    default one is made from ``cfg.thinker`` and closed at the end.
+    Raises SchemaMismatchError when the store was made with other store-wide settings.
+    """
+    i, n = validate_shard(*shard)
+    t0 = time.perf_counter()
+    summary = ExtractSummary(part=part_name(i, n))
+    url = cfg.url(cfg.thinker.cache)
+    plans = plan_clips(cfg, shards=n, only_shard=i)
+    items = [it for p in plans for it in p.items]
+    for p in plans:
+        if p.problem:
+            summary.failed[p.clip_id] = p.problem
+
+    reader = open_reader(url)
+    if reader is not None:
+        _check_store(reader, cfg)
+        committed = {r["key"]: r["fingerprint"] for r in reader.records()}
+        todo = [it for it in items if committed.get(it.key) != fingerprint_of(cfg, it)]
+    else:
+        todo = list(items)
+    todo_keys = {it.key for it in todo}
+    summary.skipped = [it.key for it in items if it.key not in todo_keys]
+
+    if todo:
+        own_backend = backend is None
+        if own_backend:
+            from thinkjepa.extract.backends import make_backend
+
+            backend = make_backend(cfg.thinker)
+        assert backend is not None
+        try:
+            _check_backend(cfg, backend)
+            meta = vlm_store_meta(
+                cfg, layers=backend.layers, layer_convention=backend.layer_convention, hidden_size=backend.hidden_size
+            )
+            with CacheWriter(url, meta, part=summary.part) as writer:
+                for clip_id, problem in summary.failed.items():
+                    writer.record_failure(clip_id, problem)
+                _run_items(cfg, todo, backend, writer, summary, total=len(items), progress=progress)
+        finally:
+            if own_backend:
+                backend.close()
+    elif summary.failed and reader is not None:
+        # Nothing to extract, but clips that yield no window are still reported in the store.
+        with CacheWriter(url, reader.meta, part=summary.part) as writer:
+            for clip_id, problem in summary.failed.items():
+                writer.record_failure(clip_id, problem)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run_items(
+    cfg: PipelineConfig,
+    todo: list[WorkItem],
+    backend: ThinkerBackend,
+    writer: CacheWriter,
+    summary: ExtractSummary,
+    *,
+    total: int,
+    progress: bool,
+) -> None:
+    from thinkjepa.extract.thinker_io import ThinkerRequest
+
+    th = cfg.thinker
+    batch: list[tuple[WorkItem, ThinkerRequest]] = []
+
+    with _progress_bar(progress, f"extract {summary.part}") as bar:
+        task = bar.add_task("extract", total=total, completed=len(summary.skipped), status="")
+
+        def advance() -> None:
+            bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
+
+        def fail(key: str, reason: str) -> None:
+            summary.failed[key] = reason
+            writer.record_failure(key, reason)
+
+        def flush() -> None:
+            if not batch:
+                return
+            outs = _extract_batch(backend, [r for _, r in batch])
+            for (item, _), out in zip(batch, outs):
+                if isinstance(out, BaseException):
+                    fail(item.key, _reason("engine", out))
+                else:
+                    fp = fingerprint_of(cfg, item)
+                    prov = fingerprint_payload(
+                        th, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices
+                    )
+                    prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size))
+                    try:
+                        writer.commit(_to_entry(item, out, fp, prov))
+                    except ValueError as e:  # CacheError: the output does not fit the store
+                        fail(item.key, _reason("commit", e))
+                    else:
+                        summary.done.append(item.key)
+                advance()
+            batch.clear()
+
+        for group in _group_by_clip(todo):
+            wanted = sorted({f for it in group for f in it.frame_indices})
+            try:
+                frames = decode_frames(group[0].video_path, wanted, th.frame_size)
+            except (VideoError, OSError, ValueError) as e:
+                for it in group:
+                    fail(it.key, _reason("decode", e))
+                    advance()
+                continue
+            pos = {f: j for j, f in enumerate(wanted)}
+            for it in group:
+                batch.append((it, ThinkerRequest(
+                    key=it.key,
+                    frames=frames[[pos[f] for f in it.frame_indices]],
+                    frame_indices=it.frame_indices,
+                    fps=it.fps,
+                    user_text=it.user_text,
+                )))
+                if len(batch) >= th.clips_per_call:
+                    flush()
+        flush()
