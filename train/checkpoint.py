@@ -1,0 +1,136 @@
+"""Training checkpoints: everything a run needs to continue bit for bit, written atomically.
+
+A checkpoint holds the model, optimizer and scheduler state, every RNG stream (Python, NumPy,
+torch CPU and CUDA), the step, the data position (epoch and batch within it), the best
+validation score so far, and what is needed to rebuild the model without the caches
+(``model_args`` and the model config). Files are written to a temp name in the same folder,
+flushed to disk, then renamed over the old one, so a kill at any moment leaves either the
+previous checkpoint or the new one, never a torn file.
+
+A run folder keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
+resuming) and ``best.pt`` (lowest validation ADE, for evaluation).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAST = "last.pt"
+BEST = "best.pt"
+FORMAT_VERSION = 1
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
+    if which not in ("last", "best"):
+        raise ValueError(f"checkpoint {which!r}: expected 'last' or 'best'")
+    return Path(run_dir) / (LAST if which == "last" else BEST)
+
+
+def capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    # our own files; they hold RNG tuples and numpy state, which weights_only refuses
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return payload
+
+
+def build_payload(
+    *,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    scheduler_state: dict[str, Any],
+    train_state: dict[str, Any],
+    model_args: dict[str, Any],
+    model_cfg: dict[str, Any],
+    variant: str,
+    fingerprint: str,
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "fingerprint": fingerprint,
+        "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
+        "optimizer": optimizer_state,
+        "scheduler": scheduler_state,
+        "rng": capture_rng(),
+        "train_state": dict(train_state),
+        "model_args": dict(model_args),
+        "model_cfg": dict(model_cfg),
+    }
+
+
+def load_trained_model(
+    run_dir: str | Path, which: str = "best", map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model of a finished (or running) run, in eval mode, and its checkpoint payload.
+
+    Falls back to ``last`` when asked for ``best`` and no validation has run yet."""
+    from thinkjepa.config import ModelConfig
+    from thinkjepa.train.model import ThinkJEPA
+
+    path = checkpoint_path(run_dir, which)
+    if which == "best" and not path.exists():
+        path = checkpoint_path(run_dir, "last")
+    payload = load_checkpoint(path, map_location)
+    model = ThinkJEPA(ModelConfig.model_validate(payload["model_cfg"]), **payload["model_args"])
+    model.load_state_dict(payload["model"])
+    return model.eval(), payload
+
+
+__all__ = [
+    "BEST",
+    "LAST",
+    "build_payload",
+    "capture_rng",
+    "checkpoint_path",
+    "load_checkpoint",
+    "load_trained_model",
+    "restore_rng",
+    "save_atomic",
+]

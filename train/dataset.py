@@ -1,0 +1,361 @@
+"""Training batches streamed from the caches: one sample per forecast window of one split.
+
+A sample is the per-window slice of the model batch contract (see ``docs`` / train/model.py):
+frozen V-JEPA2 latents from the JEPA cache, thinker guidance from the VLM cache (per-layer
+means, or token states padded to ``model.guidance_tokens`` with masks), and targets computed
+from the episode's HDF5 (``train.targets``). The caches are read only through
+``thinkjepa.cache_schema.CacheReader``; readers and per-episode arrays are opened lazily in
+each DataLoader worker (never pickled across processes).
+
+Data order is a pure function of ``(seed, epoch)`` (``EpochBatchSampler``), and the loader
+has its own generator, so building an iterator never touches the global RNG: a resumed run
+sees the same batches, and the same dropout masks, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from thinkjepa.cache_schema import CacheReader
+from thinkjepa.config import PipelineConfig
+from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.train.targets import window_targets
+
+GuidanceMode = Literal["means", "tokens", "none"]
+SPLITS = ("train", "val", "test")
+
+
+def guidance_mode_for(cfg: PipelineConfig) -> GuidanceMode:
+    """What the model of ``cfg`` reads from the VLM cache (the model decides; see
+    ``thinkjepa.train.model.guidance_mode``): nothing, per-layer means, or tokens."""
+    from thinkjepa.train.model import guidance_mode
+
+    return guidance_mode(cfg.model)
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    window: Window
+    video_path: str
+    annotation_path: str
+
+    @property
+    def key(self) -> str:
+        return self.window.window_id
+
+
+def split_windows(cfg: PipelineConfig, split: str) -> list[WindowRef]:
+    """Every window of the manifest clips in ``split``, ordered by clip id then ``t``."""
+    from thinkjepa.data.manifest import read_manifest
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    path = cfg.path(cfg.data.manifest)
+    if not path.exists():
+        raise FileNotFoundError(f"clips manifest {path} not found: build it first with `tj data index`")
+    table = read_manifest(path)
+    rows = table.to_pylist() if hasattr(table, "to_pylist") else table.to_dict("records")
+    out: list[WindowRef] = []
+    for row in sorted((r for r in rows if r["split"] == split), key=lambda r: r["clip_id"]):
+        try:
+            windows = windows_for_clip(str(row["clip_id"]), int(row["n_frames"]), cfg.sampling)
+        except TooShortError:
+            continue  # the encode / extract stages record why; nothing to train on here
+        out += [WindowRef(w, str(row["video_path"]), str(row["annotation_path"])) for w in windows]
+    return out
+
+
+def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: str) -> None:
+    stored = reader.meta.extra.get("sampling")
+    want = cfg.sampling.model_dump(mode="json")
+    if stored is not None and stored != want:
+        diff = [f"{k}: cache {stored.get(k)!r}, config {want[k]!r}" for k in want if stored.get(k) != want[k]]
+        raise ValueError(
+            f"the {what} cache at {url} was built with other sampling settings ({'; '.join(diff)}); "
+            "rerun that stage into a new cache path"
+        )
+
+
+class WindowDataset(Dataset):
+    """Samples of one split; ``window_ids`` lists what it serves, in index order.
+
+    Windows missing from a cache (failed or not yet extracted/encoded) are left out and listed
+    in ``missing``; at least one window must remain.
+    """
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        split: str,
+        guidance: GuidanceMode | None = None,
+        windows: list[WindowRef] | None = None,
+    ) -> None:
+        self.split = split
+        self.guidance: GuidanceMode = guidance or guidance_mode_for(cfg)
+        if self.guidance not in ("means", "tokens", "none"):
+            raise ValueError(f"unknown guidance mode {self.guidance!r}")
+        self.jepa_url = cfg.url(cfg.encoder.cache)
+        self.vlm_url = cfg.url(cfg.thinker.cache) if self.guidance != "none" else None
+        self.max_tokens = cfg.model.guidance_tokens
+        from thinkjepa.train.pyramid import streams_of
+
+        self.streams = streams_of(cfg.model.streams) if self.guidance != "none" else ()
+        refs = split_windows(cfg, split) if windows is None else list(windows)
+
+        jepa = CacheReader(self.jepa_url)
+        if jepa.meta.kind != "jepa":
+            raise ValueError(f"{self.jepa_url} holds {jepa.meta.kind!r} entries, not V-JEPA2 latents")
+        _check_sampling(jepa, cfg, self.jepa_url, "JEPA")
+        have = set(jepa.keys())
+        vlm = None
+        if self.vlm_url is not None:
+            vlm = CacheReader(self.vlm_url)
+            if vlm.meta.kind != "vlm":
+                raise ValueError(f"{self.vlm_url} holds {vlm.meta.kind!r} entries, not thinker states")
+            _check_sampling(vlm, cfg, self.vlm_url, "VLM")
+            have &= set(vlm.keys())
+        self.refs = [r for r in refs if r.key in have]
+        self.missing = [r.key for r in refs if r.key not in have]
+        if not self.refs:
+            raise ValueError(
+                f"split {split!r}: none of its {len(refs)} windows is in the caches "
+                f"({self.jepa_url}{', ' + self.vlm_url if self.vlm_url else ''}); run encode/extract first"
+            )
+        if self.missing:
+            warnings.warn(
+                f"split {split!r}: {len(self.missing)} of {len(refs)} windows are missing from the caches "
+                f"and are skipped (first: {self.missing[:3]})",
+                stacklevel=2,
+            )
+        past, future = jepa.read_jepa(self.refs[0].key)
+        self.dims: dict[str, int] = {
+            "latent_dim": int(past.shape[-1]),
+            "n_tubelets_past": int(past.shape[0]),
+            "n_tubelets_future": int(future.shape[0]),
+            "n_patches": int(past.shape[1]),
+            "future_frames": len(self.refs[0].window.future),
+            # jepa_only still gets a pyramid-shaped model; its size is irrelevant then
+            "guidance_layers": len(vlm.meta.layers) if vlm is not None else 1,
+            "guidance_hidden": int(vlm.meta.hidden_size) if vlm is not None else 1,
+        }
+        self._jepa: CacheReader | None = jepa
+        self._vlm: CacheReader | None = vlm
+        self._episodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @property
+    def window_ids(self) -> list[str]:
+        return [r.key for r in self.refs]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Zarr/fsspec handles do not survive a fork or pickle reliably; each worker reopens.
+        state = dict(self.__dict__)
+        state.update(_jepa=None, _vlm=None, _episodes={})
+        return state
+
+    def _readers(self) -> tuple[CacheReader, CacheReader | None]:
+        if self._jepa is None:
+            self._jepa = CacheReader(self.jepa_url)
+            self._vlm = CacheReader(self.vlm_url) if self.vlm_url is not None else None
+        return self._jepa, self._vlm
+
+    def _episode(self, ref: WindowRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        clip = ref.window.clip_id
+        if clip not in self._episodes:
+            from thinkjepa.data.egodex import read_episode
+
+            # the manifest only lists validated episodes: skip re-probing the video
+            ep = read_episode(ref.video_path, ref.annotation_path, clip_id=clip, check_video=False)
+            self._episodes[clip] = (ep.joints, ep.confidences, ep.camera_pose)
+        return self._episodes[clip]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ref = self.refs[index]
+        jepa, vlm = self._readers()
+        past, future = jepa.read_jepa(ref.key)
+        joints, conf, pose = self._episode(ref)
+        tg = window_targets(joints, conf, pose, ref.window)
+        sample = {
+            "past_latents": torch.from_numpy(np.ascontiguousarray(past, np.float32)),
+            "future_latents": torch.from_numpy(np.ascontiguousarray(future, np.float32)),
+            "target_joints": torch.from_numpy(tg.joints_world),
+            "target_conf": torch.from_numpy(tg.conf),
+            "cam_pose": torch.from_numpy(tg.cam_pose),
+            "past_joints_cam": torch.from_numpy(tg.past_joints_cam),
+        }
+        if self.guidance == "means":
+            means = vlm.read_means(ref.key)
+            for s in self.streams:
+                sample[f"guid_{s}_mean"] = torch.from_numpy(np.ascontiguousarray(means[s], np.float32))
+        elif self.guidance == "tokens":
+            for s in self.streams:
+                tokens, mask = vlm.read_tokens(ref.key, s, self.max_tokens)
+                sample[f"guid_{s}"] = torch.from_numpy(np.ascontiguousarray(tokens, np.float32))
+                sample[f"guid_{s}_mask"] = torch.from_numpy(np.asarray(mask, bool))
+        return sample
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices whose order is a function of ``(seed, epoch)`` only.
+
+    With ``world > 1`` each rank takes every ``world``-th index of the epoch's order; with
+    ``pad`` (training) the order is first padded by wrapping so every rank runs the same
+    number of steps, without it (evaluation) every index is seen exactly once overall.
+    ``set_epoch(e, start_batch=k)`` resumes epoch ``e`` at its ``k``-th batch.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        pad: bool = True,
+    ) -> None:
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside 0..{world - 1}")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world, self.pad = rank, world, pad
+        self.epoch, self.start_batch, self.n_epochs = 0, 0, 1
+
+    def set_epoch(self, epoch: int, start_batch: int = 0, n_epochs: int = 1) -> None:
+        """Iterate from batch ``start_batch`` of ``epoch`` through the end of epoch
+        ``epoch + n_epochs - 1``. Spanning several epochs in one iterator lets the workers
+        prefetch across epoch boundaries instead of stalling at each one."""
+        if n_epochs < 1 or not 0 <= start_batch <= self.batches_per_epoch():
+            raise ValueError(f"bad position: epoch {epoch}, batch {start_batch}, {n_epochs} epochs")
+        self.epoch, self.start_batch, self.n_epochs = epoch, start_batch, n_epochs
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's indices for ``epoch``, in order."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.pad:
+            total = math.ceil(self.n / self.world) * self.world
+            order = (order * math.ceil(total / self.n))[:total]
+        return order[self.rank :: self.world]
+
+    def batches_per_epoch(self) -> int:
+        per_rank = math.ceil(self.n / self.world) if self.pad else len(range(self.rank, self.n, self.world))
+        return math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        nb = self.batches_per_epoch()
+        for e in range(self.epoch, self.epoch + self.n_epochs):
+            idx = self.epoch_indices(e)
+            for b in range(self.start_batch if e == self.epoch else 0, nb):
+                yield idx[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.n_epochs * self.batches_per_epoch() - self.start_batch
+
+
+class Prefetcher:
+    """Pulls batches from ``iterator`` on a background thread, up to ``depth`` ahead.
+
+    Reading (without workers) or receiving batches from worker processes (unpickling shared
+    tensors) then overlaps the training step instead of stalling it; both spend most of
+    their time outside the GIL. The order of batches is unchanged.
+    """
+
+    def __init__(self, iterator: Iterator[Any], depth: int = 2) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(iterator,), name="batch-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterator: Iterator[Any]) -> None:
+        try:
+            for batch in iterator:
+                if not self._put(("batch", batch)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(("error", e))
+
+    def __iter__(self) -> Prefetcher:
+        return self
+
+    def __next__(self) -> Any:
+        kind, value = self._q.get()
+        if kind == "batch":
+            return value
+        if kind == "end":
+            raise StopIteration
+        raise value
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=5)
+
+
+def _worker_init(_: int) -> None:
+    # Workers only read and collate; one thread each keeps them off the trainer's cores.
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: WindowDataset,
+    sampler: EpochBatchSampler,
+    num_workers: int,
+    pin_memory: bool | None = None,
+    prefetch_factor: int = 4,
+) -> DataLoader:
+    """A DataLoader over ``sampler``'s batches; persistent workers, pinned memory on CUDA."""
+    kw: dict[str, Any] = {}
+    if num_workers > 0:
+        kw.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_worker_init)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        # own generator: creating an iterator must not draw from the global RNG (resume parity)
+        generator=torch.Generator().manual_seed(sampler.seed),
+        **kw,
+    )
+
+
+__all__ = [
+    "EpochBatchSampler",
+    "GuidanceMode",
+    "Prefetcher",
+    "WindowDataset",
+    "WindowRef",
+    "guidance_mode_for",
+    "make_loader",
+    "split_windows",
+]

@@ -1,0 +1,294 @@
+"""The encode stage: frozen V-JEPA2 latents of every window into the JEPA cache.
+
+For each window the dense past frames and the future frames are encoded in *separate* forward
+passes (V-JEPA2's encoder attends across all tubelets of its input, so encoding them together
+would let future pixels into the context latents). Past clips of several windows share a
+batch, and future clips share another; batch rows never interact. Frames are decoded at
+``encoder.frame_size`` and preprocessed by the checkpoint's own video processor.
+
+Resumable and sharded like extraction: a window committed with the same fingerprint is
+skipped, clips are split across shards by ``thinkjepa.extract.shards`` (one partition rule for
+both stages), each shard writes its own store part, and a failing clip or window is recorded
+in the store with its reason while the shard goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, StoreMeta
+from thinkjepa.config import EncoderConfig, PipelineConfig
+from thinkjepa.extract.shards import part_name, shard_of, validate_shard
+from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+
+LAYER_CONVENTION = "encoder_last"
+"""What a JEPA entry holds: the encoder's final (layer-normed) token states, no predictor."""
+
+FINGERPRINT_VERSION = 1
+"""Bump when this module changes what it stores for the same settings."""
+
+
+@dataclass
+class EncodeSummary:
+    """What one ``run_encode`` call did; ``failed`` maps key (window or clip id) -> reason."""
+
+    part: str
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class EncodeItem:
+    key: str
+    clip_id: str
+    window: Window
+    video_path: str
+
+
+def entry_fingerprint(enc: EncoderConfig, window: Window) -> str:
+    """Everything a JEPA entry's arrays depend on (settings of the whole store included, so an
+    entry stands on its own)."""
+    payload = {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "model": enc.model,
+        "revision": enc.revision,
+        "frame_size": enc.frame_size,
+        "storage_dtype": enc.storage_dtype,
+        "layer_convention": LAYER_CONVENTION,
+        "past": [int(f) for f in window.past],
+        "future": [int(f) for f in window.future],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def store_extra(cfg: PipelineConfig) -> dict[str, Any]:
+    """Store-wide settings compared on open: one sampling rule and frame size per store."""
+    return {"sampling": cfg.sampling.model_dump(mode="json"), "frame_size": cfg.encoder.frame_size}
+
+
+def jepa_store_meta(cfg: PipelineConfig, hidden_size: int) -> StoreMeta:
+    enc = cfg.encoder
+    return StoreMeta(
+        kind="jepa",
+        model=enc.model,
+        revision=enc.revision,
+        layers=[],
+        layer_convention=LAYER_CONVENTION,
+        hidden_size=int(hidden_size),
+        storage_dtype=enc.storage_dtype,
+        extra=store_extra(cfg),
+    )
+
+
+class JepaEncoder:
+    """A frozen V-JEPA2 encoder and its video processor, loaded like any hub id."""
+
+    def __init__(self, enc: EncoderConfig, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoVideoProcessor, VJEPA2Model
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # bf16 halves the encoder's cost on GPUs; CPUs stay in fp32 (bf16 matmuls are slow there).
+        self.dtype = (
+            torch.bfloat16
+            if self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else torch.float32
+        )
+        self.frame_size = enc.frame_size
+        self.processor = AutoVideoProcessor.from_pretrained(enc.model, revision=enc.revision)
+        self.model = VJEPA2Model.from_pretrained(enc.model, revision=enc.revision, dtype=self.dtype)
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.tubelet_size = int(self.model.config.tubelet_size)
+
+    def encode(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Clips of equal length, each uint8 ``[T, H, W, 3]`` -> float32 latents
+        ``[B, T // tubelet, n_patches, D]``; each clip is encoded on its own (no cross-clip attention)."""
+        import torch
+
+        if not clips:
+            raise ValueError("no clips to encode")
+        lengths = {c.shape[0] for c in clips}
+        if len(lengths) != 1:
+            raise ValueError(f"clips of one encoder batch must have the same length, got {sorted(lengths)}")
+        n = lengths.pop()
+        if n % self.tubelet_size:
+            # the patch embedding's stride would silently drop the trailing frame
+            raise ValueError(f"{n} frames per clip is not a multiple of the tubelet size {self.tubelet_size}")
+        pixels = self.processor(list(clips), return_tensors="pt")["pixel_values_videos"]
+        with torch.inference_mode():
+            out = self.model(pixels.to(self.device, self.dtype), skip_predictor=True).last_hidden_state
+        B, N, D = out.shape
+        tub = n // self.tubelet_size
+        return out.float().cpu().numpy().reshape(B, tub, N // tub, D)
+
+
+def _manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    from thinkjepa.data.manifest import read_manifest
+
+    path = cfg.path(cfg.data.manifest)
+    if not path.exists():
+        raise FileNotFoundError(f"clips manifest {path} not found: build it first with `tj data index ROOT --out {path}`")
+    table = read_manifest(path)
+    rows = table.to_pylist() if hasattr(table, "to_pylist") else table.to_dict("records")
+    return sorted(rows, key=lambda r: r["clip_id"])
+
+
+def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[list[EncodeItem], dict[str, str]]:
+    """Work items of shard ``(I, N)`` in clip order, and the clips that yield no window (id -> why)."""
+    i, n = validate_shard(*shard)
+    items: list[EncodeItem] = []
+    problems: dict[str, str] = {}
+    for row in _manifest_rows(cfg):
+        clip_id = str(row["clip_id"])
+        if shard_of(clip_id, n) != i:
+            continue
+        try:
+            windows = windows_for_clip(clip_id, int(row["n_frames"]), cfg.sampling)
+        except TooShortError as e:
+            problems[clip_id] = f"too short: {e}"
+            continue
+        items += [EncodeItem(w.window_id, clip_id, w, str(row["video_path"])) for w in windows]
+    return items, problems
+
+
+def _progress(enabled: bool, label: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled,
+    )
+
+
+def _reason(stage: str, exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or "(no message)"
+    return f"{stage}: {type(exc).__name__}: {msg}"[:2000]
+
+
+def run_encode(
+    cfg: PipelineConfig,
+    shard: tuple[int, int] = (0, 1),
+    *,
+    encoder: JepaEncoder | None = None,
+    progress: bool = True,
+) -> EncodeSummary:
+    """Encode shard ``shard = (I, N)`` (zero-based) of the manifest into ``cfg.encoder.cache``.
+
+    Resumable: windows already committed with the same fingerprint are skipped, and the
+    encoder is loaded only if there is work left. ``encoder``: one to reuse across calls.
+    """
+    from transformers import AutoConfig
+
+    from thinkjepa.data.egodex import EpisodeError, decode_frames
+
+    t0 = time.perf_counter()
+    i, n = validate_shard(*shard)
+    summary = EncodeSummary(part=part_name(i, n))
+    items, problems = plan_encode(cfg, (i, n))
+    enc = cfg.encoder
+    hidden = encoder.hidden_size if encoder else AutoConfig.from_pretrained(enc.model, revision=enc.revision).hidden_size
+    writer = CacheWriter(cfg.url(enc.cache), jepa_store_meta(cfg, hidden), part=summary.part)
+    try:
+        for clip_id, why in problems.items():
+            summary.failed[clip_id] = why
+            writer.record_failure(clip_id, why)
+        fps = {it.key: entry_fingerprint(enc, it.window) for it in items}
+        done_before = {it.key for it in items if writer.is_done(it.key, fps[it.key])}
+        summary.skipped = [it.key for it in items if it.key in done_before]
+        todo = [it for it in items if it.key not in done_before]
+        if todo and encoder is None:
+            encoder = JepaEncoder(enc)
+
+        def fail(key: str, reason: str) -> None:
+            summary.failed[key] = reason
+            writer.record_failure(key, reason)
+
+        pending: list[tuple[EncodeItem, np.ndarray, np.ndarray]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            try:
+                past = encoder.encode([p for _, p, _ in pending])
+                future = encoder.encode([f for _, _, f in pending])
+            except (RuntimeError, ValueError) as e:
+                for it, _, _ in pending:
+                    fail(it.key, _reason("encode", e))
+            else:
+                for j, (it, _, _) in enumerate(pending):
+                    entry = JEPAEntry(
+                        key=it.key,
+                        past=past[j],
+                        future=future[j],
+                        past_frames=np.asarray(it.window.past, np.int32),
+                        future_frames=np.asarray(it.window.future, np.int32),
+                        provenance={
+                            "clip_id": it.clip_id, "t": it.window.t, "video_path": it.video_path,
+                            "model": enc.model, "revision": enc.revision, "frame_size": enc.frame_size,
+                            "layer_convention": LAYER_CONVENTION, "fingerprint_version": FINGERPRINT_VERSION,
+                        },
+                        fingerprint=fps[it.key],
+                    )
+                    try:
+                        writer.commit(entry)
+                    except ValueError as e:  # does not fit the store (shape or dtype of another run)
+                        fail(it.key, _reason("commit", e))
+                    else:
+                        summary.done.append(it.key)
+            pending.clear()
+
+        with _progress(progress, f"encode {summary.part}") as bar:
+            task = bar.add_task("encode", total=len(items), completed=len(summary.skipped), status="")
+            by_clip: dict[str, list[EncodeItem]] = {}
+            for it in todo:
+                by_clip.setdefault(it.clip_id, []).append(it)
+            for clip_id, group in by_clip.items():
+                wanted = sorted({f for it in group for f in (*it.window.past, *it.window.future)})
+                try:
+                    frames = decode_frames(group[0].video_path, wanted, enc.frame_size, clip_id=clip_id)
+                except (EpisodeError, OSError, ValueError) as e:
+                    for it in group:
+                        fail(it.key, _reason("decode", e))
+                    bar.update(task, advance=len(group), status=f"[red]{len(summary.failed)} failed[/red]")
+                    continue
+                pos = {f: j for j, f in enumerate(wanted)}
+                for it in group:
+                    pending.append((it, frames[[pos[f] for f in it.window.past]], frames[[pos[f] for f in it.window.future]]))
+                    if len(pending) >= enc.batch_size:
+                        flush()
+                    bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
+            flush()
+    finally:
+        writer.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+__all__ = [
+    "EncodeItem",
+    "EncodeSummary",
+    "JepaEncoder",
+    "LAYER_CONVENTION",
+    "entry_fingerprint",
+    "jepa_store_meta",
+    "plan_encode",
+    "run_encode",
+    "store_extra",
+]

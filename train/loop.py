@@ -1,0 +1,431 @@
+"""``tj-train``: train one variant with accelerate, resumably, selecting the best by val ADE.
+
+The same code runs on one CPU, one GPU, or many processes under ``accelerate launch``. Data
+comes from the caches through ``train.dataset`` (train and val splits only: the test split
+is never opened here, so it cannot leak into model selection). The run folder
+``<train.out>/<variant>`` holds the resolved ``config.yaml``, ``last.pt`` / ``best.pt``,
+``windows.json`` (which windows trained and validated), ``summary.json`` and TensorBoard logs
+under ``tb/``.
+
+Resuming: a run folder with a ``last.pt`` made by the same settings continues from it and ends
+with the same weights as a run that was never interrupted (on CPU, bit for bit): data order
+is a function of ``(seed, epoch)`` and the position inside the epoch is restored, as are the
+optimizer, scheduler and every RNG. SIGTERM / SIGINT finish the current step, write
+``last.pt`` and raise ``TrainingStopped``; a second SIGINT stops at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkjepa.config import PipelineConfig, TrainConfig, save_config
+from thinkjepa.train.checkpoint import (
+    build_payload,
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng,
+    save_atomic,
+)
+from thinkjepa.train.dataset import (
+    EpochBatchSampler,
+    GuidanceMode,
+    Prefetcher,
+    WindowDataset,
+    guidance_mode_for,
+    make_loader,
+)
+
+LOG_EVERY = 10
+"""Steps between TensorBoard scalar writes (each one syncs the device)."""
+
+WARMUP_STEPS = 2
+"""Steps left out of the throughput figures (worker start-up, first allocations)."""
+
+# Settings that do not change the weights a run produces: changing them keeps a run resumable.
+_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "eval_every")
+
+
+class TrainingStopped(RuntimeError):
+    """Training was stopped by a signal after writing ``last.pt``; rerun to resume."""
+
+
+def resolve_mixed_precision(mode: str) -> str:
+    """``auto`` -> ``bf16`` on a CUDA device that supports it, else ``no``."""
+    if mode != "auto":
+        return mode
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def make_accelerator(mixed_precision: str):
+    """An ``Accelerator`` for this run. accelerate keeps one global state per process; in a
+    single non-distributed process (``tj run`` training several variants, notebooks) a later
+    run may ask for another precision, so that state is reset instead of refused."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    mp = resolve_mixed_precision(mixed_precision)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mp) and not PartialState().use_distributed:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mp)
+
+
+def run_fingerprint(cfg: PipelineConfig, variant: str, guidance: str) -> str:
+    """What a run's weights depend on; ``last.pt`` is resumed only under the same fingerprint."""
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NEUTRAL_TRAIN_KEYS}
+    payload = {
+        "variant": variant,
+        "guidance": guidance,
+        "train": train,
+        "sections": cfg.section_fingerprint("model", "sampling", "encoder", "thinker", "data"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lr_factor(total_steps: int, milestones: tuple[float, ...], gamma: float) -> Callable[[int], float]:
+    """LR multiplier after ``step`` optimizer steps: ``gamma`` per milestone (fraction of the run) passed."""
+    bounds = sorted(max(1, round(m * total_steps)) for m in milestones)
+    return lambda step: gamma ** sum(step >= b for b in bounds)
+
+
+def param_groups(model: torch.nn.Module, train: TrainConfig) -> list[dict[str, Any]]:
+    """Head at ``lr_head``, everything else (predictor, pyramid, injection) at ``lr_predictor``.
+    Weight decay applies to matrices only: decaying biases, norms and the zero-initialised
+    injection gates would pull them towards zero for no regularising benefit."""
+    head_ids = {id(p) for p in model.head_parameters()}
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        key = ("head" if id(p) in head_ids else "predictor", p.ndim >= 2)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (name, decay), params in sorted(groups.items()):
+        out.append({
+            "params": params,
+            "lr": train.lr_head if name == "head" else train.lr_predictor,
+            "weight_decay": train.weight_decay if decay else 0.0,
+            "name": f"{name}{'' if decay else '_no_decay'}",
+        })
+    return out
+
+
+@torch.no_grad()
+def evaluate_loader(model: torch.nn.Module, loader, device: torch.device, acc_threshold: float) -> dict[str, float]:
+    """Sums of ADE/FDE/Acc terms over the loader's windows (unmasked, as ``tj-eval`` reports)."""
+    from thinkjepa.train.metrics import joint_errors
+
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # err sum, last-frame err sum, hits, windows
+    counts = torch.zeros(2, dtype=torch.float64, device=device)  # joint-frames, last-frame joints
+    for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        out = model(batch)
+        err = joint_errors(out["joints_world"], batch["target_joints"]).double()
+        sums += torch.stack([err.sum(), err[:, -1].sum(), (err < acc_threshold).sum().double(),
+                             torch.tensor(float(err.shape[0]), device=device, dtype=torch.float64)])
+        counts += torch.tensor([err.numel(), err[:, -1].numel()], device=device, dtype=torch.float64)
+    model.train(was_training)
+    return {"sums": sums, "counts": counts}
+
+
+def _metrics(sums: torch.Tensor, counts: torch.Tensor) -> dict[str, float]:
+    s, c = sums.tolist(), counts.tolist()
+    return {"ADE": s[0] / c[0], "FDE": s[1] / c[1], "Acc": s[2] / c[0], "windows": int(s[3])}
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT set a flag checked between steps (a step is never cut in half)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.reason = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            # a second Ctrl-C means "now": back to the default behaviour
+            signal.signal(signal.SIGINT, self._old.get(signal.SIGINT, signal.default_int_handler))
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals can only be handled on the main thread; the caller owns them
+            return
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self._old[s] = signal.signal(s, self._handler)
+        try:
+            yield self
+        finally:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+
+
+def _progress(enabled: bool, label: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled,
+    )
+
+
+def run_training(
+    cfg: PipelineConfig,
+    variant: str = "thinkjepa",
+    *,
+    guidance: GuidanceMode | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train ``variant`` (a built-in name or a key of ``cfg.variants``); returns the run folder.
+
+    ``guidance`` overrides how guidance is read from the VLM cache (default: what the model
+    needs, see ``guidance_mode_for``). ``on_step(step)`` is called after every optimizer step
+    (and after that step's checkpoint, if any).
+    """
+    from accelerate.utils import set_seed
+
+    from thinkjepa.train.losses import compute_loss
+    from thinkjepa.train.model import ThinkJEPA
+
+    vcfg = cfg.for_variant(variant)
+    tc = vcfg.train
+    mode = guidance or guidance_mode_for(vcfg)
+    run_dir = cfg.path(tc.out) / variant
+    accelerator = make_accelerator(tc.mixed_precision)
+    device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    fingerprint = run_fingerprint(vcfg, variant, mode)
+
+    # Train and val only: the test split is never constructed here.
+    train_ds = WindowDataset(vcfg, "train", guidance=mode)
+    try:
+        val_ds: WindowDataset | None = WindowDataset(vcfg, "val", guidance=mode)
+    except ValueError as e:
+        warnings.warn(f"no validation ({e}); best.pt will not be written", stacklevel=2)
+        val_ds = None
+    if val_ds is not None and val_ds.dims != train_ds.dims:
+        raise ValueError(f"val windows have shapes {val_ds.dims}, train windows {train_ds.dims}")
+
+    sampler = EpochBatchSampler(len(train_ds), tc.batch_size, tc.seed, shuffle=True, rank=rank, world=world)
+    steps_per_epoch = sampler.batches_per_epoch()
+    total = tc.max_steps if tc.max_steps is not None else tc.epochs * steps_per_epoch
+    if total < 1:
+        raise ValueError(f"nothing to train: {tc.epochs} epochs x {steps_per_epoch} steps, max_steps={tc.max_steps}")
+
+    set_seed(tc.seed)
+    model = ThinkJEPA(vcfg.model, **train_ds.dims)
+    optimizer = torch.optim.AdamW(param_groups(model, tc))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(total, tuple(tc.lr_milestones), tc.lr_gamma))
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val_ade": None, "best_step": None,
+                             "last_val_step": None, "val": None, "val_history": []}
+    rng_state = None
+    _set_aside_stale(run_dir, fingerprint, main)
+    accelerator.wait_for_everyone()
+    last = checkpoint_path(run_dir, "last")
+    if last.exists():
+        payload = load_checkpoint(last)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        state.update(payload["train_state"])
+        rng_state = payload["rng"]
+    elif world > 1:
+        set_seed(tc.seed + rank)  # per-rank dropout noise; the init above was shared
+
+    model_args = dict(train_ds.dims)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(vcfg, run_dir)
+        (run_dir / "windows.json").write_text(json.dumps(
+            {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else [],
+             "missing": {"train": train_ds.missing, "val": val_ds.missing if val_ds else []}}, indent=1))
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loader = make_loader(train_ds, sampler, tc.num_workers)
+    val_loader = None
+    if val_ds is not None:
+        val_sampler = EpochBatchSampler(len(val_ds), tc.batch_size, tc.seed, shuffle=False, rank=rank, world=world,
+                                        pad=False)
+        val_loader = make_loader(val_ds, val_sampler, min(tc.num_workers, 1))
+    if rng_state is not None:
+        restore_rng(rng_state)  # last: nothing above may draw from the restored streams
+
+    def save(which: str) -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            payload = build_payload(
+                model_state=accelerator.get_state_dict(model),
+                optimizer_state=optimizer.state_dict(),
+                scheduler_state=scheduler.state_dict(),
+                train_state=state,
+                model_args=model_args,
+                model_cfg=vcfg.model.model_dump(mode="json"),
+                variant=variant,
+                fingerprint=fingerprint,
+            )
+            save_atomic(payload, checkpoint_path(run_dir, which))
+        accelerator.wait_for_everyone()
+
+    def validate() -> None:
+        if val_loader is None:
+            return
+        res = evaluate_loader(accelerator.unwrap_model(model), val_loader, device, vcfg.eval.acc_threshold_m)
+        sums, counts = accelerator.reduce(res["sums"], "sum"), accelerator.reduce(res["counts"], "sum")
+        m = _metrics(sums, counts)
+        state["val"], state["last_val_step"] = m, state["step"]
+        state["val_history"] = [*state["val_history"], {"step": state["step"], **m}]
+        if tb is not None:
+            for k in ("ADE", "FDE", "Acc"):
+                tb.add_scalar(f"val/{k}", m[k], state["step"])
+        if state["best_val_ade"] is None or m["ADE"] < state["best_val_ade"]:
+            state["best_val_ade"], state["best_step"] = m["ADE"], state["step"]
+            save("best")
+
+    tb = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"] or None)
+    timing = {"steps": 0, "wait": 0.0, "total": 0.0}
+    it: Prefetcher | None = None
+    stop = _StopFlag()
+    try:
+        with stop.installed(), _progress(progress and main, f"train {variant}") as bar:
+            task = bar.add_task("train", total=total, completed=state["step"], status="")
+            spe = sampler.batches_per_epoch()
+            left_in_epoch = spe - state["batch_in_epoch"]
+            more_epochs = math.ceil(max(0, total - state["step"] - left_in_epoch) / spe)
+            sampler.set_epoch(state["epoch"], state["batch_in_epoch"], n_epochs=1 + more_epochs)
+            # one iterator for the whole run: workers prefetch across epoch boundaries
+            it = Prefetcher(iter(loader)) if state["step"] < total else None
+            while state["step"] < total:
+                t0 = time.perf_counter()
+                batch = next(it)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                t1 = time.perf_counter()
+                model.train()
+                out = model(batch)
+                loss, logs = compute_loss(out, batch, tc)
+                if not math.isfinite(logs["loss"]):
+                    raise FloatingPointError(f"step {state['step']}: loss is {logs['loss']} ({variant})")
+                accelerator.backward(loss)
+                if tc.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["batch_in_epoch"] += 1
+                t2 = time.perf_counter()
+                if state["step"] > WARMUP_STEPS:
+                    timing["steps"] += 1
+                    timing["wait"] += t1 - t0
+                    timing["total"] += t2 - t0
+                step = state["step"]
+                if tb is not None and (step % LOG_EVERY == 0 or step == 1):
+                    for k, v in logs.items():
+                        tb.add_scalar(f"train/{k}", v, step)
+                    for g in optimizer.param_groups:
+                        tb.add_scalar(f"lr/{g['name']}", g["lr"], step)
+                    if timing["total"]:
+                        tb.add_scalar("perf/data_wait_frac", timing["wait"] / timing["total"], step)
+                bar.update(task, completed=step, status=f"loss {logs['loss']:.4f} ade {logs['ade']:.4f}")
+                if state["batch_in_epoch"] == spe:
+                    state["epoch"] += 1
+                    state["batch_in_epoch"] = 0
+                    if state["epoch"] % max(1, tc.eval_every) == 0:
+                        validate()
+                # No extra save at epoch ends: a resume redoes the steps (and validations)
+                # since the last checkpoint exactly, so only the periodic ones are needed.
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                    save("last")
+                if on_step is not None:
+                    on_step(step)
+                if _stop_requested(stop, accelerator):
+                    save("last")
+                    raise TrainingStopped(
+                        f"{variant}: stopped by {stop.reason or 'a signal'} at step {step}; "
+                        f"checkpoint saved to {checkpoint_path(run_dir, 'last')}, rerun to resume"
+                    )
+            if state["last_val_step"] != state["step"]:
+                validate()
+            save("last")
+    finally:
+        if it is not None:
+            it.close()
+        if tb is not None:
+            tb.close()
+
+    if main:
+        summary = {
+            "variant": variant,
+            "guidance": mode,
+            "steps": state["step"],
+            "epochs": state["epoch"],
+            "best_val_ade": state["best_val_ade"],
+            "best_step": state["best_step"],
+            "val": state["val"],
+            "val_history": state["val_history"],
+            "device": str(device),
+            "processes": world,
+            "mixed_precision": accelerator.mixed_precision,
+            # throughput of this call only (a resumed call measures its own steps)
+            "timed_steps": timing["steps"],
+            "steps_per_s": timing["steps"] / timing["total"] if timing["total"] else None,
+            "data_wait_frac": timing["wait"] / timing["total"] if timing["total"] else None,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _set_aside_stale(run_dir: Path, fingerprint: str, main: bool) -> None:
+    """Rename checkpoints made with other settings (``*.stale-<time>.pt``): the run starts
+    afresh, and evaluation can never pick up a ``best.pt`` of another configuration."""
+    if not main:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for which in ("last", "best"):
+        path = checkpoint_path(run_dir, which)
+        if path.exists() and load_checkpoint(path)["fingerprint"] != fingerprint:
+            stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
+            path.rename(stale)
+            warnings.warn(f"{run_dir}: {path.name} was made with other settings; kept as {stale.name}", stacklevel=3)
+
+
+def _stop_requested(stop: _StopFlag, accelerator) -> bool:
+    if accelerator.num_processes == 1:
+        return stop.reason is not None
+    # every rank must stop at the same step, or the collectives of the next one hang
+    flag = torch.tensor([1.0 if stop.reason else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, "sum").item() > 0)
+
+
+__all__ = [
+    "TrainingStopped",
+    "evaluate_loader",
+    "lr_factor",
+    "make_accelerator",
+    "param_groups",
+    "resolve_mixed_precision",
+    "run_fingerprint",
+    "run_training",
+]
