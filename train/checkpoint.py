@@ -118,7 +118,8 @@ def load_trained_model(
     if which == "best" and not path.exists():
         path = checkpoint_path(run_dir, "last")
     payload = load_checkpoint(path, map_location)
-    model = ThinkJEPA(ModelConfig.model_validate(payload["model_cfg"]), **payload["model_args"])
+    # the saved weights replace any pretrained init, so never fetch it again here
+    model = ThinkJEPA(ModelConfig.model_validate(payload["model_cfg"]), **payload["model_args"], pretrained=False)
     model.load_state_dict(payload["model"])
     return model.eval(), payload
 

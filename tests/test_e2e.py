@@ -1,0 +1,106 @@
+"""The whole pipeline on CPU, as a user runs it: `tj demo`, then `tj status` / `tj run`.
+
+Real components throughout: tiny random Qwen3-VL Thinking through the real vLLM engine,
+tiny V-JEPA2 from transformers, Zarr caches on disk, accelerate training, evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from thinkjepa.cli.main import app
+from thinkjepa.demo import demo_config
+
+runner = CliRunner()
+
+# Small enough for 2 CI cores; the structure is the demo's own.
+FAST = ["train.epochs=3", "train.checkpoint_every=4", "demo.episodes=12"]
+
+
+def _sets(items: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        out += ["--set", item]
+    return out
+
+
+def _status(workdir, data_root, overrides) -> dict[str, dict]:
+    cfg = demo_config(workdir, data_root, workdir / "models" / "tiny-qwen3vl-thinking",
+                      workdir / "models" / "tiny-vjepa2", overrides)
+    from thinkjepa import pipeline
+
+    return {r["stage"]: r for r in pipeline.status(cfg)}
+
+
+@pytest.fixture(scope="module")
+def synthetic_demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    result = runner.invoke(app, ["demo", "--workdir", str(workdir), *_sets(FAST)])
+    assert result.exit_code == 0, result.output
+    return workdir
+
+
+def test_demo_on_synthetic_data_runs_every_stage_with_vllm(synthetic_demo):
+    workdir = synthetic_demo
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    models = {m["model"]: m for m in metrics["models"]}
+    assert set(models) == {"thinkjepa", "jepa_only", "vlm_only", "last_observed"}
+    for m in models.values():
+        assert m["windows"] >= 1
+        assert math.isfinite(m["ADE"]) and 0 < m["ADE"] < 1.0
+        assert 0.0 <= m["Acc"] <= 1.0
+    assert (workdir / "eval" / "report.md").read_text().count("| thinkjepa |") == 1
+    assert (workdir / "eval" / "ade_fde.png").stat().st_size > 0
+    # the thinker cache was written by the vLLM engine (the demo's default backend)
+    vlm_cfg = (workdir / "state" / "extract.json").read_text()
+    assert '"done"' in vlm_cfg
+    from thinkjepa.cache_schema import CacheReader
+
+    reader = CacheReader(str(workdir / "cache" / "vlm.zarr"))
+    entry = reader.get(reader.keys()[0])
+    assert entry.provenance["backend"] == "vllm"
+    # both caches verify clean through the CLI
+    for cache in ("vlm.zarr", "jepa.zarr"):
+        res = runner.invoke(app, ["cache", "verify", str(workdir / "cache" / cache), "--json"])
+        assert res.exit_code == 0, res.output
+
+
+def test_rerun_is_a_no_op_and_a_change_reruns_only_downstream(synthetic_demo):
+    workdir = synthetic_demo
+    data_root = workdir / "data"
+    rows = _status(workdir, data_root, FAST)
+    assert not any(r["stale"] for r in rows.values()), rows
+
+    # rerunning the demo with the same settings runs nothing
+    result = runner.invoke(app, ["demo", "--workdir", str(workdir), *_sets(FAST)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("fresh, skipped") == 5
+
+    # a training change makes train and eval stale, and nothing upstream
+    changed = FAST + ["train.lr_head=0.002"]
+    rows = _status(workdir, data_root, changed)
+    assert [s for s, r in rows.items() if r["stale"]] == ["train", "eval"]
+    assert "inputs changed: train" in rows["train"]["reasons"][0]
+    assert rows["eval"]["reasons"] == ["upstream train is stale"]
+
+    # a thinker change makes extract stale and everything that consumes it
+    rows = _status(workdir, data_root, FAST + ["thinker.max_new_tokens=4"])
+    assert [s for s, r in rows.items() if r["stale"]] == ["extract", "train", "eval"]
+
+
+def test_demo_on_real_egodex_fixtures(egodex_root, tmp_path):
+    """`tj demo --data-root` on the real 20-29 frame episodes (one task per split)."""
+    workdir = tmp_path / "real"
+    result = runner.invoke(
+        app,
+        ["demo", "--data-root", str(egodex_root), "--workdir", str(workdir),
+         *_sets(["train.epochs=2", "thinker.backend=transformers"])],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert {m["model"] for m in metrics["models"]} >= {"thinkjepa", "jepa_only", "vlm_only"}
+    assert all(m["windows"] == 1 for m in metrics["models"])  # one test episode, one window

@@ -1,0 +1,77 @@
+"""``tj demo``: the whole pipeline on the embedded default with tiny local checkpoints.
+
+Nothing is downloaded: a tiny random Qwen3-VL Thinking and a tiny V-JEPA2 are built with
+``save_pretrained`` under ``<workdir>/models`` and loaded through the same code path as hub
+ids. Without ``--data-root`` a synthetic EgoDex-layout dataset is written first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from thinkjepa import pipeline
+from thinkjepa.config import PipelineConfig, load_config
+
+
+def demo_defaults() -> dict[str, Any]:
+    return yaml.safe_load(files("thinkjepa.defaults").joinpath("demo.yaml").read_text())
+
+
+def demo_config(workdir: Path, data_root: Path, qwen_dir: Path, vjepa_dir: Path, overrides: list[str]) -> PipelineConfig:
+    fixed = [
+        f"workdir={workdir}",
+        f"data.root={data_root}",
+        f"thinker.model={qwen_dir}",
+        f"encoder.model={vjepa_dir}",
+    ]
+    return load_config(None, fixed + list(overrides), base=demo_defaults(), use_default_file=False)
+
+
+def prepare_models(workdir: Path, cfg_preview: PipelineConfig) -> tuple[Path, Path]:
+    """Build (once) the tiny thinker and encoder checkpoints the demo runs."""
+    from thinkjepa.tiny.qwen3vl import build_tiny_qwen3vl_thinking
+    from thinkjepa.tiny.vjepa2 import build_tiny_vjepa2
+
+    models = workdir / "models"
+    qwen_dir = models / "tiny-qwen3vl-thinking"
+    vjepa_dir = models / "tiny-vjepa2"
+    if not (qwen_dir / "config.json").exists():
+        build_tiny_qwen3vl_thinking(qwen_dir, seed=0)
+    if not (vjepa_dir / "config.json").exists():
+        build_tiny_vjepa2(
+            vjepa_dir,
+            frames_per_clip=max(cfg_preview.sampling.past_frames, cfg_preview.sampling.future_frames),
+            crop_size=cfg_preview.encoder.frame_size,
+            seed=0,
+        )
+    return qwen_dir, vjepa_dir
+
+
+def run_demo(
+    data_root: Path | None = None,
+    workdir: Path = Path("runs/demo"),
+    overrides: list[str] | None = None,
+    on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> Path:
+    """Run every stale stage of the demo pipeline; returns the evaluation report path."""
+    workdir = Path(workdir).resolve()
+    overrides = list(overrides or [])
+    preview = load_config(None, overrides, base=demo_defaults(), use_default_file=False)
+    qwen_dir, vjepa_dir = prepare_models(workdir, preview)
+    if data_root is None:
+        from thinkjepa.data.synth import synthesize_dataset
+
+        data_root = workdir / "data"
+        if not (data_root / ".complete").exists():
+            synthesize_dataset(data_root, episodes=preview.demo.episodes, seed=preview.demo.seed)
+            (data_root / ".complete").write_text("ok\n")
+    elif not Path(data_root).is_dir():
+        raise FileNotFoundError(f"--data-root {data_root} is not a folder")
+    cfg = demo_config(workdir, Path(data_root).resolve(), qwen_dir, vjepa_dir, overrides)
+    pipeline.run(cfg, on_event=on_event)
+    return cfg.path(cfg.eval.out) / "report.md"
