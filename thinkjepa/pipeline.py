@@ -57,7 +57,11 @@ def _run_encode(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def _raise_on_failures(stage: str, failed: dict[str, str], where: str) -> None:
-    """A stage with failed entries stays stale: the next `tj run` retries only those."""
+    """A stage with failed entries stays stale: the next `tj run` retries only those.
+
+    Clips too short for any window are recorded under their clip id (no ``@t``); the index
+    already leaves them out, so they are not failures of this stage."""
+    failed = {k: v for k, v in failed.items() if "@" in k}
     if failed:
         first = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         raise RuntimeError(

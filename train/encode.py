@@ -129,7 +129,9 @@ class JepaEncoder:
         if n % self.tubelet_size:
             # the patch embedding's stride would silently drop the trailing frame
             raise ValueError(f"{n} frames per clip is not a multiple of the tubelet size {self.tubelet_size}")
-        pixels = self.processor(list(clips), return_tensors="pt")["pixel_values_videos"]
+        # Resize/normalise on the encoder's device: on a GPU the CPU-side processor was half
+        # of a batched call (benchmarks/bench_encode.py).
+        pixels = self.processor(list(clips), return_tensors="pt", device=str(self.device))["pixel_values_videos"]
         with torch.inference_mode():
             out = self.model(pixels.to(self.device, self.dtype), skip_predictor=True).last_hidden_state
         B, N, D = out.shape
