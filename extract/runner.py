@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from thinkjepa.cache_schema import CacheReader, CacheWriter, SchemaMismatchError, StoreMeta, VLMEntry, store_exists
 from thinkjepa.config import PipelineConfig
@@ -30,6 +28,7 @@ from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, read_clip_metadata, validate_template
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
 
 if TYPE_CHECKING:
     from thinkjepa.extract.thinker_io import ThinkerBackend, ThinkerOutput, ThinkerRequest
@@ -60,20 +59,7 @@ class ClipPlan:
     """Why the clip yields no window (too short for the sampling rule), if so."""
 
 
-@dataclass
-class ExtractSummary:
-    """What one ``run_shard`` call did. ``failed`` maps key -> reason (clip id for a clip
-    that yields no window)."""
-
-    part: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
+ExtractSummary = ShardSummary
 
 
 def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
@@ -82,11 +68,6 @@ def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
     )
 
 
-def _manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    from thinkjepa.data.manifest import read_manifest
-
-    rows = read_manifest(cfg.path(cfg.data.manifest)).to_pylist()
-    return sorted(rows, key=lambda r: r["clip_id"])
 
 
 def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = None) -> list[ClipPlan]:
@@ -94,7 +75,7 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
     items, in clip-id order. Reads the manifest and each clip's HDF5 attributes, no video."""
     validate_template(cfg.thinker.prompt_template)
     plans = []
-    for row in _manifest_rows(cfg):
+    for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
         s = shard_of(clip_id, shards)
         if only_shard is not None and s != only_shard:
@@ -190,9 +171,6 @@ def _to_entry(item: WorkItem, out: ThinkerOutput, fingerprint: str, provenance: 
     )
 
 
-def _reason(stage: str, exc: BaseException) -> str:
-    msg = " ".join(str(exc).split()) or "(no message)"
-    return f"{stage}: {type(exc).__name__}: {msg}"[:2000]
 
 
 def _extract_batch(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> list[Any]:
@@ -226,17 +204,6 @@ def _group_by_clip(items: Sequence[WorkItem]) -> Iterator[list[WorkItem]]:
         yield group
 
 
-def _progress_bar(enabled: bool, label: str) -> Progress:
-    return Progress(
-        TextColumn(f"[bold]{label}[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
 
 
 def run_shard(
@@ -316,7 +283,7 @@ def _run_items(
     th = cfg.thinker
     batch: list[tuple[WorkItem, ThinkerRequest]] = []
 
-    with _progress_bar(progress, f"extract {summary.part}") as bar:
+    with progress_bar(progress, f"extract {summary.part}") as bar:
         task = bar.add_task("extract", total=total, completed=len(summary.skipped), status="")
 
         def advance() -> None:
@@ -332,7 +299,7 @@ def _run_items(
             outs = _extract_batch(backend, [r for _, r in batch])
             for (item, _), out in zip(batch, outs):
                 if isinstance(out, BaseException):
-                    fail(item.key, _reason("engine", out))
+                    fail(item.key, failure_reason("engine", out))
                 else:
                     fp = fingerprint_of(cfg, item)
                     prov = fingerprint_payload(
@@ -342,7 +309,7 @@ def _run_items(
                     try:
                         writer.commit(_to_entry(item, out, fp, prov))
                     except ValueError as e:  # CacheError: the output does not fit the store
-                        fail(item.key, _reason("commit", e))
+                        fail(item.key, failure_reason("commit", e))
                     else:
                         summary.done.append(item.key)
                 advance()
@@ -354,7 +321,7 @@ def _run_items(
                 frames = decode_frames(group[0].video_path, wanted, th.frame_size)
             except (VideoError, OSError, ValueError) as e:
                 for it in group:
-                    fail(it.key, _reason("decode", e))
+                    fail(it.key, failure_reason("decode", e))
                     advance()
                 continue
             pos = {f: j for j, f in enumerate(wanted)}

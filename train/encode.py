@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, Store
 from thinkjepa.config import EncoderConfig, PipelineConfig
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
 
 LAYER_CONVENTION = "encoder_last"
 """What a JEPA entry holds: the encoder's final (layer-normed) token states, no predictor."""
@@ -35,19 +36,7 @@ FINGERPRINT_VERSION = 1
 """Bump when this module changes what it stores for the same settings."""
 
 
-@dataclass
-class EncodeSummary:
-    """What one ``run_encode`` call did; ``failed`` maps key (window or clip id) -> reason."""
-
-    part: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
+EncodeSummary = ShardSummary
 
 
 @dataclass(frozen=True)
@@ -139,15 +128,6 @@ class JepaEncoder:
         return out.float().cpu().numpy().reshape(B, tub, N // tub, D)
 
 
-def _manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    from thinkjepa.data.manifest import read_manifest
-
-    path = cfg.path(cfg.data.manifest)
-    if not path.exists():
-        raise FileNotFoundError(f"clips manifest {path} not found: build it first with `tj data index ROOT --out {path}`")
-    table = read_manifest(path)
-    rows = table.to_pylist() if hasattr(table, "to_pylist") else table.to_dict("records")
-    return sorted(rows, key=lambda r: r["clip_id"])
 
 
 def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[list[EncodeItem], dict[str, str]]:
@@ -155,7 +135,7 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
     i, n = validate_shard(*shard)
     items: list[EncodeItem] = []
     problems: dict[str, str] = {}
-    for row in _manifest_rows(cfg):
+    for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
         if shard_of(clip_id, n) != i:
             continue
@@ -168,20 +148,8 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
     return items, problems
 
 
-def _progress(enabled: bool, label: str):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled,
-    )
 
 
-def _reason(stage: str, exc: BaseException) -> str:
-    msg = " ".join(str(exc).split()) or "(no message)"
-    return f"{stage}: {type(exc).__name__}: {msg}"[:2000]
 
 
 def run_encode(
@@ -232,7 +200,7 @@ def run_encode(
                 future = encoder.encode([f for _, _, f in pending])
             except (RuntimeError, ValueError) as e:
                 for it, _, _ in pending:
-                    fail(it.key, _reason("encode", e))
+                    fail(it.key, failure_reason("encode", e))
             else:
                 for j, (it, _, _) in enumerate(pending):
                     entry = JEPAEntry(
@@ -251,12 +219,12 @@ def run_encode(
                     try:
                         writer.commit(entry)
                     except ValueError as e:  # does not fit the store (shape or dtype of another run)
-                        fail(it.key, _reason("commit", e))
+                        fail(it.key, failure_reason("commit", e))
                     else:
                         summary.done.append(it.key)
             pending.clear()
 
-        with _progress(progress, f"encode {summary.part}") as bar:
+        with progress_bar(progress, f"encode {summary.part}") as bar:
             task = bar.add_task("encode", total=len(items), completed=len(summary.skipped), status="")
             by_clip: dict[str, list[EncodeItem]] = {}
             for it in todo:
@@ -267,7 +235,7 @@ def run_encode(
                     frames = decode_frames(group[0].video_path, wanted, enc.frame_size, clip_id=clip_id)
                 except (EpisodeError, OSError, ValueError) as e:
                     for it in group:
-                        fail(it.key, _reason("decode", e))
+                        fail(it.key, failure_reason("decode", e))
                     bar.update(task, advance=len(group), status=f"[red]{len(summary.failed)} failed[/red]")
                     continue
                 pos = {f: j for j, f in enumerate(wanted)}

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from thinkjepa.stage_run import progress_bar
 from thinkjepa.config import PipelineConfig, TrainConfig, save_config
 from thinkjepa.train.checkpoint import (
     build_payload,
@@ -174,15 +175,6 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
-def _progress(enabled: bool, label: str):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled,
-    )
 
 
 def run_training(
@@ -308,7 +300,7 @@ def run_training(
     it: Prefetcher | None = None
     stop = _StopFlag()
     try:
-        with stop.installed(), _progress(progress and main, f"train {variant}") as bar:
+        with stop.installed(), progress_bar(progress and main, f"train {variant}") as bar:
             task = bar.add_task("train", total=total, completed=state["step"], status="")
             spe = sampler.batches_per_epoch()
             left_in_epoch = spe - state["batch_in_epoch"]
