@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,9 @@ import typer
 from rich.console import Console
 
 from thinkjepa.config import PipelineConfig, load_config
+
+# vLLM logs every engine setting at INFO; the pipeline's own progress is what users watch.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 console = Console(stderr=True)
 
