@@ -23,7 +23,6 @@ from thinkjepa.extract.thinker_io import (
     hf_video_metadata,
     load_model_info,
     name_error,
-    token_kinds,
 )
 
 
@@ -131,14 +130,6 @@ class TransformersThinker:
             generated = np.stack([torch.cat(c[1:], dim=0).numpy() for c in self._captures])
         else:
             generated = np.zeros((len(self.layers), 0, self.hidden_size), np.float32)
-        kinds = token_kinds(
-            prompt_ids,
-            req.frame_indices,
-            vision_token_ids=self.info.vision_token_ids,
-            vision_end_id=self.info.vision_end_id,
-            temporal_patch_size=self.info.temporal_patch_size,
-            key=req.key,
-        )
         return finalize_output(
             req,
             prompt=prompt,
@@ -148,7 +139,7 @@ class TransformersThinker:
             all_generated_ids=all_gen,
             text=self.processor.tokenizer.decode(all_gen.tolist(), skip_special_tokens=True),
             max_prefill_tokens=self.cfg.max_prefill_tokens,
-            kinds=kinds,
+            info=self.info,
         )
 
     def close(self) -> None:

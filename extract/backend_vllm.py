@@ -32,7 +32,6 @@ from thinkjepa.extract.thinker_io import (
     finalize_output,
     load_model_info,
     name_error,
-    token_kinds,
     video_metadata,
 )
 
@@ -178,14 +177,6 @@ class VLLMThinker:
             raise RuntimeError(f"{req.key}: hidden states of shape {tuple(states.shape)}, expected [*, {len(self.layers)}, {self.hidden_size}]")
         layered = states.float().numpy().transpose(1, 0, 2)  # [L, N, H]
         n_prompt = len(prompt_ids)
-        kinds = token_kinds(
-            prompt_ids,
-            req.frame_indices,
-            vision_token_ids=self.info.vision_token_ids,
-            vision_end_id=self.info.vision_end_id,
-            temporal_patch_size=self.info.temporal_patch_size,
-            key=req.key,
-        )
         return finalize_output(
             req,
             prompt=prompt,
@@ -195,7 +186,7 @@ class VLLMThinker:
             all_generated_ids=all_gen,
             text=self.processor.tokenizer.decode(all_gen.tolist(), skip_special_tokens=True),
             max_prefill_tokens=self.cfg.max_prefill_tokens,
-            kinds=kinds,
+            info=self.info,
         )
 
     def close(self) -> None:

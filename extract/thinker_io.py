@@ -241,10 +241,11 @@ def finalize_output(
     all_generated_ids: np.ndarray,
     text: str,
     max_prefill_tokens: int | None,
-    kinds: tuple[np.ndarray, np.ndarray],
+    info: ThinkerModelInfo,
 ) -> ThinkerOutput:
     """Assemble the output contract; truncates the prefill stream to ``max_prefill_tokens``
-    (keeping the first tokens, as the reference code does) and checks shapes."""
+    (keeping the first tokens, as the reference code does) and checks shapes. Both backends
+    end here, so token kinds and frame indices are derived the same way for each."""
     n_prompt = int(prefill_ids.shape[0])
     all_gen = np.asarray(all_generated_ids, dtype=np.int32)
     if prefill.shape[1] != n_prompt:
@@ -253,7 +254,14 @@ def finalize_output(
     if generated.shape[1] != n_gen_states:
         raise RuntimeError(f"{req.key}: {generated.shape[1]} generated states for {len(all_gen)} generated tokens")
     keep = n_prompt if max_prefill_tokens is None else min(n_prompt, int(max_prefill_tokens))
-    kind, frame_index = kinds
+    kind, frame_index = token_kinds(
+        prefill_ids,
+        req.frame_indices,
+        vision_token_ids=info.vision_token_ids,
+        vision_end_id=info.vision_end_id,
+        temporal_patch_size=info.temporal_patch_size,
+        key=req.key,
+    )
     return ThinkerOutput(
         key=req.key,
         prefill=np.ascontiguousarray(prefill[:, :keep], dtype=np.float32),
