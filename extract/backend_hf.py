@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from thinkjepa.config import ThinkerConfig
-from thinkjepa.extract.layers import LAYER_CONVENTION, hf_capture_points, validate_layers
+from thinkjepa.extract.layers import LAYER_CONVENTION, hf_capture_points
 from thinkjepa.extract.thinker_io import (
     ThinkerOutput,
     ThinkerRequest,
@@ -21,7 +21,7 @@ from thinkjepa.extract.thinker_io import (
     check_request,
     finalize_output,
     hf_video_metadata,
-    load_model_info,
+    open_thinker,
     name_error,
 )
 
@@ -39,13 +39,11 @@ class TransformersThinker:
 
     def __init__(self, cfg: ThinkerConfig, *, device: str | None = None) -> None:
         import torch
-        from transformers import AutoConfig, AutoProcessor, Qwen3VLForConditionalGeneration
+        from transformers import AutoConfig, Qwen3VLForConditionalGeneration
 
         self.cfg = cfg
         self.model_id = cfg.model
-        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
-        self.info = load_model_info(cfg.model, cfg.revision, self.processor)
-        self.layers = validate_layers(cfg.layers, self.info.num_hidden_layers, cfg.model)
+        self.processor, self.info, self.layers = open_thinker(cfg)
         self.hidden_size = self.info.hidden_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if cfg.load_format == "dummy":

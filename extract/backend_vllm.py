@@ -23,14 +23,14 @@ import numpy as np
 
 from thinkjepa.config import ThinkerConfig
 from thinkjepa.extract.connector import CONNECTOR_MODULE, CONNECTOR_NAME
-from thinkjepa.extract.layers import LAYER_CONVENTION, validate_layers, vllm_aux_layer_ids
+from thinkjepa.extract.layers import LAYER_CONVENTION, vllm_aux_layer_ids
 from thinkjepa.extract.thinker_io import (
     ThinkerOutput,
     ThinkerRequest,
     build_chat_prompt,
     check_request,
     finalize_output,
-    load_model_info,
+    open_thinker,
     name_error,
     video_metadata,
 )
@@ -45,18 +45,13 @@ class VLLMThinker:
 
     def __init__(self, cfg: ThinkerConfig, *, engine_kwargs: dict[str, Any] | None = None) -> None:
         import torch
-        from transformers import AutoProcessor
         from vllm import LLM
         from vllm.config import KVTransferConfig
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
         self.cfg = cfg
         self.model_id = cfg.model
-        # The prompt string and token kinds are made in this process, with the same
-        # processor the transformers backend uses.
-        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
-        self.info = load_model_info(cfg.model, cfg.revision, self.processor)
-        self.layers = validate_layers(cfg.layers, self.info.num_hidden_layers, cfg.model)
+        self.processor, self.info, self.layers = open_thinker(cfg)
         self.hidden_size = self.info.hidden_size
         self._storage = tempfile.mkdtemp(prefix="thinkjepa-hidden-states-")
 

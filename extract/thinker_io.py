@@ -275,3 +275,15 @@ def finalize_output(
         prompt=prompt,
         prompt_tokens=n_prompt,
     )
+
+
+def open_thinker(cfg: Any) -> tuple[Any, ThinkerModelInfo, list[int]]:
+    """What every backend needs before its engine: the processor (prompts and token kinds are
+    made with it in this process), the model's facts, and the validated stored layers."""
+    from transformers import AutoProcessor
+
+    from thinkjepa.extract.layers import validate_layers
+
+    processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+    info = load_model_info(cfg.model, cfg.revision, processor)
+    return processor, info, validate_layers(cfg.layers, info.num_hidden_layers, cfg.model)

@@ -236,8 +236,9 @@ def run(
     for stage in STAGES:
         if stage.name not in wanted:
             continue
-        row = next(r for r in status(cfg) if r["stage"] == stage.name)
-        blocked = [u for u in stage.upstream if next(r for r in status(cfg) if r["stage"] == u)["stale"]]
+        rows = {r["stage"]: r for r in status(cfg)}  # once per stage: earlier stages may have just run
+        row = rows[stage.name]
+        blocked = [u for u in stage.upstream if rows[u]["stale"]]
         if blocked:
             raise RuntimeError(
                 f"stage {stage.name}: upstream {', '.join(blocked)} is stale; run `tj run {' '.join(blocked)} {stage.name}`"
