@@ -47,6 +47,11 @@ class SamplingConfig(_Section):
     thinker_frames: int = 32
     thinker_span: int | None = None
     """How far back (frames before t) the thinker looks in ``stride`` mode; None = from frame 0."""
+    thinker_stop: Literal["forecast", "dense"] = "forecast"
+    """Where the thinker's frames end in ``stride`` mode: ``forecast`` (up to t-1, the
+    reference: the VLM sees the dense frames too) or ``dense`` (up to the frame before the
+    dense window, so the two branches see disjoint frames and the guidance can carry only what
+    the long-range past shows — the guidance benchmark's setting)."""
     windows_per_clip: int = 1
     window_hop: int | None = None
     """Frames between successive forecast times when ``windows_per_clip`` > 1 (default: future_frames)."""
