@@ -71,16 +71,17 @@ def _raise_on_failures(stage: str, failed: dict[str, str], where: str) -> None:
 
 
 def _run_train(cfg: PipelineConfig) -> dict[str, Any]:
-    from thinkjepa.train.loop import run_training
+    from thinkjepa.train.loop import train_seeds
 
     results = {}
     for variant in cfg.eval.variants:
-        results[variant] = str(run_training(cfg, variant))
+        for seed, (run_dir, ran) in train_seeds(cfg, variant, skip_finished=True).items():
+            results[f"{variant}/seed-{seed}"] = {"run": str(run_dir), "ran": ran}
     return results
 
 
 def _run_eval(cfg: PipelineConfig) -> dict[str, Any]:
-    from thinkjepa.evaluate.report import run_eval
+    from thinkjepa.evaluate import run_eval
 
     return run_eval(cfg)
 

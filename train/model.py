@@ -33,6 +33,7 @@ from .predictor import Predictor, init_from_vjepa2
 from .pyramid import GuidancePyramid
 
 GuidanceMode = Literal["none", "means", "tokens"]
+RolloutMode = Literal["shifted", "predicted"]
 
 
 def guidance_mode(cfg: ModelConfig) -> GuidanceMode:
@@ -130,23 +131,38 @@ class ThinkJEPA(nn.Module):
         return {"pred_latents": pred, "joints_cam": joints_cam, "joints_world": joints_world}
 
     @torch.no_grad()
-    def rollout(self, batch: Mapping[str, Tensor], steps: int) -> dict[str, Tensor]:
-        """Recursive forecast: each step's predicted latents become the next step's context.
+    def rollout(self, batch: Mapping[str, Tensor], steps: int, mode: RolloutMode = "shifted") -> dict[str, Tensor]:
+        """Recursive forecast (paper eq. 3-4): each step's predicted latents become the next
+        step's context.
 
-        Step k sees the newest ``Tp`` tubelets of [observed; predicted so far], the same
-        thinker guidance, and (for the residual head) the last forecast joints. Everything
-        stays in the camera frame of the last *observed* frame: a later pose would be future
-        information. Returns the steps concatenated along time: ``pred_latents``
-        [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
+        ``mode`` says how: ``shifted`` slides the window, the next context being the newest
+        ``Tp`` tubelets of [context; predicted]; ``predicted`` replaces the context by the
+        newest ``Tp`` predicted tubelets alone (needs ``Tf >= Tp``). Every step reads the same
+        thinker guidance (made from frames before t) and the camera pose of the last
+        *observed* frame: a later one would be future information. The residual head's
+        anchor (``past_joints_cam``) becomes the last forecast frame. Returns the steps
+        concatenated along time: ``pred_latents`` [B, steps*Tf, P, D], ``joints_cam`` /
+        ``joints_world`` [B, steps*F, 52, 3]."""
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
+        if mode not in ("shifted", "predicted"):
+            raise ValueError(f"unknown rollout mode {mode!r}; expected 'shifted' or 'predicted'")
+        n_past, n_future = self.predictor.n_past, self.predictor.n_future
+        if mode == "predicted" and n_future < n_past:
+            raise ValueError(
+                f"rollout mode 'predicted' needs at least as many future as past tubelets "
+                f"(model has {n_future} < {n_past}); use mode 'shifted'"
+            )
         current = dict(batch)
         outs: list[dict[str, Tensor]] = []
-        n_past = self.predictor.n_past
         for _ in range(steps):
             out = self(current)
             outs.append(out)
-            context = torch.cat([current["past_latents"].to(out["pred_latents"].dtype), out["pred_latents"]], dim=1)
+            pred = out["pred_latents"]
+            if mode == "shifted":
+                context = torch.cat([current["past_latents"].to(pred.dtype), pred], dim=1)
+            else:
+                context = pred
             current["past_latents"] = context[:, -n_past:]
             if "past_joints_cam" in current:
                 current["past_joints_cam"] = out["joints_cam"][:, -1]
