@@ -180,9 +180,11 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
                 progress(f"{v} seed {seed}")
             model, info = load_run(run_dir)
             modes = list(ec.rollout_modes)
-            if "predicted" in modes and model.predictor.n_future < model.predictor.n_past:
-                modes.remove("predicted")
-                notes.append(f"{v}: rollout mode 'predicted' skipped (fewer future than past tubelets).")
+            same = model.predictor.n_future == model.predictor.n_past
+            note = ("Rollout modes 'shifted' and 'predicted' coincide here: the model predicts as many tubelets "
+                    "as it observes, so the shifted window is the predicted tubelets.")
+            if same and len(modes) > 1 and note not in notes:
+                notes.append(note)
             mr = run_model(model, ds, ids, targets, batch_size=cfg.train.batch_size, rollout={m: steps for m in modes},
                            rollout_rows=rows, rollout_targets=roll_targets, encoded_future=enc_rows,
                            keep_pred=v in (GUIDED, REFERENCE) and seed == seeds[v][0], name=v, seed=seed)

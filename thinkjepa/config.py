@@ -147,7 +147,8 @@ class EvalConfig(_Section):
     no window of the split has that many frames left in its episode."""
     rollout_modes: list[Literal["shifted", "predicted"]] = Field(default_factory=lambda: ["shifted", "predicted"])
     """How a step's forecast becomes the next context (``ThinkJEPA.rollout``): ``shifted`` keeps
-    the newest past tubelets of [observed; predicted], ``predicted`` uses the predicted ones only."""
+    the newest past tubelets of [context; predicted], ``predicted`` uses the predicted ones alone,
+    resampled to the past length (the two coincide when past and future have as many tubelets)."""
     overlay_windows: int = 3
     """Trajectory overlays for this many windows of largest gain and of largest loss vs jepa_only."""
     bootstrap: int = 2000

@@ -136,23 +136,20 @@ class ThinkJEPA(nn.Module):
         step's context.
 
         ``mode`` says how: ``shifted`` slides the window, the next context being the newest
-        ``Tp`` tubelets of [context; predicted]; ``predicted`` replaces the context by the
-        newest ``Tp`` predicted tubelets alone (needs ``Tf >= Tp``). Every step reads the same
-        thinker guidance (made from frames before t) and the camera pose of the last
-        *observed* frame: a later one would be future information. The residual head's
-        anchor (``past_joints_cam``) becomes the last forecast frame. Returns the steps
-        concatenated along time: ``pred_latents`` [B, steps*Tf, P, D], ``joints_cam`` /
-        ``joints_world`` [B, steps*F, 52, 3]."""
+        ``Tp`` tubelets of [context; predicted]; ``predicted`` makes the predicted tubelets
+        alone the next context, resampled in time to ``Tp`` (nearest of ``Tp`` evenly spaced
+        ones, so it spans the whole forecast). With ``Tf == Tp`` both are the predicted
+        tubelets themselves and coincide. Every step reads the same thinker guidance (made
+        from frames before t) and the camera pose of the last *observed* frame: a later one
+        would be future information. The residual head's anchor (``past_joints_cam``)
+        becomes the last forecast frame. Returns the steps concatenated along time:
+        ``pred_latents`` [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
         if mode not in ("shifted", "predicted"):
             raise ValueError(f"unknown rollout mode {mode!r}; expected 'shifted' or 'predicted'")
         n_past, n_future = self.predictor.n_past, self.predictor.n_future
-        if mode == "predicted" and n_future < n_past:
-            raise ValueError(
-                f"rollout mode 'predicted' needs at least as many future as past tubelets "
-                f"(model has {n_future} < {n_past}); use mode 'shifted'"
-            )
+        resample = torch.linspace(0, n_future - 1, n_past).round().long()
         current = dict(batch)
         outs: list[dict[str, Tensor]] = []
         for _ in range(steps):
@@ -160,10 +157,10 @@ class ThinkJEPA(nn.Module):
             outs.append(out)
             pred = out["pred_latents"]
             if mode == "shifted":
-                context = torch.cat([current["past_latents"].to(pred.dtype), pred], dim=1)
+                context = torch.cat([current["past_latents"].to(pred.dtype), pred], dim=1)[:, -n_past:]
             else:
-                context = pred
-            current["past_latents"] = context[:, -n_past:]
+                context = pred[:, resample.to(pred.device)]
+            current["past_latents"] = context
             if "past_joints_cam" in current:
                 current["past_joints_cam"] = out["joints_cam"][:, -1]
         return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}

@@ -193,3 +193,25 @@ def test_runs_in_one_process_may_change_precision() -> None:
     assert make_accelerator("no").mixed_precision == "no"
     assert make_accelerator("bf16").mixed_precision == "bf16"  # accelerate alone would refuse this
     assert make_accelerator("auto").mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
+
+
+def test_every_seed_trains_into_its_own_folder_and_only_changed_seeds_rerun(tiny_pipeline, tmp_path) -> None:
+    from thinkjepa.train.loop import train_seeds
+
+    cfg = _with(tiny_pipeline, tmp_path, max_steps=2, seeds=[0, 1], checkpoint_every=100)
+    runs = train_seeds(cfg, "jepa_only", progress=False)
+    assert {s: (p.name, ran) for s, (p, ran) in runs.items()} == {0: ("seed-0", True), 1: ("seed-1", True)}
+    a, b = (load_checkpoint(checkpoint_path(runs[s][0])) for s in (0, 1))
+    assert a["fingerprint"] != b["fingerprint"]
+    assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # other init, other order
+    # one more seed: the finished ones are left alone, even though train.seeds changed
+    more = _with(cfg, tmp_path, seeds=[0, 1, 2])
+    stamp = checkpoint_path(runs[0][0]).stat().st_mtime_ns
+    assert {s: ran for s, (_, ran) in train_seeds(more, "jepa_only", skip_finished=True, progress=False).items()} == {
+        0: False, 1: False, 2: True}
+    assert checkpoint_path(runs[0][0]).stat().st_mtime_ns == stamp  # not even rewritten
+    # a real change reruns every seed
+    changed = _with(more, tmp_path, lr_head=2e-3)
+    with pytest.warns(UserWarning, match="made with other settings"):
+        rerun = train_seeds(changed, "jepa_only", skip_finished=True, progress=False)
+    assert all(ran for _, ran in rerun.values())
