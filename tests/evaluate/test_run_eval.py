@@ -16,6 +16,8 @@ from thinkjepa.config import save_config
 from thinkjepa.evaluate import gate_values, run_eval
 from thinkjepa.evaluate.stats import window_digest
 
+pytestmark = pytest.mark.slow  # the fixture trains two seeds of two variants (~1 min on 2 cores)
+
 
 @pytest.fixture(scope="module")
 def result(eval_workdir):
