@@ -37,9 +37,12 @@ def find_runs(cfg: PipelineConfig, variant: str) -> dict[int, Path]:
 def gate_values(run_dir: str | Path, which: str = "best") -> list[float] | None:
     """tanh(gate) of every predictor block of a trained run (how much guidance each block
     lets in); None for a model without guidance."""
-    model, _ = load_trained_model(run_dir, which)
+    return gates_of(load_trained_model(run_dir, which)[0])
+
+
+def gates_of(model: torch.nn.Module) -> list[float] | None:
     gates = model.gates
-    return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float())]
+    return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]
 
 
 @dataclass
@@ -96,8 +99,10 @@ def run_model(
     roll_err: dict[str, list[np.ndarray]] = {m: [] for m in (rollout or {})}
     roll_lat = {m: [LatentStep() for _ in range(k)] for m, k in (rollout or {}).items()}
     i0 = 0
+    device = next(model.parameters()).device
     for batch in _loader(dataset, batch_size):
-        out = model(batch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = {k: v.cpu() for k, v in model(batch).items()}
         b = out["joints_world"].shape[0]
         world = out["joints_world"].double().numpy()
         errs.append(joint_errors(world, targets[i0 : i0 + b]))
@@ -105,14 +110,14 @@ def run_model(
             preds.append(world.astype(np.float32))
         lat = out["pred_latents"].float().numpy()
         for j in range(b):
-            enc = batch["future_latents"][j].numpy() if "future_latents" in batch else None
+            enc = batch["future_latents"][j].cpu().numpy() if "future_latents" in batch else None
             one_shot.add(lat[j], enc)
         sel = [j for j in range(b) if i0 + j in rows]
         if rollout and sel:
             sub = {k: v[sel] for k, v in batch.items()}
             tgt = rollout_targets[[rows[i0 + j] for j in sel]]
             for mode, steps in rollout.items():
-                ro = model.rollout(sub, steps, mode)
+                ro = {k: v.cpu() for k, v in model.rollout(sub, steps, mode).items()}
                 roll_err[mode].append(joint_errors(ro["joints_world"].double().numpy(), tgt))
                 lat_r = ro["pred_latents"].float().numpy()
                 tf = lat_r.shape[1] // steps
@@ -144,7 +149,10 @@ def variant_dataset(cfg: PipelineConfig, variant: str, split: str, refs: list[Wi
 
 
 def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
-    model, payload = load_trained_model(run_dir, "best")
+    """The run's best model (on the GPU when there is one) and what metrics.json says of it."""
+    model, payload = load_trained_model(run_dir, "best", map_location="cpu")
+    if torch.cuda.is_available():
+        model = model.cuda()
     info = {
         "path": str(checkpoint_path(run_dir, "best") if checkpoint_path(run_dir, "best").exists() else checkpoint_path(run_dir, "last")),
         "step": payload.get("train_state", {}).get("step"),
@@ -154,4 +162,4 @@ def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     return model, info
 
 
-__all__ = ["ModelRun", "Rollout", "find_runs", "gate_values", "load_run", "run_model", "variant_dataset"]
+__all__ = ["ModelRun", "Rollout", "find_runs", "gate_values", "gates_of", "load_run", "run_model", "variant_dataset"]

@@ -19,7 +19,7 @@ from thinkjepa.config import PipelineConfig
 from thinkjepa.evaluate.ablations import GuidanceSwap, same_clip_sources, shuffled_sources
 from thinkjepa.evaluate.errors import by_frame, by_group, by_step, by_task, per_window, scores
 from thinkjepa.evaluate.latent import LatentStep
-from thinkjepa.evaluate.predict import ModelRun, Rollout, find_runs, load_run, run_model, variant_dataset
+from thinkjepa.evaluate.predict import ModelRun, Rollout, find_runs, gates_of, load_run, run_model, variant_dataset
 from thinkjepa.evaluate.stats import comparison, mean_std, window_digest
 from thinkjepa.evaluate.windows import (
     Episodes,
@@ -191,8 +191,7 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
             mr.checkpoint = info
             runs.setdefault(v, []).append(mr)
             checkpoints.setdefault(v, {})[str(seed)] = info
-            g = model.gates
-            gates.setdefault(v, {})[str(seed)] = None if g is None else [float(x) for x in g.detach().float().tanh()]
+            gates.setdefault(v, {})[str(seed)] = gates_of(model)
             if v == GUIDED and model.mode != "none":
                 _guidance_ablations(cfg, model, ds, ids, targets, seed, runs, kinds, notes)
 
