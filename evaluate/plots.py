@@ -100,7 +100,7 @@ def trajectory_overlays(out: Path, name: str, items: list[dict[str, Any]], title
                     ax_top.plot(traj[-1, j, 0], traj[-1, j, 2], _END[key], color=_COLORS[key], ms=3)
                     if ok[-1]:
                         ax_img.plot(uv[-1, j, 0], uv[-1, j, 1], _END[key], color=_COLORS[key], ms=2)
-        ax_img.set_title(f"{it['window_id']}  (gain {it['gain']:+.4f} m)", fontsize=8)
+        ax_img.set_title(f"{it['window_id']}  (gain {1000 * it['gain']:+.3f} mm)", fontsize=8)
         ax_img.axis("off")
         ax_top.set_aspect("equal", adjustable="datalim")
         ax_top.set_xlabel("world x (m)")

@@ -34,8 +34,13 @@ PUBLISHED = {
 Block = tuple[str, Any]
 
 
-def _pm(m: dict[str, Any], k: str) -> str:
-    return f"{m[k]:.4f} ± {m[k + '_std']:.4f}" if m.get(k + "_std") else f"{m[k]:.4f}"
+def _pm(m: dict[str, Any], k: str, seeded: bool = True) -> str:
+    """``mean ± std`` for rows with seeds (baselines have none: just the value)."""
+    return f"{m[k]:.4f} ± {m[k + '_std']:.4f}" if seeded and k + "_std" in m else f"{m[k]:.4f}"
+
+
+def _seeded(m: dict[str, Any]) -> bool:
+    return len(m.get("seeds") or []) > 1
 
 
 NEGLIGIBLE_M = 1e-4
@@ -47,7 +52,8 @@ def _d(x: float) -> str:
     return f"{x:+.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:+.2e}"
 
 
-def _ci(c: dict[str, Any] | None) -> str:
+def format_ci(c: dict[str, Any] | None) -> str:
+    """A comparison as ``mean [lo, hi]``, ``*`` when significant."""
     if not c:
         return "-"
     star = " *" if c["significant"] else ""
@@ -70,8 +76,9 @@ def _one_shot_table(models: dict[str, dict[str, Any]], kinds: tuple[str, ...]) -
         if m["kind"] not in kinds:
             continue
         pub = PUBLISHED.get(name)
-        rows.append([name, str(len(m["seeds"]) or "-"), str(m["windows"]), _pm(m, "ADE"), _pm(m, "FDE"), _pm(m, "Acc"),
-                     _ci(m.get("vs_jepa_only")), f"{pub['ADE']:.4f} / {pub['FDE']:.4f} / {pub['Acc']:.4f}" if pub else "-"])
+        sd = _seeded(m)
+        rows.append([name, str(len(m["seeds"]) or "-"), str(m["windows"]), _pm(m, "ADE", sd), _pm(m, "FDE", sd), _pm(m, "Acc", sd),
+                     format_ci(m.get("vs_jepa_only")), f"{pub['ADE']:.4f} / {pub['FDE']:.4f} / {pub['Acc']:.4f}" if pub else "-"])
     return rows
 
 
@@ -83,8 +90,9 @@ def _rollout_table(models: dict[str, dict[str, Any]], mode: str) -> list[list[st
         ro = m["rollout"].get(mode)
         if ro is None or m["kind"] == "test_ablation":
             continue
-        rows.append([name, *[_pm(s, "ADE") for s in ro["per_step"]], _pm(ro["per_step"][-1], "FDE"), _pm(ro, "ADE"),
-                     _ci(m.get("rollout_vs_jepa_only", {}).get(mode))])
+        sd = _seeded(m)
+        rows.append([name, *[_pm(s, "ADE", sd) for s in ro["per_step"]], _pm(ro["per_step"][-1], "FDE", sd), _pm(ro, "ADE", sd),
+                     format_ci(m.get("rollout_vs_jepa_only", {}).get(mode))])
     return rows
 
 
@@ -113,10 +121,13 @@ def _ablation_table(models: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = [["guidance at test time", "windows", "ADE (m)", "FDE (m)", "Acc", "ΔADE vs trained guidance [95% CI]"]]
     if GUIDED in models:
         m = models[GUIDED]
-        rows.append([f"{GUIDED} (as trained)", str(m["windows"]), _pm(m, "ADE"), _pm(m, "FDE"), _pm(m, "Acc"), "-"])
+        sd = _seeded(m)
+        rows.append([f"{GUIDED} (as trained)", str(m["windows"]), _pm(m, "ADE", sd), _pm(m, "FDE", sd), _pm(m, "Acc", sd), "-"])
     for name, m in models.items():
         if m["kind"] == "test_ablation":
-            rows.append([name.split(":", 1)[1], str(m["windows"]), _pm(m, "ADE"), _pm(m, "FDE"), _pm(m, "Acc"), _ci(m.get("vs_thinkjepa"))])
+            sd = _seeded(m)
+            rows.append([name.split(":", 1)[1], str(m["windows"]), _pm(m, "ADE", sd), _pm(m, "FDE", sd), _pm(m, "Acc", sd),
+                         format_ci(m.get("vs_thinkjepa"))])
     return rows
 
 
@@ -126,7 +137,7 @@ def _breakdown_table(models: dict[str, dict[str, Any]], key: str, label: str) ->
     rows = [[label, *[f"{n} ADE" for n in names]]]
     for g in groups:
         extra = f" ({models[names[0]][key][g]['windows']} windows)" if key == "by_task" else ""
-        rows.append([g + extra, *[_pm(models[n][key][g], "ADE") for n in names]])
+        rows.append([g + extra, *[_pm(models[n][key][g], "ADE", _seeded(models[n])) for n in names]])
     return rows
 
 
@@ -252,7 +263,9 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
         b.append(("h3", f"Mode `{mode}`"))
         b.append(("table", _rollout_table(models, mode)))
         b.append(("p", f"Latent metrics against the encoder's future latents where they exist; a step is flagged when the "
-                       f"std ratio (collapse) or norm ratio (explosion) leaves [{HEALTHY[0]}, {HEALTHY[1]}]."))
+                       f"std ratio (collapse) or norm ratio (explosion) leaves [{HEALTHY[0]}, {HEALTHY[1]}]."
+                       + (" **train.latent_loss_weight is 0**: the predicted latents were never trained to match the encoder's, "
+                          "so these distances and flags say nothing about forecast quality here." if cfg.train.latent_loss_weight == 0 else "")))
         b.append(("table", _latent_table(models, mode)))
     b.append(("h2", "Guidance ablations at test time"))
     b.append(("p", f"The trained {GUIDED} checkpoints, guidance inputs replaced: zeroed, shuffled across windows of the "
@@ -263,8 +276,9 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     if trained:
         b.append(("table", _one_shot_table(models, ("training_ablation",))))
     else:
-        names = ", ".join(sorted(cfg.variants)) or "none defined"
-        b.append(("p", f"None evaluated: add the `variants:` of pipelines.yaml ({names}) to `eval.variants` to train and list them here."))
+        names = ", ".join(sorted(cfg.variants))
+        b.append(("p", "None evaluated. " + (f"Add the config's `variants:` ({names}) to `eval.variants` to train and list them here."
+                                              if names else "The config defines no `variants:` (pipelines.yaml has the paper's).")))
     b.append(("h2", "Per joint group"))
     b.append(("p", f"wrists: {len(JOINT_GROUPS['wrists'])} joints, fingertips: {len(JOINT_GROUPS['fingertips'])}, rest: {len(JOINT_GROUPS['rest'])}."))
     b.append(("table", _breakdown_table(models, "by_joint_group", "joint group")))
@@ -352,4 +366,4 @@ def write_report(cfg: PipelineConfig, summary: dict[str, Any]) -> dict[str, Any]
     return result
 
 
-__all__ = ["BASELINES", "PUBLISHED", "write_report"]
+__all__ = ["BASELINES", "PUBLISHED", "format_ci", "write_report"]

@@ -75,15 +75,17 @@ def _run_train(cfg: PipelineConfig) -> dict[str, Any]:
 
     results = {}
     for variant in cfg.eval.variants:
-        for seed, (run_dir, ran) in train_seeds(cfg, variant, skip_finished=True).items():
-            results[f"{variant}/seed-{seed}"] = {"run": str(run_dir), "ran": ran}
+        for seed, (_, ran) in train_seeds(cfg, variant, skip_finished=True).items():
+            results[f"{variant}/seed-{seed}"] = "trained" if ran else "unchanged, kept"
     return results
 
 
 def _run_eval(cfg: PipelineConfig) -> dict[str, Any]:
     from thinkjepa.evaluate import run_eval
 
-    return run_eval(cfg)
+    result = run_eval(cfg)  # metrics.json holds it all; the stage record keeps the headline
+    return {"report": result["report"], "windows": result["window_set"]["windows"],
+            "ADE": {name: round(m["ADE"], 5) for name, m in result["models"].items()}}
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:

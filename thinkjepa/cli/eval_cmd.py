@@ -19,6 +19,7 @@ def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = Fals
     best checkpoint by val ADE), the baselines and the test-time guidance ablations; writes
     metrics.json/.parquet, report.md, report.html and plots. --json prints metrics.json."""
     from thinkjepa.evaluate import run_eval
+    from thinkjepa.evaluate.report import format_ci
 
     cfg = load(config, set_)
     try:
@@ -40,12 +41,10 @@ def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = Fals
     for col in ("model", "ADE (m)", "FDE (m)", "Acc", "ΔADE vs jepa_only [95% CI]"):
         table.add_column(col)
     for name, m in result["models"].items():
-        c = m.get("vs_jepa_only") or m.get("vs_thinkjepa")
-        ci = f"{c['mean_diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]{' *' if c['significant'] else ''}" if c else "-"
+        ci = format_ci(m.get("vs_jepa_only") or m.get("vs_thinkjepa"))
         if "vs_thinkjepa" in m:
             ci += " (vs thinkjepa)"
-        table.add_row(name, f"{m['ADE']:.4f} ± {m['ADE_std']:.4f}", f"{m['FDE']:.4f} ± {m['FDE_std']:.4f}",
-                      f"{m['Acc']:.4f} ± {m['Acc_std']:.4f}", ci)
+        table.add_row(name, *(f"{m[k]:.4f} ± {m[k + '_std']:.4f}" if m["seeds"] else f"{m[k]:.4f}" for k in ("ADE", "FDE", "Acc")), ci)
     console.print(table)
     for note in result["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
