@@ -216,9 +216,9 @@ def _figures(cfg: PipelineConfig, out: Path, summary: dict[str, Any]) -> tuple[l
         gain = -diffs
         n = min(cfg.eval.overlay_windows, len(ids))
         order = np.argsort(-gain, kind="stable")
-        for label, sel in (("gain", order[:n]), ("loss", order[::-1][:n])):
+        for label, plural, sel in (("gain", "gains", order[:n]), ("loss", "losses", order[::-1][:n])):
             items = _overlay_items(summary, sel, gain)
-            title = (f"Largest {label}s of {GUIDED} vs {REFERENCE} (gain = ADE {REFERENCE} - ADE {GUIDED}; "
+            title = (f"Largest {plural} of {GUIDED} vs {REFERENCE} (gain = ADE {REFERENCE} - ADE {GUIDED}; "
                      f"forecasts of seed {summary['seeds'][GUIDED][0]}); green = truth, blue = {GUIDED}, orange = {REFERENCE}, grey = observed")
             files.append(plots.trajectory_overlays(out, f"overlay_{label}.png", items, title))
             blocks.append(("image", (files[-1], f"Trajectory overlays: largest {label}")))
