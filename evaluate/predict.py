@@ -41,8 +41,9 @@ def gate_values(run_dir: str | Path, which: str = "best") -> list[float] | None:
 
 
 def gates_of(model: torch.nn.Module) -> list[float] | None:
-    gates = model.gates
-    return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]
+    from thinkjepa.train.loop import _gates_tanh  # one home: training logs the same values
+
+    return _gates_tanh(model)
 
 
 @dataclass
