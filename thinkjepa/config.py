@@ -149,6 +149,10 @@ class TrainConfig(_Section):
     latent_loss_weight: float = 1.0
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
     seed: int = 0
+    """Seed of one run; ``tj-train`` sets it to each entry of ``seeds`` in turn."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Every seed ``tj-train`` trains, each into ``<out>/<variant>/seed-<s>/``; ``tj-eval``
+    reports mean +- std over them."""
     num_workers: int = 2
     checkpoint_every: int = 500
     eval_every: int = 1
@@ -169,7 +173,17 @@ class EvalConfig(_Section):
     variants: list[str] = Field(default_factory=lambda: ["thinkjepa", "jepa_only", "vlm_only"])
     split: Literal["val", "test"] = "test"
     acc_threshold_m: float = 0.05
-    rollout_steps: int = 1
+    rollout_steps: int = 4
+    """Recursive rollout steps of ``future_frames`` each; fewer are reported (with a note) when
+    no window of the split has that many frames left in its episode."""
+    rollout_modes: list[Literal["shifted", "predicted"]] = Field(default_factory=lambda: ["shifted", "predicted"])
+    """How a step's forecast becomes the next context (``ThinkJEPA.rollout``): ``shifted`` keeps
+    the newest past tubelets of [context; predicted], ``predicted`` uses the predicted ones alone,
+    resampled to the past length (the two coincide when past and future have as many tubelets)."""
+    overlay_windows: int = 3
+    """Trajectory overlays for this many windows of largest gain and of largest loss vs jepa_only."""
+    bootstrap: int = 2000
+    """Paired bootstrap resamples for the 95% intervals of ADE differences."""
 
 
 class DemoConfig(_Section):

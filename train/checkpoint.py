@@ -7,7 +7,7 @@ validation score so far, and what is needed to rebuild the model without the cac
 flushed to disk, then renamed over the old one, so a kill at any moment leaves either the
 previous checkpoint or the new one, never a torn file.
 
-A run folder keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
+A run folder (``seed_run_dir``: ``<train.out>/<variant>/seed-<s>``) keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
 resuming) and ``best.pt`` (lowest validation ADE, for evaluation).
 """
 
@@ -30,6 +30,11 @@ def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
     if which not in ("last", "best"):
         raise ValueError(f"checkpoint {which!r}: expected 'last' or 'best'")
     return Path(run_dir) / (LAST if which == "last" else BEST)
+
+
+def seed_run_dir(train_out: str | Path, variant: str, seed: int) -> Path:
+    """The one home of where a variant's run for one seed lives (training writes, eval reads)."""
+    return Path(train_out) / variant / f"seed-{int(seed)}"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -134,4 +139,5 @@ __all__ = [
     "load_trained_model",
     "restore_rng",
     "save_atomic",
+    "seed_run_dir",
 ]

@@ -29,26 +29,31 @@ def train(
         Optional[str],
         typer.Option("--variant", "-v", help="thinkjepa, jepa_only, vlm_only or a key of `variants:` (default: model.variant)."),
     ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="Train this seed only (default: every seed in train.seeds).")
+    ] = None,
 ) -> None:
-    """Train one variant; resumes from <train.out>/<variant>/last.pt when its settings match."""
-    from thinkjepa.train.loop import TrainingStopped, run_training
+    """Train one variant for every seed of train.seeds, each into <train.out>/<variant>/seed-<s>/;
+    resumes from its last.pt when the settings match."""
+    from thinkjepa.train.loop import TrainingStopped, train_seeds
 
     cfg = load(config, set_)
     name = variant or cfg.model.variant
     try:
-        run_dir = run_training(cfg, name)
+        runs = train_seeds(cfg, name, None if seed is None else [seed])
     except TrainingStopped as e:
         console.print(f"[yellow]{e}[/yellow]")
         raise typer.Exit(143) from e
     except (FileNotFoundError, KeyError, ValueError) as e:
         console.print(f"[red]tj-train failed:[/red] {e}")
         raise typer.Exit(1) from e
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    best = summary.get("best_val_ade")
-    console.print(
-        f"[green]trained {name}[/green]: {summary.get('steps')} steps, "
-        f"best val ADE {best if best is None else f'{best:.4f}'} m -> {run_dir}"
-    )
+    for s, (run_dir, _) in runs.items():
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        best = summary.get("best_val_ade")
+        console.print(
+            f"[green]trained {name} seed {s}[/green]: {summary.get('steps')} steps, "
+            f"best val ADE {best if best is None else f'{best:.4f}'} m -> {run_dir}"
+        )
 
 
 def encode(
