@@ -28,7 +28,7 @@ from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, read_clip_metadata, validate_template
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
-from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
+from thinkjepa.stage_run import ShardSummary, failure_reason, listing_cache_dir, manifest_rows, progress_bar
 
 if TYPE_CHECKING:
     from thinkjepa.extract.thinker_io import ThinkerBackend, ThinkerOutput, ThinkerRequest
@@ -233,7 +233,7 @@ def run_shard(
     reader = open_reader(url)
     if reader is not None:
         _check_store(reader, cfg)
-        committed = {r["key"]: r["fingerprint"] for r in reader.records()}
+        committed = {k: b[0] for k, b in reader.briefs(listing_cache_dir(cfg)).items()}
         todo = [it for it in items if committed.get(it.key) != fingerprint_of(cfg, it)]
     else:
         todo = list(items)

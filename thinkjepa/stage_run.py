@@ -43,6 +43,11 @@ def progress_bar(enabled: bool, label: str) -> Progress:
     )
 
 
+def listing_cache_dir(cfg: PipelineConfig) -> str:
+    """Where summaries of the caches' commit records are kept (see ``record_listing``)."""
+    return str(cfg.path("{workdir}/state/listing"))
+
+
 def manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
     """The clips manifest's rows in clip-id order, or a message saying how to build it."""
     from thinkjepa.data.manifest import read_manifest
@@ -51,3 +56,98 @@ def manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"clips manifest {path} not found: build it first with `tj data index ROOT --out {path}`")
     return sorted(read_manifest(path).to_pylist(), key=lambda r: r["clip_id"])
+
+
+@dataclass
+class PlannedClip:
+    """One clip of the manifest as a sharded stage plans it: its shard, and either its windows
+    as ``(key, fingerprint)`` pairs or why it yields none."""
+
+    clip_id: str
+    shard: int
+    windows: list[tuple[str, str]] = field(default_factory=list)
+    problem: str | None = None
+
+
+WINDOW_STATES = ("done", "stale", "failed", "pending")
+
+
+def tally_windows(
+    planned: list[PlannedClip],
+    shard_count: int,
+    fingerprints: dict[str, str],
+    failures: dict[str, str],
+    list_limit: int | None = None,
+) -> dict[str, Any]:
+    """Per shard and in total: which planned windows are done, stale, failed or pending.
+
+    A window is *done* when the store holds it with the fingerprint it would get now, *stale*
+    when it holds it with another one, *failed* when its last attempt failed, *pending*
+    otherwise; a clip with no window counts as one failed unit under its clip id. Entries the
+    store holds for windows no longer planned are *orphans*. One rule for extract and encode,
+    so `tj status` and `tj-extract status` can never disagree.
+    """
+    from thinkjepa.extract.shards import part_name
+
+    per_shard = [
+        {"shard": part_name(i, shard_count), "index": i, "clips": 0, "windows": 0,
+         **{s: 0 for s in WINDOW_STATES}}
+        for i in range(shard_count)
+    ]
+    lists: dict[str, Any] = {"done": [], "stale": [], "pending": [], "failed": {}}
+    planned_keys: set[str] = set()
+    for plan in planned:
+        row = per_shard[plan.shard]
+        row["clips"] += 1
+        if plan.problem:
+            row["failed"] += 1
+            lists["failed"][plan.clip_id] = plan.problem
+            continue
+        for key, fp in plan.windows:
+            planned_keys.add(key)
+            row["windows"] += 1
+            have = fingerprints.get(key)
+            if have == fp:
+                state = "done"
+            elif have is not None:
+                state = "stale"
+            elif key in failures:
+                state = "failed"
+            else:
+                state = "pending"
+            row[state] += 1
+            if state == "failed":
+                lists["failed"][key] = failures[key]
+            else:
+                lists[state].append(key)
+    for row in per_shard:
+        row["complete"] = row["done"] == row["windows"] and row["failed"] == 0
+    orphans = sorted(set(fingerprints) - planned_keys)
+    totals = {k: sum(r[k] for r in per_shard) for k in ("clips", "windows", *WINDOW_STATES)}
+    totals["orphans"] = len(orphans)
+
+    def cap(v: Any) -> Any:
+        if list_limit is None:
+            return v
+        return dict(list(v.items())[:list_limit]) if isinstance(v, dict) else v[:list_limit]
+
+    return {
+        "shard_count": shard_count,
+        "totals": totals,
+        "complete": totals["done"] == totals["windows"] and totals["failed"] == 0,
+        "shards": per_shard,
+        "stale": cap(lists["stale"]),
+        "failed": cap(lists["failed"]),
+        "pending": cap(lists["pending"]),
+        "orphans": cap(orphans),
+    }
+
+
+def infer_shard_count(parts: Any) -> int:
+    """The shard count a store was written with (the most common one if it changed), else 1."""
+    from collections import Counter
+
+    from thinkjepa.extract.shards import parse_part_name
+
+    counts = Counter(p[1] for p in map(parse_part_name, parts) if p is not None)
+    return counts.most_common(1)[0][0] if counts else 1
