@@ -26,7 +26,7 @@ import numpy as np
 from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, StoreMeta
 from thinkjepa.config import EncoderConfig, PipelineConfig
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
-from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.sampling import TooShortError, Window
 from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
 
 LAYER_CONVENTION = "encoder_last"
@@ -147,10 +147,13 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
 
 def _plan_rows(cfg: PipelineConfig, n: int):
     """``(clip_id, shard, windows, problem, row)`` of every manifest clip under ``n`` shards."""
+    from thinkjepa.extract.runner import clip_windows
+
+    windows_of = clip_windows(cfg)
     for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
         try:
-            windows, problem = windows_for_clip(clip_id, int(row["n_frames"]), cfg.sampling), None
+            windows, problem = windows_of(clip_id, int(row["n_frames"])), None
         except TooShortError as e:
             windows, problem = [], f"too short: {e}"
         yield clip_id, shard_of(clip_id, n), windows, problem, row

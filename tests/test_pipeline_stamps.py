@@ -1,0 +1,91 @@
+"""Stage stamps and the index stage's state: from what the manifest holds, atomic, replaced by
+``--force``. No model is needed: only the index stage runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from thinkjepa import pipeline
+from thinkjepa.cli.main import app
+from thinkjepa.config import load_config
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    from thinkjepa.data.synth import synthesize_dataset
+
+    root = tmp_path / "data"
+    synthesize_dataset(root, episodes=3, seed=0, n_frames=20, size=32, tasks=3)
+    return load_config(None, [f"workdir={tmp_path / 'work'}", f"data.root={root}", "sampling.past_frames=4",
+                              "sampling.future_frames=4", "sampling.thinker_frames=4"], use_default_file=False)
+
+
+def _rows(cfg) -> dict[str, dict]:
+    return {r["stage"]: r for r in pipeline.status(cfg)}
+
+
+def _age(path, seconds: float) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def test_a_manifest_written_by_tj_data_index_counts_until_the_data_changes(cfg, tmp_path):
+    assert _rows(cfg)["index"]["reasons"] == ["never ran"]
+    res = runner.invoke(app, ["data", "index", "--set", f"workdir={cfg.workdir}", "--set", f"data.root={cfg.data.root}",
+                              "--set", "sampling.past_frames=4", "--set", "sampling.future_frames=4",
+                              "--set", "sampling.thinker_frames=4"])
+    assert res.exit_code == 0, res.output
+    rows = _rows(cfg)
+    assert not rows["index"]["stale"], rows["index"]
+    assert rows["extract"]["stale"] and rows["extract"]["windows"]["pending"] == 3
+    assert rows["extract"]["next"] == "tj run extract"
+
+    # other settings than the manifest was built with
+    other = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split_seed": 7})})
+    assert _rows(other)["index"]["reasons"] == ["inputs changed: data"]
+
+    # a dataset file rewritten after the manifest
+    hdf5 = next(cfg.path(cfg.data.root).rglob("*.hdf5"))
+    _age(cfg.path(cfg.data.manifest), 5)
+    hdf5.write_bytes(hdf5.read_bytes())
+    reasons = _rows(cfg)["index"]["reasons"]
+    assert len(reasons) == 1 and "dataset files" in reasons[0]
+
+
+def test_stamps_carry_their_inputs_and_force_replaces_them(cfg):
+    assert pipeline.run(cfg, ["index"]) == [("index", "ran")]
+    state_dir = cfg.path("{workdir}/state")
+    stamp = state_dir / "index.json"
+    doc = json.loads(stamp.read_text())
+    assert doc["sections"] == {s: cfg.section_fingerprint(s) for s in ("data", "sampling")}
+    assert doc["dataset"]["files"] == 6 and doc["dataset"]["root"] == cfg.data.root
+    assert doc["manifest"] == [cfg.path(cfg.data.manifest).stat().st_size, cfg.path(cfg.data.manifest).stat().st_mtime_ns]
+    assert pipeline.run(cfg, ["index"]) == [("index", "fresh")]
+
+    inode = stamp.stat().st_ino
+    assert pipeline.run(cfg, ["index"], force=True) == [("index", "ran")]
+    assert stamp.stat().st_ino != inode  # a new file renamed over the old one
+    assert sorted(p.name for p in state_dir.iterdir()) == ["index.json"]  # no temp left behind
+    assert not _rows(cfg)["index"]["stale"]
+
+    # a new episode: the listing in the stamp no longer matches
+    task = next(p for p in cfg.path(cfg.data.root).iterdir() if p.is_dir())
+    for f in list(task.iterdir()):
+        (task / f"99{f.suffix}").write_bytes(f.read_bytes())
+    assert _rows(cfg)["index"]["reasons"] == ["inputs changed: dataset files"]
+
+
+def test_shard_runs_refuse_a_stale_index_and_leave_train_for_later(cfg):
+    with pytest.raises(RuntimeError, match="run `tj run index` once before the shards"):
+        pipeline.run(cfg, shard=(0, 2))
+    pipeline.run(cfg, ["index"])
+    # every shard stage is stale, but asking only for train/eval with a shard runs nothing
+    assert pipeline.run(cfg, ["train", "eval"], shard=(1, 2)) == [("train", "left"), ("eval", "left")]
+    with pytest.raises(ValueError, match="outside 0..1"):
+        pipeline.run(cfg, ["extract"], shard=(2, 2))
