@@ -137,6 +137,12 @@ class CacheReader:
 
         return record_briefs(self._b, listing_cache)
 
+    def folder_state(self) -> dict[str, int] | None:
+        """See ``record_listing.folder_state``."""
+        from thinkjepa.cache_schema.record_listing import folder_state
+
+        return folder_state(self._b)
+
     def record(self, key: str) -> dict:
         """The commit record of ``key``; the newest one if several parts committed it."""
         rec = self._records.get(key)

@@ -55,6 +55,11 @@ def _summary_path(cache_dir: Path, root: Path, part: str) -> Path:
     return cache_dir / f"records-{tag}.json"
 
 
+def _files_path(summary: Path) -> Path:
+    """Per-file identities, a separate file: a trusted summary is used without loading them."""
+    return summary.with_name(summary.stem + ".files.json")
+
+
 def _load_summary(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text())
@@ -74,7 +79,11 @@ def _local_part(root: Path, part: str, cache_dir: Path | None) -> dict[str, Brie
     if old is not None and old["folder_mtime_ns"] == folder_mtime and old["trusted"]:
         return {k: tuple(v) for k, v in old["briefs"].items()}  # type: ignore[misc]
 
-    old_files: dict[str, list] = old["files"] if old is not None else {}
+    old_files: dict[str, list] = {}
+    if old is not None and spath is not None:
+        files_doc = _load_summary(_files_path(spath))
+        if files_doc is not None and files_doc.get("folder_mtime_ns") == old["folder_mtime_ns"]:
+            old_files = files_doc["files"]
     listed_at = time.time_ns()
     files: dict[str, list] = {}
     briefs: dict[str, Brief] = {}
@@ -106,11 +115,12 @@ def _local_part(root: Path, part: str, cache_dir: Path | None) -> dict[str, Brie
         from thinkjepa.fsio import atomic_write_json
 
         trusted = (listed_at - folder_mtime) / 1e9 > RACY_S
-        doc = {"version": SUMMARY_VERSION, "folder_mtime_ns": folder_mtime, "trusted": trusted,
-               "briefs": briefs, "files": files}
+        head = {"version": SUMMARY_VERSION, "folder_mtime_ns": folder_mtime}
         try:
-            # a cache: losing it to a power cut costs one re-listing, so no fsync
-            atomic_write_json(spath, doc, durable=False, indent=None)
+            # a cache: losing it to a power cut costs one re-listing, so no fsync; files first,
+            # so a summary never points at identities of another listing
+            atomic_write_json(_files_path(spath), {**head, "files": files}, durable=False, indent=None)
+            atomic_write_json(spath, {**head, "trusted": trusted, "briefs": briefs}, durable=False, indent=None)
         except OSError:
             pass  # a read-only place for the cache only makes the next listing slower
     return briefs
@@ -145,3 +155,26 @@ def record_briefs(backend: Any, cache_dir: str | Path | None = None) -> dict[str
     for found in by_part.values():
         merge(found)
     return newest
+
+
+def folder_state(backend: Any) -> dict[str, int] | None:
+    """The mtimes of the store's ``index``/``failures`` folders and of each part's folder in
+    them: what changes whenever a record or failure is added, replaced or removed. None for a
+    remote store (no folder mtimes there). With ``RACY_S`` this lets a caller reuse a result
+    computed from the records while none of these changed."""
+    from thinkjepa.cache_schema.schema import FAILURES
+
+    if not getattr(backend, "is_local", False):
+        return None
+    out: dict[str, int] = {}
+    for top in (INDEX, FAILURES):
+        base = backend.root / top
+        try:
+            out[top] = base.stat().st_mtime_ns
+        except FileNotFoundError:
+            continue
+        with os.scandir(base) as it:
+            for e in it:
+                if e.is_dir():
+                    out[f"{top}/{e.name}"] = e.stat().st_mtime_ns
+    return out

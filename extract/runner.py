@@ -12,7 +12,6 @@ the shard goes on; the next run retries it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from thinkjepa.cache_schema import CacheReader, CacheWriter, SchemaMismatchError
 from thinkjepa.config import PipelineConfig
 from thinkjepa.data.egodex import decode_frames
 from thinkjepa.data.video import VideoError
-from thinkjepa.extract.fingerprint import entry_fingerprint, fingerprint_payload
+from thinkjepa.extract.fingerprint import Fingerprinter, entry_fingerprint, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
@@ -64,6 +63,12 @@ class ClipPlan:
 
 
 ExtractSummary = ShardSummary
+
+
+def fingerprints_of(cfg: PipelineConfig, items: Sequence[WorkItem]) -> list[str]:
+    """``fingerprint_of`` of many items (one ``Fingerprinter`` for all)."""
+    fp = Fingerprinter(cfg.thinker, layer_convention=LAYER_CONVENTION)
+    return [fp(user_text=it.user_text, frame_indices=it.window.thinker) for it in items]
 
 
 def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
@@ -127,6 +132,14 @@ class PromptCache:
         self._dirty = False
 
 
+def _with_clip_id(w: Window, clip_id: str) -> Window:
+    # ``dataclasses.replace`` would re-run the causality checks the template already passed
+    # (same frames): a third of the cost of planning a large manifest.
+    out = object.__new__(Window)
+    out.__dict__.update(w.__dict__, clip_id=clip_id)
+    return out
+
+
 def clip_windows(cfg: PipelineConfig) -> Callable[[str, int], list[Window]]:
     """``windows_for_clip`` with the frame lists computed once per frame count (they depend
     on nothing else), for planning whole manifests. Raises ``TooShortError`` likewise."""
@@ -142,9 +155,36 @@ def clip_windows(cfg: PipelineConfig) -> Callable[[str, int], list[Window]]:
             memo[n_frames] = got
         if isinstance(got, TooShortError):
             raise TooShortError(str(got).replace("\0", clip_id, 1))
-        return [dataclasses.replace(w, clip_id=clip_id) for w in got]
+        return [_with_clip_id(w, clip_id) for w in got]
 
     return windows
+
+
+def annotation_digest(cfg: PipelineConfig) -> str | None:
+    """A digest that changes when an annotation file the manifest names may have changed:
+    prompts come from their attributes, so a plan computed earlier holds while it is equal.
+    The dataset listing of ``data.root`` (``pipeline.dataset_listing``, cached by folder
+    mtimes), else one stat per annotation file."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    if cfg.data.root and Path(cfg.data.root).is_dir():
+        from thinkjepa.pipeline import dataset_listing
+
+        return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
+    try:
+        paths = pq.read_table(cfg.path(cfg.data.manifest), columns=["annotation_path"]).column(0).to_pylist()
+    except (OSError, KeyError, ValueError):
+        return None
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}\n".encode())
+        except OSError:
+            h.update(f"{p}:missing\n".encode())
+    return h.hexdigest()[:16]
 
 
 def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = None) -> list[ClipPlan]:
@@ -298,7 +338,8 @@ def plan_shard(
         return plans, items, list(items), None
     _check_store(reader, cfg)
     committed = {k: b[0] for k, b in reader.briefs(listing_cache_dir(cfg)).items()}
-    return plans, items, [it for it in items if committed.get(it.key) != fingerprint_of(cfg, it)], reader
+    todo = [it for it, fp in zip(items, fingerprints_of(cfg, items)) if committed.get(it.key) != fp]
+    return plans, items, todo, reader
 
 
 def run_shard(

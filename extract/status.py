@@ -13,8 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from thinkjepa.config import PipelineConfig
-from thinkjepa.extract.runner import fingerprint_of, open_reader, plan_clips
-from thinkjepa.stage_run import PlannedClip, infer_shard_count, listing_cache_dir, tally_windows
+from thinkjepa.extract.fingerprint import FINGERPRINT_VERSION
+from thinkjepa.extract.runner import annotation_digest, fingerprints_of, open_reader, plan_clips
+from thinkjepa.stage_run import (
+    PlannedClip, cached_status, file_identity, infer_shard_count, listing_cache_dir, tally_windows,
+)
 
 
 def extraction_status(cfg: PipelineConfig, shards: int | None = None, list_limit: int | None = None) -> dict[str, Any]:
@@ -25,12 +28,20 @@ def extraction_status(cfg: PipelineConfig, shards: int | None = None, list_limit
     """
     url = cfg.url(cfg.thinker.cache)
     reader = open_reader(url)
+    inputs = {
+        "manifest": file_identity(cfg.path(cfg.data.manifest)), "annotations": annotation_digest(cfg),
+        "settings": cfg.section_fingerprint("thinker", "sampling"), "version": FINGERPRINT_VERSION,
+        "shards": shards, "list_limit": list_limit,
+    }
+    return cached_status(cfg, "extract", reader, inputs, lambda: _compute(cfg, url, reader, shards, list_limit))
+
+
+def _compute(cfg: PipelineConfig, url: str, reader: Any, shards: int | None, list_limit: int | None) -> dict[str, Any]:
     briefs = reader.briefs(listing_cache_dir(cfg)) if reader is not None else {}
     failures = reader.failures(briefs) if reader is not None else {}
     n = shards or infer_shard_count(b[2] for b in briefs.values())
-    planned = [
-        PlannedClip(p.clip_id, p.shard, [(it.key, fingerprint_of(cfg, it)) for it in p.items], p.problem)
-        for p in plan_clips(cfg, shards=n)
-    ]
+    plans = plan_clips(cfg, shards=n)
+    fps = iter(fingerprints_of(cfg, [it for p in plans for it in p.items]))
+    planned = [PlannedClip(p.clip_id, p.shard, [(it.key, next(fps)) for it in p.items], p.problem) for p in plans]
     tally = tally_windows(planned, n, {k: b[0] for k, b in briefs.items()}, failures, list_limit)
     return {"cache": url, "manifest": str(cfg.path(cfg.data.manifest)), "store_exists": reader is not None, **tally}

@@ -50,10 +50,12 @@ def test_a_manifest_written_by_tj_data_index_counts_until_the_data_changes(cfg, 
     other = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split_seed": 7})})
     assert _rows(other)["index"]["reasons"] == ["inputs changed: data"]
 
-    # a dataset file rewritten after the manifest
+    # a dataset file replaced after the manifest (written aside, renamed over: as copy tools do)
     hdf5 = next(cfg.path(cfg.data.root).rglob("*.hdf5"))
     _age(cfg.path(cfg.data.manifest), 5)
-    hdf5.write_bytes(hdf5.read_bytes())
+    tmp = hdf5.with_name(".new.hdf5")
+    tmp.write_bytes(hdf5.read_bytes())
+    os.replace(tmp, hdf5)
     reasons = _rows(cfg)["index"]["reasons"]
     assert len(reasons) == 1 and "dataset files" in reasons[0]
 
@@ -71,10 +73,15 @@ def test_stamps_carry_their_inputs_and_force_replaces_them(cfg):
     inode = stamp.stat().st_ino
     assert pipeline.run(cfg, ["index"], force=True) == [("index", "ran")]
     assert stamp.stat().st_ino != inode  # a new file renamed over the old one
-    assert sorted(p.name for p in state_dir.iterdir()) == ["index.json"]  # no temp left behind
+    assert sorted(p.name for p in state_dir.iterdir() if p.is_file()) == ["index.json"]  # no temp left behind
     assert not _rows(cfg)["index"]["stale"]
 
-    # a new episode: the listing in the stamp no longer matches
+    # a settled dataset is listed from folder mtimes, yet an added episode is seen
+    for d in [cfg.path(cfg.data.root), *cfg.path(cfg.data.root).iterdir()]:
+        if d.is_dir():
+            _age(d, 10)
+    pipeline.run(cfg, ["index"], force=True)
+    assert not _rows(cfg)["index"]["stale"]
     task = next(p for p in cfg.path(cfg.data.root).iterdir() if p.is_dir())
     for f in list(task.iterdir()):
         (task / f"99{f.suffix}").write_bytes(f.read_bytes())
@@ -89,3 +96,48 @@ def test_shard_runs_refuse_a_stale_index_and_leave_train_for_later(cfg):
     assert pipeline.run(cfg, ["train", "eval"], shard=(1, 2)) == [("train", "left"), ("eval", "left")]
     with pytest.raises(ValueError, match="outside 0..1"):
         pipeline.run(cfg, ["extract"], shard=(2, 2))
+
+
+def _age_store(url: str, seconds: float = 10.0) -> None:
+    from pathlib import Path
+
+    for top in ("index", "failures"):
+        base = Path(url) / top
+        if base.is_dir():
+            for d in [base, *base.iterdir()]:
+                _age(d, seconds)
+
+
+def test_window_status_is_reused_only_while_the_store_and_manifest_are_unchanged(cfg):
+    import numpy as np
+
+    from thinkjepa.cache_schema import CacheWriter, JEPAEntry
+    from thinkjepa.train.encode import encode_status, entry_fingerprint, jepa_store_meta, plan_encode
+
+    pipeline.run(cfg, ["index"])
+    items, _ = plan_encode(cfg)
+    url = cfg.url(cfg.encoder.cache)
+
+    def commit(it, fingerprint):
+        with CacheWriter(url, jepa_store_meta(cfg, 4), part="shard-00000-of-00001") as w:
+            w.commit(JEPAEntry(key=it.key, past=np.zeros((2, 1, 4), np.float32), future=np.zeros((2, 1, 4), np.float32),
+                               past_frames=np.asarray(it.window.past, np.int32),
+                               future_frames=np.asarray(it.window.future, np.int32), provenance={},
+                               fingerprint=fingerprint))
+
+    commit(items[0], entry_fingerprint(cfg.encoder, items[0].window))
+    _age_store(url)
+    assert encode_status(cfg)["totals"]["done"] == 1
+    kept = cfg.path("{workdir}/state/listing") / "status-encode-None-None.json"
+    written = kept.stat().st_mtime_ns
+    assert encode_status(cfg)["totals"]["done"] == 1
+    assert kept.stat().st_mtime_ns == written  # reused: nothing changed
+
+    commit(items[1], "another fingerprint")  # a new record: the folder changed
+    totals = encode_status(cfg)["totals"]
+    assert (totals["done"], totals["stale"], totals["pending"]) == (1, 1, 1)
+
+    _age_store(url)
+    encode_status(cfg)
+    other = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={"frame_size": 32})})
+    assert encode_status(other)["totals"]["stale"] == 2  # other settings: computed afresh

@@ -143,34 +143,81 @@ class DatasetListing:
     files: int
 
 
-def dataset_listing(root: str | None) -> DatasetListing:
-    """One ``scandir`` walk of ``root`` (one stat per file; the folders' mtimes too, so an
-    added or removed file shows even where its own mtime is old). Computed once per
-    ``status``/``run`` call and shared by every stage that needs it."""
+def _scan_folder(folder: str) -> tuple[list[str], str, int, int]:
+    """Subfolders, and digest / newest mtime / count of the data files directly in ``folder``."""
+    h = hashlib.sha256()
+    newest, count, subdirs = 0, 0, []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir():
+            subdirs.append(e.name)
+        elif e.name.endswith((".mp4", ".hdf5")):
+            st = e.stat()
+            newest = max(newest, st.st_mtime_ns)
+            count += 1
+            h.update(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return subdirs, h.hexdigest(), newest, count
+
+
+def dataset_listing(root: str | None, cache_dir: str | Path | None = None) -> DatasetListing:
+    """Names, sizes and mtimes of every ``.mp4``/``.hdf5`` under ``root``: edits to the data make
+    ``index`` stale. Computed once per ``status``/``run`` call and shared by every stage.
+
+    With ``cache_dir`` a folder whose mtime did not change since it was last scanned (and was
+    scanned more than ``RACY_S`` after that change) is taken from the cache without a stat of
+    its files: 100k episodes are then ~200 folder stats instead of 200k file stats. The price:
+    a file rewritten *in place* (same name, no rename, so the folder's mtime stays) goes unseen
+    until its folder changes; tools that replace files (write + rename, copy, rsync) are
+    always seen, and `tj run --force index` re-indexes regardless. (A dataset-wide listing
+    for the pipeline's stamps; the index's own incremental scan lives in data/manifest.py.)"""
+    from thinkjepa.cache_schema.record_listing import RACY_S
+
     if not root or not Path(root).is_dir():
         return DatasetListing("missing", 0, 0)
+    cache_path = None
+    cached: dict[str, list] = {}
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"dataset-{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]}.json"
+        try:
+            cached = json.loads(cache_path.read_text())["folders"]
+        except (OSError, ValueError, KeyError, TypeError):
+            cached = {}
+    now = time.time_ns()
+    folders: dict[str, list] = {}
     h = hashlib.sha256()
-    newest = 0
-    count = 0
-    stack = [(Path(root), "")]
+    newest = count = 0
+    stack = [""]
     while stack:
-        folder, rel = stack.pop()
-        newest = max(newest, folder.stat().st_mtime_ns)
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_dir():
-                subdirs.append((Path(e.path), f"{rel}{e.name}/"))
-            elif e.name.endswith((".mp4", ".hdf5")):
-                st = e.stat()
-                newest = max(newest, st.st_mtime_ns)
-                count += 1
-                h.update(f"{rel}{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        stack.extend(reversed(subdirs))
+        rel = stack.pop()
+        path = os.path.join(root, rel) if rel else str(root)
+        mtime = os.stat(path).st_mtime_ns
+        hit = cached.get(rel)
+        if hit is not None and hit[0] == mtime and hit[5]:
+            entry = hit
+        else:
+            subdirs, digest, fnewest, fcount = _scan_folder(path)
+            entry = [mtime, digest, fnewest, fcount, subdirs, (now - mtime) / 1e9 > RACY_S]
+        folders[rel] = entry
+        _, digest, fnewest, fcount, subdirs, _ = entry
+        h.update(f"{rel}/:{digest}\n".encode())
+        newest = max(newest, mtime, fnewest)
+        count += fcount
+        stack.extend(f"{rel}{d}/" for d in reversed(subdirs))
+    if cache_path is not None and folders != cached:
+        try:
+            atomic_write_json(cache_path, {"root": str(root), "folders": folders}, durable=False, indent=None)
+        except OSError:
+            pass
     return DatasetListing(h.hexdigest()[:16], newest, count)
+
+
+def _listing(cfg: PipelineConfig) -> DatasetListing:
+    from thinkjepa.stage_run import listing_cache_dir
+
+    return dataset_listing(cfg.data.root, listing_cache_dir(cfg))
 
 
 # -- stamps ---------------------------------------------------------------------------------
@@ -202,7 +249,7 @@ def _config_stamp(cfg: PipelineConfig, stage: Stage, listing: DatasetListing) ->
 
 def compute_stamps(cfg: PipelineConfig, listing: DatasetListing | None = None) -> dict[str, str]:
     """The stamp each stage would carry if it ran now (upstream stamps folded in)."""
-    listing = listing or dataset_listing(cfg.data.root)
+    listing = listing or _listing(cfg)
     stamps: dict[str, str] = {}
     for stage in STAGES:
         h = hashlib.sha256(_config_stamp(cfg, stage, listing).encode())
@@ -345,7 +392,7 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
     """Per stage: ``stale`` or not and why, the windows it has done / stale / failed / pending
     (shardable stages), the shards not yet complete, and ``next``: the command that would
     make it fresh."""
-    listing = listing or dataset_listing(cfg.data.root)
+    listing = listing or _listing(cfg)
     stamps = compute_stamps(cfg, listing)
     rows: list[dict[str, Any]] = []
     by_name: dict[str, dict[str, Any]] = {}
@@ -449,7 +496,7 @@ def run(
         if on_event:
             on_event(name, what, info)
 
-    listing = dataset_listing(cfg.data.root)
+    listing = _listing(cfg)
     rows = {r["stage"]: r for r in status(cfg, listing)}
     done: list[tuple[str, str]] = []
     for stage in STAGES:
@@ -498,6 +545,6 @@ def run(
         done.append((stage.name, "ran"))
         event(stage.name, "done", result)
         if stage.name == "index":
-            listing = dataset_listing(cfg.data.root)
+            listing = _listing(cfg)
         rows = {r["stage"]: r for r in status(cfg, listing)}  # what just ran changes what follows
     return done

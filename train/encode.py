@@ -163,15 +163,33 @@ def encode_status(cfg: PipelineConfig, shards: int | None = None, list_limit: in
     """Done / stale / failed / pending windows of the JEPA store per shard (the rule of
     ``stage_run.tally_windows``, as ``tj-extract status`` counts the VLM store)."""
     from thinkjepa.cache_schema import CacheReader, store_exists
-    from thinkjepa.stage_run import PlannedClip, infer_shard_count, listing_cache_dir, tally_windows
+    from thinkjepa.stage_run import cached_status, file_identity
 
     url = cfg.url(cfg.encoder.cache)
     reader = CacheReader(url) if store_exists(url) else None
+    inputs = {
+        "manifest": file_identity(cfg.path(cfg.data.manifest)), "settings": cfg.section_fingerprint("encoder", "sampling"),
+        "version": FINGERPRINT_VERSION, "shards": shards, "list_limit": list_limit,
+    }
+    return cached_status(cfg, "encode", reader, inputs, lambda: _encode_status(cfg, url, reader, shards, list_limit))
+
+
+def _encode_status(cfg: PipelineConfig, url: str, reader: Any, shards: int | None, list_limit: int | None) -> dict[str, Any]:
+    from thinkjepa.stage_run import PlannedClip, infer_shard_count, listing_cache_dir, tally_windows
+
     briefs = reader.briefs(listing_cache_dir(cfg)) if reader is not None else {}
     failures = reader.failures(briefs) if reader is not None else {}
     n = shards or infer_shard_count(b[2] for b in briefs.values())
+    memo: dict[tuple, str] = {}  # the fingerprint depends on the frames only, shared by most clips
+
+    def fingerprint(w: Window) -> str:
+        got = memo.get((w.past, w.future))
+        if got is None:
+            got = memo[(w.past, w.future)] = entry_fingerprint(cfg.encoder, w)
+        return got
+
     planned = [
-        PlannedClip(clip_id, s, [(w.window_id, entry_fingerprint(cfg.encoder, w)) for w in windows], problem)
+        PlannedClip(clip_id, s, [(w.window_id, fingerprint(w)) for w in windows], problem)
         for clip_id, s, windows, problem, _ in _plan_rows(cfg, n)
     ]
     tally = tally_windows(planned, n, {k: b[0] for k, b in briefs.items()}, failures, list_limit)

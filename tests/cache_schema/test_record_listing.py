@@ -57,7 +57,7 @@ def test_cached_summaries_see_new_replaced_and_removed_records(tmp_path, monkeyp
     folder = tmp_path / "c.zarr" / "index" / part
     os.utime(folder, ns=(folder.stat().st_atime_ns, folder.stat().st_mtime_ns - 10**10))
     CacheReader(url).briefs(cache)  # summary now taken long after the folder's mtime
-    (summary,) = (tmp_path / "listing").iterdir()
+    (summary,) = [p for p in (tmp_path / "listing").iterdir() if not p.name.endswith(".files.json")]
     written = summary.stat().st_mtime_ns
     assert CacheReader(url).briefs(cache) == briefs
     assert summary.stat().st_mtime_ns == written  # taken from the summary, not re-listed
