@@ -141,3 +141,13 @@ def test_window_status_is_reused_only_while_the_store_and_manifest_are_unchanged
     encode_status(cfg)
     other = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={"frame_size": 32})})
     assert encode_status(other)["totals"]["stale"] == 2  # other settings: computed afresh
+
+
+def test_the_finishing_command_names_the_incomplete_shards():
+    def st(n, complete):
+        return {"shard_count": n, "shards": [{"index": i, "complete": i in complete} for i in range(n)]}
+
+    assert pipeline._finish_command("extract", st(1, set())) == "tj run extract"
+    assert pipeline._finish_command("encode", st(4, {0, 2})) == "tj run --shard 1/4 encode; tj run --shard 3/4 encode"
+    assert pipeline._finish_command("extract", st(64, {3, 9})) == (
+        "tj run --shard I/64 extract, for I in 0-2, 4-8, 10-63")

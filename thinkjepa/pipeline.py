@@ -338,12 +338,25 @@ def _shard_spec(part: dict[str, Any], n: int) -> str:
     return f"{part['index']}/{n}"
 
 
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``0-2, 5, 7-8``."""
+    out: list[str] = []
+    for i in indices:
+        if out and int(out[-1].split("-")[-1]) == i - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out)
+
+
 def _finish_command(name: str, st: dict[str, Any]) -> str:
     n = st["shard_count"]
-    todo = [_shard_spec(r, n) for r in st["shards"] if not r["complete"]]
+    todo = [r["index"] for r in st["shards"] if not r["complete"]]
     if n == 1:
         return f"tj run {name}"
-    return "; ".join(f"tj run --shard {s} {name}" for s in todo)
+    if len(todo) <= 3:
+        return "; ".join(f"tj run --shard {i}/{n} {name}" for i in todo)
+    return f"tj run --shard I/{n} {name}, for I in {_ranges(todo)}"
 
 
 def _manifest_provenance(path: Path) -> dict[str, Any] | None:
@@ -442,7 +455,8 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
                                    + "; ".join(f"{k}: {v}" for k, v in state["partial"].items()) + ")")
             last = state.get("finished_at") if state else None
         if reasons and row["next"] is None:
-            row["next"] = f"tj run {stage.name}"
+            waits = [u for u in stage.upstream if by_name[u]["stale"]]
+            row["next"] = f"tj run {stage.name}" + (f" (once {', '.join(waits)} is fresh)" if waits else "")
         row.update(stale=bool(reasons), reasons=reasons, last_run=last, result=state.get("result") if state else None)
         rows.append(row)
         by_name[stage.name] = row
