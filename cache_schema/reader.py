@@ -129,6 +129,20 @@ class CacheReader:
     def __contains__(self, key: str) -> bool:
         return key in self._parts_of()
 
+    def briefs(self, listing_cache: str | None = None) -> dict[str, tuple[str, float, str]]:
+        """``{key: (fingerprint, committed_at, part)}`` of every committed key, without reading
+        the records again that ``listing_cache`` (a folder the caller owns) already summarised.
+        See ``record_listing``."""
+        from thinkjepa.cache_schema.record_listing import record_briefs
+
+        return record_briefs(self._b, listing_cache)
+
+    def folder_state(self) -> dict[str, int] | None:
+        """See ``record_listing.folder_state``."""
+        from thinkjepa.cache_schema.record_listing import folder_state
+
+        return folder_state(self._b)
+
     def record(self, key: str) -> dict:
         """The commit record of ``key``; the newest one if several parts committed it."""
         rec = self._records.get(key)
@@ -158,8 +172,9 @@ class CacheReader:
         self._records.update(newest)
         return [self._records[k] for k in sorted(listing) if k in self._records]
 
-    def failures(self) -> dict[str, str]:
-        """``{key: reason}`` of recorded failures not superseded by a later commit of that key."""
+    def failures(self, briefs: dict[str, tuple[str, float, str]] | None = None) -> dict[str, str]:
+        """``{key: reason}`` of recorded failures not superseded by a later commit of that key
+        (``briefs``: from ``briefs()``, so no commit record is read again)."""
         rels = [r for r in self._b.list_files(FAILURES) if parse_record_path(r)]
         out: dict[str, tuple[float, str]] = {}
         for raw in self._b.get_many(rels):
@@ -167,7 +182,10 @@ class CacheReader:
                 continue
             doc = json.loads(raw)
             key, at = doc["key"], float(doc.get("at", 0))
-            if key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
+            if briefs is not None:
+                if key in briefs and briefs[key][1] >= at:
+                    continue
+            elif key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
                 continue
             if key not in out or at > out[key][0]:
                 out[key] = (at, doc.get("reason", ""))

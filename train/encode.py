@@ -26,7 +26,7 @@ import numpy as np
 from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, StoreMeta
 from thinkjepa.config import EncoderConfig, PipelineConfig
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
-from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.sampling import TooShortError, Window
 from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
 
 LAYER_CONVENTION = "encoder_last"
@@ -135,21 +135,65 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
     i, n = validate_shard(*shard)
     items: list[EncodeItem] = []
     problems: dict[str, str] = {}
-    for row in manifest_rows(cfg):
-        clip_id = str(row["clip_id"])
-        if shard_of(clip_id, n) != i:
+    for clip_id, s, windows, problem, row in _plan_rows(cfg, n):
+        if s != i:
             continue
-        try:
-            windows = windows_for_clip(clip_id, int(row["n_frames"]), cfg.sampling)
-        except TooShortError as e:
-            problems[clip_id] = f"too short: {e}"
+        if problem is not None:
+            problems[clip_id] = problem
             continue
         items += [EncodeItem(w.window_id, clip_id, w, str(row["video_path"])) for w in windows]
     return items, problems
 
 
+def _plan_rows(cfg: PipelineConfig, n: int):
+    """``(clip_id, shard, windows, problem, row)`` of every manifest clip under ``n`` shards."""
+    from thinkjepa.extract.runner import clip_windows
+
+    windows_of = clip_windows(cfg)
+    for row in manifest_rows(cfg):
+        clip_id = str(row["clip_id"])
+        try:
+            windows, problem = windows_of(clip_id, int(row["n_frames"])), None
+        except TooShortError as e:
+            windows, problem = [], f"too short: {e}"
+        yield clip_id, shard_of(clip_id, n), windows, problem, row
 
 
+def encode_status(cfg: PipelineConfig, shards: int | None = None, list_limit: int | None = None) -> dict[str, Any]:
+    """Done / stale / failed / pending windows of the JEPA store per shard (the rule of
+    ``stage_run.tally_windows``, as ``tj-extract status`` counts the VLM store)."""
+    from thinkjepa.cache_schema import CacheReader, store_exists
+    from thinkjepa.stage_run import cached_status, file_identity
+
+    url = cfg.url(cfg.encoder.cache)
+    reader = CacheReader(url) if store_exists(url) else None
+    inputs = {
+        "manifest": file_identity(cfg.path(cfg.data.manifest)), "settings": cfg.section_fingerprint("encoder", "sampling"),
+        "version": FINGERPRINT_VERSION, "shards": shards, "list_limit": list_limit,
+    }
+    return cached_status(cfg, "encode", reader, inputs, lambda: _encode_status(cfg, url, reader, shards, list_limit))
+
+
+def _encode_status(cfg: PipelineConfig, url: str, reader: Any, shards: int | None, list_limit: int | None) -> dict[str, Any]:
+    from thinkjepa.stage_run import PlannedClip, infer_shard_count, listing_cache_dir, tally_windows
+
+    briefs = reader.briefs(listing_cache_dir(cfg)) if reader is not None else {}
+    failures = reader.failures(briefs) if reader is not None else {}
+    n = shards or infer_shard_count(b[2] for b in briefs.values())
+    memo: dict[tuple, str] = {}  # the fingerprint depends on the frames only, shared by most clips
+
+    def fingerprint(w: Window) -> str:
+        got = memo.get((w.past, w.future))
+        if got is None:
+            got = memo[(w.past, w.future)] = entry_fingerprint(cfg.encoder, w)
+        return got
+
+    planned = [
+        PlannedClip(clip_id, s, [(w.window_id, fingerprint(w)) for w in windows], problem)
+        for clip_id, s, windows, problem, _ in _plan_rows(cfg, n)
+    ]
+    tally = tally_windows(planned, n, {k: b[0] for k, b in briefs.items()}, failures, list_limit)
+    return {"cache": url, "manifest": str(cfg.path(cfg.data.manifest)), "store_exists": reader is not None, **tally}
 
 
 def run_encode(
@@ -256,6 +300,7 @@ __all__ = [
     "EncodeSummary",
     "JepaEncoder",
     "LAYER_CONVENTION",
+    "encode_status",
     "entry_fingerprint",
     "jepa_store_meta",
     "plan_encode",

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from thinkjepa.cli import cache_cmd, data_cmd, eval_cmd, extract_cmd, train_cmd
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load
+from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load, parse_shard
 
 app = typer.Typer(
     help="ThinkJEPA: VLM-guided latent world models for 3D hand-trajectory forecasting.",
@@ -27,12 +27,17 @@ app.command("encode", help="Encode past/future windows with frozen V-JEPA2 into 
 
 def _print_status(rows: list[dict]) -> None:
     table = Table(title="pipeline status")
-    for col in ("stage", "state", "why", "last run"):
-        table.add_column(col)
+    for col in ("stage", "state", "done", "stale", "failed", "pending", "why", "last run"):
+        table.add_column(col, justify="right" if col in ("done", "stale", "failed", "pending") else "left")
     for r in rows:
         state = "[yellow]stale[/yellow]" if r["stale"] else "[green]fresh[/green]"
-        table.add_row(r["stage"], state, "; ".join(r["reasons"]) or "-", r["last_run"] or "-")
+        w = r.get("windows") or {}
+        counts = [str(w[k]) if w else "-" for k in ("done", "stale", "failed", "pending")]
+        table.add_row(r["stage"], state, *counts, "; ".join(r["reasons"]) or "-", r["last_run"] or "-")
     console.print(table)
+    for r in rows:
+        if r["stale"] and r.get("next"):
+            console.print(f"{r['stage']}: [bold]{r['next']}[/bold]")
 
 
 @app.command()
@@ -53,15 +58,22 @@ def run(
     stages: Annotated[Optional[list[str]], typer.Argument(help="Stages to consider (default: all, in order).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option(help="Run the named stages even if fresh.")] = False,
+    force: Annotated[bool, typer.Option(help="Run the named stages even if fresh (their stamps are replaced).")] = False,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="Run only shard I/N (zero-based) of extract and encode; train and eval wait for every shard.",
+    )] = None,
+    allow_partial: Annotated[bool, typer.Option(
+        help="Let train/eval run while shards are pending, on what is there (recorded in their stamp).",
+    )] = False,
 ) -> None:
     """Rerun the stale stages, in order (index, extract, encode, train, eval)."""
     from thinkjepa import pipeline
 
     cfg = load(config, set_)
     try:
-        pipeline.run(cfg, stages, force=force, on_event=_event_printer)
-    except (RuntimeError, ValueError, KeyError) as e:
+        pipeline.run(cfg, stages, force=force, on_event=_event_printer,
+                     shard=parse_shard(shard) if shard else None, allow_partial=allow_partial)
+    except (RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
         console.print(f"[red]tj run failed:[/red] {e}")
         raise typer.Exit(1) from e
 
@@ -71,6 +83,8 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
         console.print(f"[green]✓[/green] {stage}: fresh, skipped")
     elif event == "start":
         console.print(f"[bold cyan]▶ {stage}[/bold cyan] ({'; '.join(info.get('reasons', []))})")
+    elif event == "left":
+        console.print(f"[yellow]…[/yellow] {stage}: left for later ({info.get('why')})")
     elif event == "done":
         console.print(f"[green]✓[/green] {stage}: {json.dumps(info, default=str)[:300]}")
 
