@@ -86,6 +86,28 @@ def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: st
         )
 
 
+def _nothing_to_serve(cfg: PipelineConfig, split: str, refs: list[WindowRef], jepa_url: str, vlm_url: str | None) -> str:
+    """Why a split yields no sample, and the command that fixes it."""
+    if not refs:
+        clips = read_manifest(cfg.path(cfg.data.manifest), split=split).num_rows
+        if clips:
+            return (f"split {split!r}: its {clips} clip(s) are all too short for the sampling settings; "
+                    "shorten sampling.past_frames/future_frames or add longer episodes, then rerun `tj data index`")
+        table = read_manifest(cfg.path(cfg.data.manifest))
+        total, tasks = table.num_rows, len(set(table.column("task").to_pylist()))
+        why = f"split {split!r} is empty: the manifest {cfg.path(cfg.data.manifest)} has {total} clip(s) of {tasks} task folder(s)"
+        if cfg.data.split_by == "task":
+            return (f"{why}, split by task folder; split it by episode instead: "
+                    "`tj data index --set data.split_by=episode`")
+        if total < 3:
+            return f"{why}: every split needs one; add episodes to {cfg.data.root or 'the dataset'} and rerun `tj data index`"
+        return (f"{why}; data.split_fractions {list(cfg.data.split_fractions)} give it no share: raise it and "
+                "rerun `tj data index`")
+    caches = jepa_url + (f", {vlm_url}" if vlm_url else "")
+    return (f"split {split!r}: none of its {len(refs)} windows is in the caches ({caches}): they are pending or "
+            "failed there; `tj-extract status` lists them, `tj encode` and `tj-extract run` (re)do them")
+
+
 class WindowDataset(Dataset):
     """Samples of one split; ``window_ids`` lists what it serves, in index order.
 
@@ -127,10 +149,7 @@ class WindowDataset(Dataset):
         self.refs = [r for r in refs if r.key in have]
         self.missing = [r.key for r in refs if r.key not in have]
         if not self.refs:
-            raise ValueError(
-                f"split {split!r}: none of its {len(refs)} windows is in the caches "
-                f"({self.jepa_url}{', ' + self.vlm_url if self.vlm_url else ''}); run encode/extract first"
-            )
+            raise ValueError(_nothing_to_serve(cfg, split, refs, self.jepa_url, self.vlm_url))
         if self.missing:
             warnings.warn(
                 f"split {split!r}: {len(self.missing)} of {len(refs)} windows are missing from the caches "

@@ -7,23 +7,21 @@ import json
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load
+from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load
 
-app = typer.Typer(help="Evaluate trained variants against baselines (ADE / FDE / Acc).", pretty_exceptions_show_locals=False)
+app = typer.Typer(help="Evaluate trained variants against baselines (ADE / FDE / Acc).", pretty_exceptions_show_locals=False,
+                  add_completion=False)
 
 
-@app.callback(invoke_without_command=True)
-def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+@app.command()
+@cli_command("tj-eval")
+def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Forecast the eval split with each variant in eval.variants (best checkpoint by val ADE)
     and the last-observed-pose baseline; writes metrics.json/.parquet, report.md and plots."""
     from thinkjepa.evaluate.report import run_eval
 
-    cfg = load(config, set_)
-    try:
-        result = run_eval(cfg)
-    except FileNotFoundError as e:
-        console.print(f"[red]tj-eval:[/red] {e}\nTrain the variants first: `tj-train --variant NAME` or `tj run`.")
-        raise typer.Exit(1) from e
+    cfg = load(config, set_, verbose)
+    result = run_eval(cfg)
     if json_out:
         print(json.dumps(result, indent=2))
         return

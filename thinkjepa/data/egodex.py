@@ -144,6 +144,15 @@ def _as_list(value: Any) -> list[str]:
     return [s.strip() for s in str(value).split(",") if s.strip()]
 
 
+def _keys(f: h5py.File) -> set[str]:
+    """``group/name`` of every member of the top-level groups, and the top-level names."""
+    out = set(f.keys())
+    for g in ("transforms", "confidences", "camera"):
+        if isinstance(f.get(g), h5py.Group):
+            out.update(f"{g}/{k}" for k in f[g].keys())
+    return out
+
+
 def _read_annotation(clip_id: str, path: Path) -> dict[str, Any]:
     try:
         f = h5py.File(path, "r")
@@ -151,32 +160,35 @@ def _read_annotation(clip_id: str, path: Path) -> dict[str, Any]:
         raise EpisodeError(clip_id, f"unreadable HDF5 {path.name} (truncated or corrupt: {e})") from e
     try:
         with f:
+            present = _keys(f)  # one listing per group: `key in f` per joint costs a lookup each
             required = [f"transforms/{j}" for j in JOINTS] + [CAMERA_KEY, INTRINSIC_KEY]
-            missing = [k for k in required if k not in f]
+            missing = [k for k in required if k not in present]
             if missing:
                 shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
                 raise EpisodeError(clip_id, f"missing key(s) in {path.name}: {shown}")
             # confidences are optional in EgoDex: a missing joint means "unknown" (module doc)
-            known = np.array([f"confidences/{j}" in f for j in JOINTS])
+            known = np.array([f"confidences/{j}" in present for j in JOINTS])
             conf_keys = [f"confidences/{j}" for j, k in zip(JOINTS, known) if k]
-            T = f[CAMERA_KEY].shape[0] if f[CAMERA_KEY].ndim else -1
             per_frame = [k for k in required if k != INTRINSIC_KEY] + conf_keys
-            uneven = [k for k in per_frame if f[k].ndim == 0 or f[k].shape[0] != T]
+            ds = {k: f[k] for k in per_frame}  # each dataset opened once
+            shapes = {k: d.shape for k, d in ds.items()}
+            T = shapes[CAMERA_KEY][0] if shapes[CAMERA_KEY] else -1
+            uneven = [k for k in per_frame if not shapes[k] or shapes[k][0] != T]
             if uneven:
                 raise EpisodeError(
                     clip_id,
                     f"per-frame arrays disagree on the frame count in {path.name}: {CAMERA_KEY} has {T} rows, "
-                    + ", ".join(f"{k} has {f[k].shape[0] if f[k].ndim else 0}" for k in uneven[:5]),
+                    + ", ".join(f"{k} has {shapes[k][0] if shapes[k] else 0}" for k in uneven[:5]),
                 )
-            transforms = np.stack([f[f"transforms/{j}"][()] for j in JOINTS], axis=1)
-            camera = f[CAMERA_KEY][()]
+            transforms = np.stack([ds[f"transforms/{j}"][()] for j in JOINTS], axis=1)
+            camera = ds[CAMERA_KEY][()]
             K = f[INTRINSIC_KEY][()]
             conf = np.ones((T, len(JOINTS)), dtype=np.float32)
             for i in np.flatnonzero(known):
-                c = f[f"confidences/{JOINTS[i]}"]
-                if c.shape != (T,):
-                    raise EpisodeError(clip_id, f"confidences/{JOINTS[i]} in {path.name} has shape {c.shape}, expected ({T},)")
-                conf[:, i] = c[()]
+                key = f"confidences/{JOINTS[i]}"
+                if shapes[key] != (T,):
+                    raise EpisodeError(clip_id, f"{key} in {path.name} has shape {shapes[key]}, expected ({T},)")
+                conf[:, i] = ds[key][()]
             meta = _metadata(f.attrs, path.parent.name)
     except EpisodeError:
         raise

@@ -329,7 +329,9 @@ def index_episodes(
 
     from rich.progress import Progress
 
-    with Progress(disable=not progress, transient=True) as bar:
+    from thinkjepa.logs import project_console
+
+    with Progress(disable=not progress, transient=True, console=project_console()) as bar:
         job = bar.add_task(f"indexing {len(todo)} new or changed episode(s)", total=len(todo))
         fresh = scan_episodes(todo, sampling_cfg, workers=workers, scheduler=scheduler,
                               on_done=lambda n: bar.advance(job, n))
