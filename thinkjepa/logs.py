@@ -116,35 +116,37 @@ def capture_third_party(workdir: str | Path, verbose: bool = False) -> Path:
     if not verbose:  # tqdm bars of save/load steps (they hold the terminal's stderr object)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+    # Full capture only in a real, quiet process. Under a test runner (no real descriptors) or
+    # with --verbose the log file is added beside the existing handlers and warnings, so
+    # pytest's caplog / pytest.warns and the live output keep working.
+    full = not verbose and _has_real_fds()
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     handler = logging.StreamHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers = [handler]
-    root.setLevel(logging.INFO)
+    root.handlers = [handler] if full else [*root.handlers, handler]
+    if verbose and not any(getattr(h, "stream", None) in (sys.stderr, STDERR) for h in saved[1]):
+        live = logging.StreamHandler(STDERR)
+        live.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(live)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
     for name in ("vllm", "transformers", "torch", "distributed", "accelerate"):
         lg = logging.getLogger(name)
         lg.handlers = [h for h in lg.handlers if isinstance(h, logging.FileHandler)]
         lg.propagate = True
-    if verbose:
-        live = logging.StreamHandler(STDERR)
-        live.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(live)
 
     saved_showwarning = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - stdlib signature
-        text = warnings.formatwarning(message, category, filename, lineno, line)
         if _is_ours(filename):
             STDERR.write(f"warning: {message}\n")
         else:
-            log_file.write(text)
-            if verbose:
-                STDERR.write(text)
+            log_file.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     saved_stdout = sys.stdout
     saved_fds = term_err = None
-    if not verbose and _has_real_fds():
+    if full:
         sys.stdout.flush()
         sys.stderr.flush()
         saved_fds = (os.dup(1), os.dup(2))
@@ -154,8 +156,8 @@ def capture_third_party(workdir: str | Path, verbose: bool = False) -> Path:
         term_err = os.fdopen(os.dup(saved_fds[1]), "w", buffering=1, encoding="utf-8", errors="replace")
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
+        warnings.showwarning = showwarning
     _active = _Capture(path, handler, saved_fds, saved_stdout, term_err, saved_showwarning, *saved)
-    warnings.showwarning = showwarning
     return path
 
 

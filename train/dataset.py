@@ -75,6 +75,14 @@ def split_windows(cfg: PipelineConfig, split: str) -> list[WindowRef]:
     return out
 
 
+def _check_model(reader: CacheReader, want: str, url: str, what: str, section: str, stage: str) -> None:
+    if reader.meta.model != want:
+        raise ValueError(
+            f"the {what} cache at {url} holds states of model {reader.meta.model!r}, but {section}.model is "
+            f"{want!r}: set {section}.model back, or point {section}.cache at a new path and run `{stage}`"
+        )
+
+
 def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: str) -> None:
     stored = reader.meta.extra.get("sampling")
     want = cfg.sampling.model_dump(mode="json")
@@ -88,6 +96,8 @@ def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: st
 
 def _nothing_to_serve(cfg: PipelineConfig, split: str, refs: list[WindowRef], jepa_url: str, vlm_url: str | None) -> str:
     """Why a split yields no sample, and the command that fixes it."""
+    from thinkjepa.data.manifest import read_manifest
+
     if not refs:
         clips = read_manifest(cfg.path(cfg.data.manifest), split=split).num_rows
         if clips:
@@ -137,6 +147,7 @@ class WindowDataset(Dataset):
         jepa = CacheReader(self.jepa_url)
         if jepa.meta.kind != "jepa":
             raise ValueError(f"{self.jepa_url} holds {jepa.meta.kind!r} entries, not V-JEPA2 latents")
+        _check_model(jepa, cfg.encoder.model, self.jepa_url, "JEPA", "encoder", "tj encode")
         _check_sampling(jepa, cfg, self.jepa_url, "JEPA")
         have = set(jepa.keys())
         vlm = None
@@ -144,6 +155,7 @@ class WindowDataset(Dataset):
             vlm = CacheReader(self.vlm_url)
             if vlm.meta.kind != "vlm":
                 raise ValueError(f"{self.vlm_url} holds {vlm.meta.kind!r} entries, not thinker states")
+            _check_model(vlm, cfg.thinker.model, self.vlm_url, "VLM", "thinker", "tj-extract run")
             _check_sampling(vlm, cfg, self.vlm_url, "VLM")
             have &= set(vlm.keys())
         self.refs = [r for r in refs if r.key in have]

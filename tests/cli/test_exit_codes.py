@@ -71,7 +71,7 @@ def test_project_error_types_map_to_codes() -> None:
     from thinkjepa.data.manifest import NoEpisodesError
 
     assert exit_code_for(UsageError("x")) == exit_code_for(NoEpisodesError("x")) == 2
-    assert exit_code_for(SchemaMismatchError("x")) == 2
+    assert exit_code_for(SchemaMismatchError("memory://c", ["model: a vs b"])) == 2
     assert exit_code_for(CacheError("x")) == exit_code_for(EpisodeError("a/0", "x")) == exit_code_for(ValueError()) == 1
     assert exit_code_for(KeyboardInterrupt()) == 130
 

@@ -51,6 +51,7 @@ def uninterrupted(tiny_pipeline, tmp_path_factory):
     return cfg, run
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_a_killed_run_resumes_to_the_same_weights(tiny_pipeline, uninterrupted, tmp_path) -> None:
     _, run_a = uninterrupted
     cfg = _with(tiny_pipeline, tmp_path / "runB", **RESUME)
@@ -144,6 +145,7 @@ def test_best_checkpoint_is_chosen_on_val_and_the_test_split_is_never_read(
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_a_tiny_training_set_is_overfitted(tiny_pipeline, tmp_path) -> None:
     # joints only: with random encoder weights the latent term is noise of a much larger scale
     cfg = _with(tiny_pipeline, tmp_path, max_steps=300, batch_size=4, eval_every=1000, checkpoint_every=0,

@@ -384,6 +384,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # 400 optimiser steps on one thread
 def test_overfits_a_tiny_batch(one_thread):
     model = build(seed=0, injection="film").train()
     open_gates(model, 0.1)

@@ -95,7 +95,7 @@ def cli_command(name: str) -> Callable[[F], F]:
 
             try:
                 return fn(*args, **kwargs)
-            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
                 raise
             except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - mapped or re-raised below
                 code = exit_code_for(e)

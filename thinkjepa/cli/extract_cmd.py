@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from thinkjepa.cli.common import (
-    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, VerboseOpt, WorkFailed, cli_command, console, load, parse_shard,
+    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, WorkFailed, cli_command, console, load, parse_shard,
 )
 
 app = typer.Typer(
@@ -38,8 +38,14 @@ def run(
     """
     from thinkjepa.extract.runner import run_shard
 
+    from thinkjepa.extract.prompt import validate_template
+
     i, n = parse_shard(shard)
     cfg = load(config, set_, verbose)
+    try:
+        validate_template(cfg.thinker.prompt_template)
+    except ValueError as e:  # a config value, found before any engine starts
+        raise UsageError(f"config error: {e}") from e
     summary = run_shard(cfg, (i, n), progress=progress and not json_out)
     if json_out:
         print(json.dumps({"part": summary.part, "done": summary.done, "skipped": summary.skipped,

@@ -343,26 +343,28 @@ def index_episodes(
     splits = assign_splits(groups, data_cfg.split_fractions, data_cfg.split_seed)
     for row, group in zip(rows, groups, strict=True):
         row["split"] = splits[group]
-    problems += warnings + _split_warnings(rows, by, splits, data_cfg)
+    problems += _split_warnings(rows, by, splits, data_cfg, fallback=warnings)
     return pa.Table.from_pylist(rows, schema=SCHEMA), problems
 
 
-def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg: DataConfig) -> list[Problem]:
+def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg: DataConfig,
+                    fallback: list[Problem]) -> list[Problem]:
+    """At most one dataset-level warning: the episode fallback (if any) and the empty splits."""
     if not rows:
         return [Problem(None, "no usable episodes: the manifest is empty (every episode is listed with its reason)")]
     used = set(splits.values())
     empty = [s for s, share in zip(SPLITS, data_cfg.split_fractions) if share > 0 and s not in used]
     if not empty:
-        return []
-    unit = "task folder(s)" if by == "task" else "episode(s)"
-    return [
-        Problem(
-            None,
-            f"only {len(splits)} {unit} to split, so split(s) {', '.join(empty)} are empty "
-            "(3 or more give every split one; data.split_by=episode splits a small folder by episode)",
-            severity="warning",
-        )
-    ]
+        return fallback
+    n = len(splits)
+    if by == "task":
+        tail = (f"only {n} task folder(s) to split, so split(s) {', '.join(empty)} are empty (3 or more give every "
+                "split one; data.split_by=episode splits a small folder by episode)")
+    else:
+        tail = f"only {n} episode(s) to split, so split(s) {', '.join(empty)} are empty (add episodes: 3 or more give every split one)"
+    if fallback:
+        return [Problem(None, f"{fallback[0].reason}; {tail}", severity="warning")]
+    return [Problem(None, tail, severity="warning")]
 
 
 def build_manifest(
