@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # the whole demo, vLLM engine included
 runner = CliRunner()
 
 # Small enough for 2 CI cores; the structure is the demo's own.
-FAST = ["train.epochs=3", "train.checkpoint_every=4", "demo.episodes=12"]
+FAST = ["train.epochs=3", "train.checkpoint_every=4", "demo.scenes=6", "demo.episodes_per_scene=4"]
 
 
 def _sets(items: list[str]) -> list[str]:
