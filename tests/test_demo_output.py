@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # each test runs the whole demo (vLLM engine start included)
 
-FAST = ["train.epochs=2", "train.checkpoint_every=4", "demo.episodes=12"]
+FAST = ["train.epochs=2", "train.checkpoint_every=4", "demo.scenes=6", "demo.episodes_per_scene=4"]
 # what third-party warnings look like: vLLM / logging ("WARNING"), torch's glog-style ("W1203 07:40:10"),
 # Python warnings ("UserWarning: ..."); the project's own read "warning: ..."
 THIRD_PARTY_WARNING = re.compile(r"\bWARNING\b|^W\d{4} \d\d:\d\d|\w+Warning: ")
