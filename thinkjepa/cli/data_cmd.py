@@ -100,6 +100,8 @@ def index(
     else:
         _print_summary(out, rows, problems)
     if not rows:
+        if json_out:  # the JSON above already lists every problem
+            raise typer.Exit(1)
         errors = [p for p in problems if p.severity == "error"]
         raise WorkFailed(
             f"no usable episode under {root}: all {len(errors)} found are left out (reasons above; the most "
