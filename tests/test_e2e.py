@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from thinkjepa.cli.main import app
 from thinkjepa.demo import demo_config
 
+pytestmark = pytest.mark.slow  # the whole demo, vLLM engine included
+
 runner = CliRunner()
 
 # Small enough for 2 CI cores; the structure is the demo's own.

@@ -31,7 +31,11 @@ class DataConfig(_Section):
     manifest: str = "{workdir}/manifest.parquet"
     split_seed: int = 42
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    """train / val / test shares of task folders (grouped split: no task in two splits)."""
+    """train / val / test shares of the split groups (task folders or episodes, see split_by)."""
+    split_by: Literal["auto", "task", "episode"] = "auto"
+    """Group of the split: ``task`` (no task folder in two splits: tests cross-task
+    generalisation), ``episode`` (for small folders), ``auto`` = task with 3 or more task
+    folders, else episode with a warning (thinkjepa.data.manifest.split_groups)."""
 
 
 class SamplingConfig(_Section):

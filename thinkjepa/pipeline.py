@@ -51,6 +51,11 @@ def _run_index(cfg: PipelineConfig) -> dict[str, Any]:
     if not cfg.data.root:
         raise ValueError("data.root is not set: pass --set data.root=DIR (an EgoDex-layout folder) or use `tj demo`")
     table, problems = build_manifest(cfg.data.root, cfg.path(cfg.data.manifest), cfg.data, cfg.sampling)
+    import warnings
+
+    for p in problems:  # dataset-level warnings (e.g. the split fell back to episodes) are the user's to read
+        if p.clip_id is None and p.severity == "warning":
+            warnings.warn(p.reason, stacklevel=1)
     return {"clips": table.num_rows, "problems": len(problems)}
 
 

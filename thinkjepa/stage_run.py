@@ -3,15 +3,16 @@ is worded, their progress bar, and how they read the manifest."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from thinkjepa.config import PipelineConfig
+from thinkjepa.logs import project_console
 
 
 @dataclass
@@ -41,7 +42,8 @@ def progress_bar(enabled: bool, label: str) -> Progress:
     return Progress(
         TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled,
+        # THINKJEPA_PROGRESS=0: `tj run` / `tj demo --no-progress` switch every stage's bar off
+        console=project_console(), disable=not enabled or os.environ.get("THINKJEPA_PROGRESS") == "0",
     )
 
 

@@ -77,7 +77,7 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no checkpoint at {path}: train that variant first (`tj-train --variant NAME` or `tj run`)")
     # our own files; they hold RNG tuples and numpy state, which weights_only refuses
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if payload.get("format_version") != FORMAT_VERSION:

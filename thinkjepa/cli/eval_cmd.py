@@ -7,33 +7,27 @@ import json
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load
+from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load
 
 app = typer.Typer(help="Evaluate trained variants against baselines (ADE / FDE / Acc, rollouts, ablations).",
-                  pretty_exceptions_show_locals=False)
+                  pretty_exceptions_show_locals=False, add_completion=False)
 
 
-@app.callback(invoke_without_command=True)
-def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+@app.command()
+@cli_command("tj-eval")
+def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Forecast the eval split with every variant in eval.variants (every seed of train.seeds,
     best checkpoint by val ADE), the baselines and the test-time guidance ablations; writes
     metrics.json/.parquet, report.md, report.html and plots. --json prints metrics.json."""
     from thinkjepa.evaluate import run_eval
     from thinkjepa.evaluate.report import format_ci
 
-    cfg = load(config, set_)
-    try:
-        if json_out:
-            result = run_eval(cfg)
-        else:
-            with console.status("evaluating") as status:
-                result = run_eval(cfg, progress=lambda what: status.update(f"evaluating {what}"))
-    except FileNotFoundError as e:
-        console.print(f"[red]tj-eval:[/red] {e}\nTrain the variants first: `tj-train --variant NAME` or `tj run`.")
-        raise typer.Exit(1) from e
-    except ValueError as e:
-        console.print(f"[red]tj-eval:[/red] {e}")
-        raise typer.Exit(1) from e
+    cfg = load(config, set_, verbose)
+    if json_out:
+        result = run_eval(cfg)
+    else:
+        with console.status("evaluating") as status:
+            result = run_eval(cfg, progress=lambda what: status.update(f"evaluating {what}"))
     if json_out:
         print(json.dumps(result, indent=1))
         return
