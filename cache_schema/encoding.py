@@ -10,6 +10,8 @@ Readers go through zarr-python, so every test read also checks the files are val
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from collections.abc import Iterator
 
 import google_crc32c
@@ -65,6 +67,54 @@ def from_storage(a: np.ndarray, storage_dtype: str) -> np.ndarray:
     if storage_dtype == "bfloat16":
         return bf16_bits_to_f32(a)
     return np.asarray(a, dtype=np.float32)
+
+
+_torch_module = None
+_torch_lock = threading.Lock()
+
+
+def _torch():
+    """torch, after spending its once-per-process warning about non-writable arrays: the
+    conversion reads the store's (read-only) bytes and never writes to them."""
+    global _torch_module
+    with _torch_lock:
+        if _torch_module is None:
+            import torch
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                torch.from_numpy(np.frombuffer(b"\0\0", dtype=np.uint8))
+            _torch_module = torch
+    return _torch_module
+
+
+# Elements per torch copy: below torch's parallel grain (32768), so each copy runs on the
+# calling thread. Reader threads each convert their own chunks; torch's intra-op threads would
+# only contend with them (and with a training step running beside the reader): measured on a
+# busy 2-core box, one 1 MiB copy on 2 OpenMP threads ran at 0.14 GB/s, pieces at 2.1 GB/s.
+_PIECE = 30 * 1024
+
+
+def storage_into_f32(dst: np.ndarray, src: np.ndarray, storage_dtype: str) -> None:
+    """Write stored values ``src`` (float16/float32, or bfloat16 as uint16 bits) into float32 ``dst``.
+
+    The hot loop of token reads. numpy converts float16 element by element (~0.7 GB/s of
+    float16 here); torch's copy uses the CPU's vector conversion instructions (2-4 GB/s),
+    which makes the conversion cheaper than reading the bytes. The values are the same (the
+    conversion to float32 is exact)."""
+    if src.dtype == np.float32 or src.size < _PIECE:
+        np.copyto(dst, from_storage(src, storage_dtype) if storage_dtype == "bfloat16" else src)
+        return
+    torch = _torch()
+    d = torch.from_numpy(dst)
+    s = torch.from_numpy(np.ascontiguousarray(src))
+    if storage_dtype == "bfloat16":
+        s = s.view(torch.bfloat16)
+    if not d.is_contiguous() or d.shape != s.shape:
+        np.copyto(dst, from_storage(src, storage_dtype))
+        return
+    for dp, sp in zip(d.view(-1).split(_PIECE), s.view(-1).split(_PIECE)):
+        dp.copy_(sp)
 
 
 def token_means(x: np.ndarray) -> np.ndarray:
