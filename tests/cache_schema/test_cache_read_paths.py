@@ -68,3 +68,20 @@ def test_token_rows_fill_every_element_of_an_uninitialised_buffer(tmp_path):
     toks, want_mask = r.read_tokens(e.key, "prefill", 1200)
     np.testing.assert_array_equal(out, toks)
     assert not out[:, 1100:].any() and mask.tolist() == want_mask.tolist() == [True] * 1100 + [False] * 100
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_to_storage_vectorised_rounds_like_the_reference(dtype):
+    """Large arrays take the vectorised conversion; the bits must be numpy's / the RNE formula's."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4, 300, 64)) * rng.uniform(1e-6, 8000, (4, 1, 64))).astype(np.float32)
+    x.flat[:6] = [0.0, -0.0, 1e-9, 65504.0, -65500.0, 3.0e-5]  # zeros, underflow, fp16 extremes, subnormal
+    got = to_storage(x, dtype, "test")
+    if dtype == "float16":
+        want = x.astype(np.float16)
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    else:
+        bits = x.view(np.uint32)
+        want = ((bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)).astype(np.uint16)
+        np.testing.assert_array_equal(got, want)
