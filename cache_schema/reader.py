@@ -418,7 +418,11 @@ class CacheReader:
         def row(b: int) -> dict[str, np.ndarray]:
             return self._read_fields(keys[b], fields, {s: (t[b], m[b]) for s, (t, m) in streams.items()}, layers)
 
-        if len(keys) > 1:
+        # Threads pay off where a read waits (remote stores) or is large (token streams and
+        # latents: file reads and conversions release the GIL). Local means are a few KB per
+        # entry: handing each to a pool thread only adds GIL hand-offs (measured slower).
+        big = bool(streams) or any(f in JEPA_FLOAT_ARRAYS for f in fields)
+        if len(keys) > 1 and (big or not self._b.is_local):
             rows = list(self._executor().map(row, range(len(keys))))
         else:
             rows = [row(0)]
