@@ -431,7 +431,7 @@ class CacheReader:
         if len(keys) > 1 and (big or not self._b.is_local):
             rows = list(self._executor().map(row, range(len(keys))))
         else:
-            rows = [row(0)]
+            rows = [row(b) for b in range(len(keys))]
         out: dict[str, np.ndarray] = {}
         for s, (t, m) in streams.items():
             out[s], out[f"{s}_mask"] = t, m
