@@ -117,6 +117,7 @@ class TrainConfig(_Section):
     epochs: int = 200
     max_steps: int | None = None
     batch_size: int = 16
+    """Global batch: split evenly over the processes of a multi-process run."""
     lr_predictor: float = 1e-4
     lr_head: float = 1e-3
     weight_decay: float = 1e-4
@@ -131,6 +132,8 @@ class TrainConfig(_Section):
     eval_every: int = 1
     """Validation every N epochs (selects the best checkpoint by val ADE)."""
     grad_clip: float | None = 1.0
+    dist_timeout_s: float = 1800.0
+    """Seconds a collective (multi-process barrier, all-reduce) may wait before failing."""
 
 
 class EvalConfig(_Section):

@@ -3,12 +3,14 @@
 
 ``tj-train`` is a callback-only app so the same options work standalone and when mounted
 under ``tj`` (a one-command typer app would become ``tj train train`` there). Under
-``accelerate launch -m thinkjepa.cli.train_cmd ...`` it trains on every process.
+``torchrun`` / ``accelerate launch -m thinkjepa.cli.train_cmd ...`` every process trains its
+share of each global batch and rank 0 reports (README, "Multi-process training").
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -43,6 +45,8 @@ def train(
     except (FileNotFoundError, KeyError, ValueError) as e:
         console.print(f"[red]tj-train failed:[/red] {e}")
         raise typer.Exit(1) from e
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # one report per run: rank 0's
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     best = summary.get("best_val_ade")
     console.print(
