@@ -21,8 +21,10 @@ difference is the data path alone.
 ``--processes 1 2``: the same training (means, the first ``--workers`` value) launched by
 ``torchrun --nproc_per_node P -m thinkjepa.cli.train_cmd`` for each ``P``, at the same global
 batch (``train.batch_size``), so each process computes ``1/P`` of every step. Prints steps/s,
-windows/s and the scaling ratio against the first ``P``; the processes run one thread each
-(torchrun's ``OMP_NUM_THREADS=1``) on CPU, one GPU each on CUDA.
+windows/s and the scaling ratio against the first ``P``. On CUDA each process has one GPU; on
+CPU the launchers split the cores (one process: accelerate sets ``cores`` threads; ``P > 1``:
+torchrun sets ``OMP_NUM_THREADS=1``), so the ratio is what the extra processes buy on the
+same machine.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def scaling(cfg, processes: list[int], workers: int, steps: int) -> None:
     base = rows[0]
     print(f"\n{'processes':>9} {'steps/s':>9} {'windows/s':>10} {'data wait':>10} {'x steps/s':>10} {'wall s':>7}  device")
     for r in rows:
-        print(f"{r['processes']:>9} {r['steps_per_s']:>9.1f} {r['steps_per_s'] * r['batch']:>10.1f} "
+        print(f"{r['processes']:>9} {r['steps_per_s']:>9.3g} {r['steps_per_s'] * r['batch']:>10.3g} "
               f"{100 * r['data_wait_frac']:>9.1f}% {r['steps_per_s'] / base['steps_per_s']:>10.2f} {r['wall_s']:>7.1f}"
               f"  {r['device']}")
     for r in rows[1:]:

@@ -132,8 +132,10 @@ def make_accelerator(mixed_precision: str, timeout_s: float = 1800.0):
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[
             InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s)),
-            # variants and zero loss weights leave parts of the model without a gradient
-            DistributedDataParallelKwargs(find_unused_parameters=True),
+            # Variants and zero loss weights leave parts of the model without a gradient; the
+            # set is the same every step, which static_graph handles without the per-step graph
+            # walk of find_unused_parameters.
+            DistributedDataParallelKwargs(static_graph=True),
         ],
     )
     check_world(accelerator.num_processes)
