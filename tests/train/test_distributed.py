@@ -35,8 +35,9 @@ pytestmark = pytest.mark.slow
 
 WEIGHT_TOL = 1e-5
 """Largest |1-process - 2-process| weight difference allowed after 6 AdamW steps at lr 1e-3 /
-3e-3 (measured: 3.9e-7; training moved them by 5.5e-3). A wrong split of the global batch,
-counted padding or summed instead of averaged gradients move weights by ~lr per step."""
+3e-3 (measured: 1.6e-7 to 3.9e-7 in three sessions; training moved weights by 5.5e-3). A
+wrong split of the global batch, counted padding or summed instead of averaged gradients
+would move weights by up to ~lr per step."""
 
 LAUNCH_TIMEOUT_S = 420
 """Wall limit of one torchrun launch; collectives time out sooner (``train.dist_timeout_s``)."""
