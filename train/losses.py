@@ -1,7 +1,8 @@
 """Training loss: world-frame joint MSE + latent MSE, weighted by ``TrainConfig``.
 
 ``joint_loss_weight * MSE(joints_world, target_joints)`` (only joints with confidence > 0
-count when ``target_conf`` is in the batch, so untracked joints teach nothing) plus
+count when ``target_conf`` is in the batch, so untracked joints teach nothing; divided by the
+``joint_scale``² when given, i.e. in units of the train-split offset RMS) plus
 ``latent_loss_weight * MSE(pred_latents, future_latents)``. A zero weight skips that term
 (and its batch key).
 """
@@ -57,12 +58,14 @@ def compute_loss(
     out: Mapping[str, Tensor],
     batch: Mapping[str, Tensor],
     train_cfg: Any,
+    joint_scale: Tensor | float | None = None,
     *,
     sample_weight: Tensor | None = None,
     share_counts: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """-> (loss, logs). ``train_cfg`` needs ``joint_loss_weight`` and ``latent_loss_weight``;
-    ``joint_conf_mask`` (default True) switches the confidence mask.
+    ``joint_conf_mask`` (default True) switches the confidence mask. ``joint_scale`` (metres,
+    e.g. ``ThinkJEPA.joint_scale``) expresses the joint term in that unit.
 
     Data parallel training: ``sample_weight`` [B] is 0 for padding windows (they count
     nowhere, logs included), and ``share_counts`` maps this process's normalising counts
@@ -83,6 +86,9 @@ def compute_loss(
     if share_counts is not None:
         counts = share_counts(counts)
     l_joint, l_latent = _ratio(j_sum, counts[0]), _ratio(l_sum, counts[1])
+    if w_joint and joint_scale is not None:
+        # in units of the train-split offset RMS: O(1), comparable with the latent term
+        l_joint = l_joint / torch.as_tensor(joint_scale, dtype=torch.float32, device=l_joint.device).pow(2)
     loss = w_joint * l_joint + w_latent * l_latent
     with torch.no_grad():
         mask = None if conf is None else conf > 0
