@@ -1,6 +1,8 @@
-"""Training throughput and data-loading stalls on the tiny config, measured in one process.
+"""Training throughput and data-loading stalls on the tiny config, measured in one process;
+with ``--processes``, data-parallel scaling under torchrun.
 
     python benchmarks/bench_train.py [--steps N] [--episodes N] [--workers 0 2] [--workdir DIR]
+    python benchmarks/bench_train.py --processes 1 2 [--steps N] [--workers W]
 
 Builds a synthetic dataset, the tiny V-JEPA2 JEPA cache (real encode stage) and a VLM cache
 with random states shaped like the tiny Qwen3-VL thinker's (4 layers x 128, ~120 prompt
@@ -15,6 +17,14 @@ Guidance modes: ``means`` (FiLM's input: per-layer token means, a few KB per win
 ``tokens`` (cross-attention's input: ``model.guidance_tokens`` token states per stream,
 padded, with masks). Both run the same FiLM model (FiLM accepts either input), so the
 difference is the data path alone.
+
+``--processes 1 2``: the same training (means, the first ``--workers`` value) launched by
+``torchrun --nproc_per_node P -m thinkjepa.cli.train_cmd`` for each ``P``, at the same global
+batch (``train.batch_size``), so each process computes ``1/P`` of every step. Prints steps/s,
+windows/s and the scaling ratio against the first ``P``. On CUDA each process has one GPU; on
+CPU the launchers split the cores (one process: accelerate sets ``cores`` threads; ``P > 1``:
+torchrun sets ``OMP_NUM_THREADS=1``), so the ratio is what the extra processes buy on the
+same machine.
 """
 
 from __future__ import annotations
@@ -87,22 +97,67 @@ def build(workdir: Path, episodes: int, windows_per_clip: int):
     return cfg
 
 
-def run_setting(cfg, guidance: str, workers: int, steps: int) -> dict:
-    from thinkjepa.train.loop import run_training
-
-    out = cfg.path("{workdir}") / "bench_runs" / f"{guidance}-w{workers}"
+def bench_config(cfg, name: str, workers: int, steps: int):
+    """``cfg`` training ``steps`` steps into a fresh ``bench_runs/<name>``, no checkpoints or validation."""
+    out = cfg.path("{workdir}") / "bench_runs" / name
     shutil.rmtree(out, ignore_errors=True)
     tc = cfg.train.model_copy(update={
         "out": str(out), "max_steps": steps, "num_workers": workers, "checkpoint_every": 0,
         "eval_every": 10_000, "mixed_precision": "auto",
     })
-    run_cfg = cfg.model_copy(update={"train": tc})
+    return cfg.model_copy(update={"train": tc})
+
+
+def run_setting(cfg, guidance: str, workers: int, steps: int) -> dict:
+    from thinkjepa.train.loop import run_training
+
+    run_cfg = bench_config(cfg, f"{guidance}-w{workers}", workers, steps)
     t0 = time.perf_counter()
     run = run_training(run_cfg, "thinkjepa", guidance=guidance, progress=False)
     wall = time.perf_counter() - t0
     s = json.loads((run / "summary.json").read_text())
     return {"guidance": guidance, "workers": workers, "steps_per_s": s["steps_per_s"],
             "data_wait_frac": s["data_wait_frac"], "wall_s": wall, "device": s["device"]}
+
+
+def run_processes(cfg, nproc: int, workers: int, steps: int) -> dict:
+    """One ``tj-train`` launch on ``nproc`` processes through torchrun; its summary."""
+    import socket
+    import subprocess
+    import sys
+
+    from thinkjepa.config import save_config
+
+    run_cfg = bench_config(cfg, f"dist-p{nproc}", workers, steps)
+    out = run_cfg.path(run_cfg.train.out)
+    save_config(run_cfg, out, "pipelines.yaml")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(port), "-m", "thinkjepa.cli.train_cmd", "--config",
+           str(out / "pipelines.yaml"), "--variant", "thinkjepa"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=3600)
+    wall = time.perf_counter() - t0
+    s = json.loads((out / "thinkjepa" / "summary.json").read_text())
+    if s["processes"] != nproc:
+        raise RuntimeError(f"launched {nproc} processes, the run reports {s['processes']}")
+    return {"processes": nproc, "steps_per_s": s["steps_per_s"], "data_wait_frac": s["data_wait_frac"],
+            "wall_s": wall, "device": s["device"], "batch": s["batch_size"]}
+
+
+def scaling(cfg, processes: list[int], workers: int, steps: int) -> None:
+    rows = [run_processes(cfg, p, workers, steps) for p in processes]
+    base = rows[0]
+    print(f"\n{'processes':>9} {'steps/s':>9} {'windows/s':>10} {'data wait':>10} {'x steps/s':>10} {'wall s':>7}  device")
+    for r in rows:
+        print(f"{r['processes']:>9} {r['steps_per_s']:>9.3g} {r['steps_per_s'] * r['batch']:>10.3g} "
+              f"{100 * r['data_wait_frac']:>9.1f}% {r['steps_per_s'] / base['steps_per_s']:>10.2f} {r['wall_s']:>7.1f}"
+              f"  {r['device']}")
+    for r in rows[1:]:
+        print(f"\nscaling {r['processes']} / {base['processes']} processes (same global batch {r['batch']}): "
+              f"{r['steps_per_s'] / base['steps_per_s']:.2f}x steps/s (ideal {r['processes'] / base['processes']:.0f}x)")
 
 
 def main() -> None:
@@ -112,6 +167,8 @@ def main() -> None:
     ap.add_argument("--windows-per-clip", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the dataset and caches here (reused).")
+    ap.add_argument("--processes", type=int, nargs="+", default=None,
+                    help="Compare these process counts under torchrun instead of the guidance/worker grid.")
     args = ap.parse_args()
 
     tmp = None
@@ -124,6 +181,11 @@ def main() -> None:
         from thinkjepa.train.dataset import WindowDataset
 
         n_train = len(WindowDataset(cfg, "train", guidance="means"))
+        if args.processes:
+            print(f"\ntiny config: {n_train} train windows, global batch {cfg.train.batch_size}, "
+                  f"{args.steps} steps per launch, {args.workers[0]} workers, {os.cpu_count()} CPU cores")
+            scaling(cfg, args.processes, args.workers[0], args.steps)
+            return
         print(f"\ntiny config: {n_train} train windows, batch {cfg.train.batch_size}, model depth "
               f"{cfg.model.pred_depth} width {cfg.model.pred_width}, guidance tokens {cfg.model.guidance_tokens}, "
               f"{args.steps} steps per setting, {os.cpu_count()} CPU cores")

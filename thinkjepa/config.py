@@ -144,6 +144,7 @@ class TrainConfig(_Section):
     epochs: int = 200
     max_steps: int | None = None
     batch_size: int = 16
+    """Global batch: split evenly over the processes of a multi-process run."""
     lr_predictor: float = 1e-4
     lr_head: float = 1e-3
     weight_decay: float = 1e-4
@@ -165,6 +166,8 @@ class TrainConfig(_Section):
     """Validation every N optimizer steps instead of every ``eval_every`` epochs. Either way
     validation also runs at step 0, so ``best.pt`` can be the untrained model (and says so)."""
     grad_clip: float | None = 1.0
+    dist_timeout_s: float = 1800.0
+    """Seconds a collective (multi-process barrier, all-reduce) may wait before failing."""
     cache_samples: bool = False
     """Keep every train/val sample in memory after its first read (small datasets only)."""
     num_threads: int | None = None

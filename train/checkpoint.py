@@ -1,7 +1,8 @@
 """Training checkpoints: everything a run needs to continue bit for bit, written atomically.
 
 A checkpoint holds the model, optimizer and scheduler state, every RNG stream (Python, NumPy,
-torch CPU and CUDA), the step, the data position (epoch and batch within it), the best
+torch CPU and CUDA) of every process (``ranks``, one record per rank with its data position),
+the step, the data position (epoch and batch within it), the best
 validation score so far, and what is needed to rebuild the model without the caches
 (``model_args`` and the model config). Files are written to a temp name in the same folder,
 flushed to disk, then renamed over the old one, so a kill at any moment leaves either the
@@ -38,9 +39,12 @@ def seed_run_dir(train_out: str | Path, variant: str, seed: int) -> Path:
 
 
 def capture_rng() -> dict[str, Any]:
+    """This process's RNG streams as tensors and plain Python values (``weights_only`` loads them)."""
+    version, key, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"name": str(version), "key": torch.from_numpy(np.asarray(key, np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -50,12 +54,31 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["name"], np.asarray(n["key"], np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    else:  # checkpoints written before the plain-types payload
+        np.random.set_state(n)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
+
+
+def rank_states(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-rank ``{"rank", "epoch", "batch_in_epoch", "rng"}`` records of a checkpoint, in
+    rank order (older single-process checkpoints hold one RNG state for rank 0)."""
+    if "ranks" in payload:
+        return list(payload["ranks"])
+    ts = payload["train_state"]
+    return [{"rank": 0, "epoch": ts["epoch"], "batch_in_epoch": ts["batch_in_epoch"], "rng": payload["rng"]}]
+
+
+def rank_record(rank: int, train_state: dict[str, Any]) -> dict[str, Any]:
+    """What one process contributes to a checkpoint: its data position and RNG streams."""
+    return {"rank": rank, "epoch": int(train_state["epoch"]), "batch_in_epoch": int(train_state["batch_in_epoch"]),
+            "rng": capture_rng()}
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
@@ -95,7 +118,12 @@ def build_payload(
     model_cfg: dict[str, Any],
     variant: str,
     fingerprint: str,
+    ranks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """``ranks``: every process's data position and RNG state (``rank_record`` of each, in
+    rank order); default: this process alone."""
+    if ranks is None:
+        ranks = [rank_record(0, train_state)]
     return {
         "format_version": FORMAT_VERSION,
         "variant": variant,
@@ -103,7 +131,7 @@ def build_payload(
         "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
         "optimizer": optimizer_state,
         "scheduler": scheduler_state,
-        "rng": capture_rng(),
+        "ranks": list(ranks),
         "train_state": dict(train_state),
         "model_args": dict(model_args),
         "model_cfg": dict(model_cfg),
@@ -137,6 +165,8 @@ __all__ = [
     "checkpoint_path",
     "load_checkpoint",
     "load_trained_model",
+    "rank_record",
+    "rank_states",
     "restore_rng",
     "save_atomic",
     "seed_run_dir",

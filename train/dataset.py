@@ -327,9 +327,17 @@ def train_statistics(ds: WindowDataset, guidance: bool = True) -> dict[str, Any]
 class EpochBatchSampler(Sampler[list[int]]):
     """Batches of indices whose order is a function of ``(seed, epoch)`` only.
 
-    With ``world > 1`` each rank takes every ``world``-th index of the epoch's order; with
-    ``pad`` (training) the order is first padded by wrapping so every rank runs the same
-    number of steps, without it (evaluation) every index is seen exactly once overall.
+    ``batch_size`` is the *global* batch: step ``b`` of an epoch covers positions
+    ``[b * batch_size, (b + 1) * batch_size)`` of the epoch's order whatever the number of
+    processes, so a run on ``world`` processes sees the same windows at the same step as a run
+    on one. With ``pad`` (training) and ``world > 1`` each rank takes its contiguous
+    ``batch_size / world`` slice of that step (``batch_size`` must divide evenly); a short last
+    step is padded by wrapping to the start of the order, every rank keeps the same batch
+    shape, and ``valid_count(b)`` says how many leading entries of this rank's batch ``b`` are
+    real (the loop gives the padding zero weight, so every window counts exactly once per
+    epoch). On one process nothing is padded: the last batch is short. Without ``pad``
+    (evaluation) each rank takes every ``world``-th index, in batches of
+    ``ceil(batch_size / world)``: every index is seen exactly once overall.
     ``set_epoch(e, start_batch=k)`` resumes epoch ``e`` at its ``k``-th batch.
     """
 
@@ -347,8 +355,14 @@ class EpochBatchSampler(Sampler[list[int]]):
             raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} outside 0..{world - 1}")
+        if pad and batch_size % world:
+            raise ValueError(
+                f"train.batch_size={batch_size} is the global batch and must split evenly over {world} processes "
+                f"(use a multiple of {world})"
+            )
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.rank, self.world, self.pad = rank, world, pad
+        self.local_batch = batch_size // world if pad else math.ceil(batch_size / world)
         self.epoch, self.start_batch, self.n_epochs = 0, 0, 1
 
     def set_epoch(self, epoch: int, start_batch: int = 0, n_epochs: int = 1) -> None:
@@ -359,28 +373,42 @@ class EpochBatchSampler(Sampler[list[int]]):
             raise ValueError(f"bad position: epoch {epoch}, batch {start_batch}, {n_epochs} epochs")
         self.epoch, self.start_batch, self.n_epochs = epoch, start_batch, n_epochs
 
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's indices for ``epoch``, in order."""
+    def epoch_order(self, epoch: int) -> list[int]:
+        """All indices of ``epoch`` in the order every rank agrees on."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        if self.pad:
-            total = math.ceil(self.n / self.world) * self.world
-            order = (order * math.ceil(total / self.n))[:total]
-        return order[self.rank :: self.world]
+            return torch.randperm(self.n, generator=g).tolist()
+        return list(range(self.n))
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of ``epoch``, in order."""
+        order = self.epoch_order(epoch)
+        if not self.pad:
+            mine = order[self.rank :: self.world]
+            return [mine[i : i + self.local_batch] for i in range(0, len(mine), self.local_batch)]
+        out = []
+        for b in range(self.batches_per_epoch()):
+            start = b * self.batch_size + self.rank * self.local_batch
+            stop = start + self.local_batch if self.world > 1 else min(start + self.local_batch, self.n)
+            out.append([order[p % self.n] for p in range(start, stop)])  # p >= n: padding
+        return out
+
+    def valid_count(self, batch: int) -> int:
+        """Real (not padding) entries at the head of this rank's batch ``batch`` of an epoch."""
+        if not self.pad:
+            return len(range(self.rank, self.n, self.world)[batch * self.local_batch :][: self.local_batch])
+        start = batch * self.batch_size + self.rank * self.local_batch
+        return max(0, min(self.local_batch, self.n - start))
 
     def batches_per_epoch(self) -> int:
-        per_rank = math.ceil(self.n / self.world) if self.pad else len(range(self.rank, self.n, self.world))
-        return math.ceil(per_rank / self.batch_size)
+        if self.pad:
+            return math.ceil(self.n / self.batch_size)
+        return math.ceil(len(range(self.rank, self.n, self.world)) / self.local_batch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        nb = self.batches_per_epoch()
         for e in range(self.epoch, self.epoch + self.n_epochs):
-            idx = self.epoch_indices(e)
-            for b in range(self.start_batch if e == self.epoch else 0, nb):
-                yield idx[b * self.batch_size : (b + 1) * self.batch_size]
+            batches = self.epoch_batches(e)
+            yield from batches[self.start_batch if e == self.epoch else 0 :]
 
     def __len__(self) -> int:
         return self.n_epochs * self.batches_per_epoch() - self.start_batch

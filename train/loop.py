@@ -1,6 +1,12 @@
 """``tj-train``: train one variant with accelerate, resumably, selecting the best by val ADE.
 
-The same code runs on one CPU, one GPU, or many processes under ``accelerate launch``. Data
+The same code runs on one CPU, one GPU, or many processes under ``torchrun`` / ``accelerate
+launch`` (gloo on CPU, NCCL on CUDA; see ``make_accelerator``). Multi-process runs are data
+parallel with ``train.batch_size`` as the *global* batch: step ``k`` trains on the same windows
+with the same averaged gradient on any number of processes (``EpochBatchSampler``,
+``compute_loss(share_counts=...)``), so the weights match a one-process run up to float
+rounding. Rank 0 alone writes (checkpoints, ``summary.json``, TensorBoard, ``config.yaml``,
+``windows.json``) and prints; the others wait at barriers. Data
 comes from the caches through ``train.dataset`` (train and val splits only: the test split
 is never opened here, so it cannot leak into model selection). The run folder
 ``<train.out>/<variant>/seed-<s>`` (one per entry of ``train.seeds``) holds the resolved ``config.yaml``, ``last.pt`` / ``best.pt``,
@@ -10,7 +16,8 @@ under ``tb/``.
 Resuming: a run folder with a ``last.pt`` made by the same settings continues from it and ends
 with the same weights as a run that was never interrupted (on CPU, bit for bit): data order
 is a function of ``(seed, epoch)`` and the position inside the epoch is restored, as are the
-optimizer, scheduler and every RNG. SIGTERM / SIGINT finish the current step, write
+optimizer, scheduler and every rank's RNG streams (on another number of processes, see
+``_rank_rng``). SIGTERM / SIGINT finish the current step, write
 ``last.pt`` and raise ``TrainingStopped``; a second SIGINT stops at once.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -36,6 +44,8 @@ from thinkjepa.train.checkpoint import (
     build_payload,
     checkpoint_path,
     load_checkpoint,
+    rank_record,
+    rank_states,
     restore_rng,
     save_atomic,
     seed_run_dir,
@@ -57,7 +67,11 @@ WARMUP_STEPS = 2
 """Steps left out of the throughput figures (worker start-up, first allocations)."""
 
 # Settings that do not change the weights a run produces: changing them keeps a run resumable.
-_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples", "num_threads", "seeds")
+_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples", "num_threads", "seeds", "dist_timeout_s")
+
+# Where launchers put the world size: torchrun / accelerate launch, then the MPI launchers
+# accelerate reads for multi-CPU runs.
+_WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 class TrainingStopped(RuntimeError):
@@ -71,18 +85,63 @@ def resolve_mixed_precision(mode: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def make_accelerator(mixed_precision: str):
-    """An ``Accelerator`` for this run. accelerate keeps one global state per process; in a
-    single non-distributed process (``tj run`` training several variants, notebooks) a later
-    run may ask for another precision, so that state is reset instead of refused."""
+class LaunchError(ValueError):
+    """The launcher's environment and the process group this trainer joined disagree."""
+
+
+def launch_world_size(env: dict[str, str] | None = None) -> tuple[int, str | None]:
+    """(processes the launcher started, the variable that says so); (1, None) for a plain process."""
+    env = os.environ if env is None else env
+    for key in _WORLD_ENV:
+        if env.get(key, "").strip():
+            return int(env[key]), key
+    return 1, None
+
+
+def check_world(joined: int, env: dict[str, str] | None = None) -> None:
+    """Refuse a trainer whose group is not the one its launcher started: each process would
+    otherwise train its own copy and overwrite the others' checkpoints."""
+    want, key = launch_world_size(env)
+    if want != joined:
+        raise LaunchError(
+            f"the launcher started {want} processes ({key}={want}) but this trainer joined a process group of "
+            f"{joined}; every process would train its own copy. Launch with torchrun or `accelerate launch "
+            f"--multi_gpu --num_processes N` (CPU too), see README 'Multi-process training'"
+        )
+
+
+def make_accelerator(mixed_precision: str, timeout_s: float = 1800.0):
+    """An ``Accelerator`` for this run that joins the launcher's process group on any device:
+    NCCL on CUDA, gloo on CPU (without ``cpu=True`` accelerate ignores a torchrun group on a
+    machine without CUDA, and every process trains alone). ``timeout_s`` bounds every
+    collective, so a lost peer fails the run instead of hanging it.
+
+    accelerate keeps one global state per process; in a single non-distributed process
+    (``tj run`` training several variants, notebooks) a later run may ask for another
+    precision, so that state is reset instead of refused."""
+    from datetime import timedelta
+
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     mp = resolve_mixed_precision(mixed_precision)
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mp) and not PartialState().use_distributed:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mp)
+    accelerator = Accelerator(
+        mixed_precision=mp,
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s)),
+            # Variants and zero loss weights leave parts of the model without a gradient; the
+            # set is the same every step, which static_graph handles without the per-step graph
+            # walk of find_unused_parameters.
+            DistributedDataParallelKwargs(static_graph=True),
+        ],
+    )
+    check_world(accelerator.num_processes)
+    return accelerator
 
 
 def run_fingerprint(cfg: PipelineConfig, variant: str, guidance: str) -> str:
@@ -204,10 +263,12 @@ def run_training(
     tc = vcfg.train
     mode = guidance or guidance_mode_for(vcfg)
     run_dir = seed_run_dir(cfg.path(tc.out), variant, tc.seed)
-    accelerator = make_accelerator(tc.mixed_precision)
+    accelerator = make_accelerator(tc.mixed_precision, tc.dist_timeout_s)
     device = accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
+    if not main:
+        warnings.filterwarnings("ignore")  # one copy of every message: rank 0's
     fingerprint = run_fingerprint(vcfg, variant, mode)
 
     # Train and val only: the test split is never constructed here.
@@ -248,7 +309,7 @@ def run_training(
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         state.update(payload["train_state"])
-        rng_state = payload["rng"]
+        rng_state = _rank_rng(payload, rank, world, tc.seed)
     elif world > 1:
         set_seed(tc.seed + rank)  # per-rank dropout noise; the init above was shared
 
@@ -269,9 +330,11 @@ def run_training(
         val_loader = make_loader(val_ds, val_sampler, min(tc.num_workers, 1))
     if rng_state is not None:
         restore_rng(rng_state)  # last: nothing above may draw from the restored streams
+    share_counts = None if world == 1 else (lambda c: accelerator.reduce(c, "mean"))
 
     def save(which: str) -> None:
         accelerator.wait_for_everyone()
+        ranks = _gather_rank_records(rank_record(rank, state), world)
         if main:
             payload = build_payload(
                 model_state=accelerator.get_state_dict(model),
@@ -282,6 +345,7 @@ def run_training(
                 model_cfg=vcfg.model.model_dump(mode="json"),
                 variant=variant,
                 fingerprint=fingerprint,
+                ranks=ranks,
             )
             save_atomic(payload, checkpoint_path(run_dir, which))
         accelerator.wait_for_everyone()
@@ -326,9 +390,11 @@ def run_training(
                 batch = next(it)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 t1 = time.perf_counter()
+                weight = _padding_weight(sampler, state["batch_in_epoch"], batch, device)
                 model.train()
                 out = model(batch)
-                loss, logs = compute_loss(out, batch, tc, joint_scale=joint_scale)
+                loss, logs = compute_loss(out, batch, tc, joint_scale=joint_scale, sample_weight=weight,
+                                          share_counts=share_counts)
                 if not math.isfinite(logs["loss"]):
                     raise FloatingPointError(f"step {state['step']}: loss is {logs['loss']} ({variant})")
                 accelerator.backward(loss)
@@ -345,6 +411,8 @@ def run_training(
                     timing["wait"] += t1 - t0
                     timing["total"] += t2 - t0
                 step = state["step"]
+                if step % LOG_EVERY == 0 or step == 1:
+                    logs = _mean_over_ranks(logs, accelerator)
                 if tb is not None and (step % LOG_EVERY == 0 or step == 1):
                     for k, v in logs.items():
                         tb.add_scalar(f"train/{k}", v, step)
@@ -397,6 +465,8 @@ def run_training(
             "gates_tanh": _gates_tanh(accelerator.unwrap_model(model)),
             "device": str(device),
             "processes": world,
+            "batch_size": tc.batch_size,
+            "batch_per_process": sampler.local_batch,
             "mixed_precision": accelerator.mixed_precision,
             # throughput of this call only (a resumed call measures its own steps)
             "timed_steps": timing["steps"],
@@ -465,6 +535,63 @@ def _set_aside_stale(run_dir: Path, fingerprint: str, main: bool) -> None:
             warnings.warn(f"{run_dir}: {path.name} was made with other settings; kept as {stale.name}", stacklevel=3)
 
 
+def _gather_rank_records(record: dict[str, Any], world: int) -> list[dict[str, Any]]:
+    """Every rank's data position and RNG record, in rank order (a collective: all ranks call it)."""
+    if world == 1:
+        return [record]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, record)
+    return out
+
+
+def _rank_rng(payload: dict[str, Any], rank: int, world: int, seed: int) -> dict[str, Any] | None:
+    """The RNG state this rank resumes with, or ``None`` after reseeding.
+
+    Same world size: the rank's own saved streams (its saved data position must be the run's).
+    Another world size: weights, optimizer, schedule and data position carry over unchanged
+    (``train.batch_size`` is global, so step ``k`` covers the same windows on any number of
+    processes), and each rank's streams are reseeded from ``(seed, step, rank)``: only the
+    dropout noise differs from an uninterrupted run."""
+    from accelerate.utils import set_seed
+
+    records, ts = rank_states(payload), payload["train_state"]
+    if len(records) == world:
+        rec = records[rank]
+        if rec["rank"] != rank or (rec["epoch"], rec["batch_in_epoch"]) != (ts["epoch"], ts["batch_in_epoch"]):
+            raise ValueError(f"checkpoint rank record {rec['rank']} is at epoch {rec['epoch']} batch "
+                             f"{rec['batch_in_epoch']}, the run at epoch {ts['epoch']} batch {ts['batch_in_epoch']}")
+        return rec["rng"]
+    if rank == 0:
+        warnings.warn(
+            f"resuming a {len(records)}-process checkpoint (step {ts['step']}) on {world} processes: weights, "
+            "optimizer, schedule and data position carry over; dropout noise is reseeded per rank", stacklevel=3)
+    set_seed(seed + 1_000_003 * (ts["step"] + 1) + rank)
+    return None
+
+
+def _padding_weight(sampler: EpochBatchSampler, batch_in_epoch: int, batch: dict[str, torch.Tensor],
+                    device: torch.device) -> torch.Tensor | None:
+    """Per-window loss weight of this rank's batch: 0 for the padding of a short last step."""
+    size = next(iter(batch.values())).shape[0]
+    valid = sampler.valid_count(batch_in_epoch)
+    if sampler.world > 1 and size != sampler.local_batch:
+        raise RuntimeError(f"rank {sampler.rank}: batch of {size} windows, expected {sampler.local_batch}")
+    if valid == size:
+        return None
+    return (torch.arange(size, device=device) < valid).float()
+
+
+def _mean_over_ranks(logs: dict[str, float], accelerator) -> dict[str, float]:
+    """Train scalars averaged over the ranks: the losses exactly (each rank holds its share of the
+    global loss), ``ade`` as the mean of the ranks' batch ADEs."""
+    if accelerator.num_processes == 1:
+        return logs
+    values = accelerator.reduce(torch.tensor(list(logs.values()), device=accelerator.device), "mean")
+    return dict(zip(logs, values.tolist(), strict=True))
+
+
 def _stop_requested(stop: _StopFlag, accelerator) -> bool:
     if accelerator.num_processes == 1:
         return stop.reason is not None
@@ -474,8 +601,11 @@ def _stop_requested(stop: _StopFlag, accelerator) -> bool:
 
 
 __all__ = [
+    "LaunchError",
     "TrainingStopped",
+    "check_world",
     "evaluate_loader",
+    "launch_world_size",
     "lr_factor",
     "make_accelerator",
     "param_groups",

@@ -120,15 +120,23 @@ def test_epoch_order_is_a_function_of_seed_and_epoch() -> None:
     a.set_epoch(2, start_batch=2, n_epochs=2)
     b.set_epoch(3)
     assert list(a) == full[2:] + list(b) and len(a) == 6
-    # ranks of a padded world partition the epoch and run the same number of steps
-    ranks = [EpochBatchSampler(10, 2, seed=7, rank=r, world=3) for r in range(3)]
-    for r in ranks:
-        r.set_epoch(1)
-    seen = [i for r in ranks for batch in r for i in batch]
-    assert {len(r) for r in ranks} == {2} and set(seen) == set(range(10)) and len(seen) == 12
+    # batch_size is global: the ranks split each step's batch; the short last step is padded
+    # (same shape on every rank) and the padding is flagged by valid_count
+    one = EpochBatchSampler(10, 6, seed=7)
+    ranks = [EpochBatchSampler(10, 6, seed=7, rank=r, world=3) for r in range(3)]
+    for s in (one, *ranks):
+        s.set_epoch(1)
+    assert [len(s) for s in (one, *ranks)] == [2, 2, 2, 2]
+    for b, (whole, *parts) in enumerate(zip(one, *ranks)):
+        assert [len(p) for p in parts] == [2, 2, 2]
+        assert [i for r, p in zip(ranks, parts) for i in p[: r.valid_count(b)]] == whole
+    assert [r.valid_count(1) for r in ranks] == [2, 2, 0]
+    with pytest.raises(ValueError, match="global batch.*multiple of 3"):
+        EpochBatchSampler(10, 4, seed=7, world=3)
     # evaluation: unpadded, every index exactly once
     ev = [EpochBatchSampler(10, 4, seed=0, shuffle=False, rank=r, world=3, pad=False) for r in range(3)]
     assert sorted(i for r in ev for batch in r for i in batch) == list(range(10))
+    assert all(r.valid_count(b) == len(batch) for r in ev for b, batch in enumerate(r))
 
 
 def test_nothing_to_serve_names_the_cause_and_the_next_command(tiny_pipeline, tmp_path) -> None:

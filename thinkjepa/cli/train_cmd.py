@@ -9,6 +9,7 @@ trains on every process.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -75,6 +76,8 @@ def train(
     for s, (run_dir, _) in runs.items():
         summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
         rows.append({"variant": name, "seed": s, "run_dir": str(run_dir), **summary})
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # one report per run: rank 0's
     if json_out:
         print(json.dumps(rows if len(rows) != 1 else rows[0], default=str))
         return
