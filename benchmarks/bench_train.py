@@ -140,7 +140,7 @@ def run_processes(cfg, nproc: int, workers: int, steps: int) -> dict:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=3600)
     wall = time.perf_counter() - t0
-    s = json.loads((out / "thinkjepa" / "summary.json").read_text())
+    s = json.loads((out / "thinkjepa" / "seed-0" / "summary.json").read_text())
     if s["processes"] != nproc:
         raise RuntimeError(f"launched {nproc} processes, the run reports {s['processes']}")
     return {"processes": nproc, "steps_per_s": s["steps_per_s"], "data_wait_frac": s["data_wait_frac"],

@@ -23,7 +23,7 @@ COMMANDS = [
     ("tj-extract status", extract_cmd.app, ["status"], "thinkjepa.extract.status.extraction_status"),
     ("tj encode", main.app, ["encode"], "thinkjepa.train.encode.run_encode"),
     ("tj-train", train_cmd.app, [], "thinkjepa.train.loop.run_training"),
-    ("tj-eval", eval_cmd.app, [], "thinkjepa.evaluate.report.run_eval"),
+    ("tj-eval", eval_cmd.app, [], "thinkjepa.evaluate.run_eval"),
     ("tj status", main.app, ["status"], "thinkjepa.pipeline.status"),
     ("tj run", main.app, ["run"], "thinkjepa.pipeline.run"),
     ("tj demo", main.app, ["demo"], "thinkjepa.demo.run_demo"),
@@ -95,8 +95,8 @@ def test_real_usage_errors(tmp_path) -> None:
     assert res.exit_code == 2, res.output
     res = runner.invoke(main.app, ["data", "index", str(tmp_path)])  # an empty folder is no EgoDex root
     assert res.exit_code == 2 and "tj data synth" in " ".join(res.output.split())
-    res = runner.invoke(eval_cmd.app, [])  # nothing trained yet: the message says what to run
-    assert res.exit_code == 2 and "tj-train --variant" in " ".join(res.output.split()), res.output
+    res = runner.invoke(eval_cmd.app, [])  # nothing built yet: the message says what to run first
+    assert res.exit_code == 2 and "tj data index" in " ".join(res.output.split()), res.output
 
 
 def test_training_stopped_maps_to_its_signal() -> None:

@@ -134,7 +134,7 @@ def runs(tiny_pipeline, write_vlm_cache, tmp_path_factory) -> dict:
     save_config(two, tmp / "two_cfg", "pipelines.yaml")
     out["two_proc"] = _torchrun(["-m", "thinkjepa.cli.train_cmd", "--config", str(tmp / "two_cfg" / "pipelines.yaml"),
                                  "--variant", "thinkjepa"])
-    out["two"] = tmp / "two" / "thinkjepa"
+    out["two"] = tmp / "two" / "thinkjepa" / "seed-0"
 
     # two processes, SIGKILLed as a group at step KILL_AT, then relaunched through the CLI
     killed = _with(base, tmp / "killed")
@@ -144,7 +144,7 @@ def runs(tiny_pipeline, write_vlm_cache, tmp_path_factory) -> dict:
     out["kill_proc"] = _torchrun([str(tmp / "script.py"), str(tmp / "killed.json"), str(KILL_AT), str(tmp / "pids")])
     pids = {p.stem: int(p.read_text()) for p in (tmp / "pids").iterdir()}
     out["pids"], out["workers_gone"] = pids, all(_wait_gone(pid) for pid in pids.values())
-    run_killed = tmp / "killed" / "thinkjepa"
+    run_killed = tmp / "killed" / "thinkjepa" / "seed-0"
     out["killed_ckpt"] = load_checkpoint(checkpoint_path(run_killed))
     out["killed_tb"] = sorted(p.name for p in (run_killed / "tb").iterdir())
     shutil.copytree(tmp / "killed", tmp / "killed_then_one")  # resumed on one process below
