@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thinkjepa.cache_schema import CacheReader, CacheWriter, SchemaMismatchError, StoreMeta, VLMEntry, store_exists
+from thinkjepa.cache_schema import (
+    CacheReader,
+    CacheWriter,
+    SchemaMismatchError,
+    StoreMeta,
+    VLMEntry,
+    lock_part,
+    store_exists,
+)
 from thinkjepa.config import PipelineConfig
 from thinkjepa.data.egodex import decode_frames
 from thinkjepa.data.video import VideoError
@@ -241,23 +249,26 @@ def run_shard(
     summary.skipped = [it.key for it in items if it.key not in todo_keys]
 
     if todo:
+        # The part's lock first: a second writer of this part is refused before it pays for an engine.
+        lock = lock_part(url, summary.part)
         own_backend = backend is None
-        if own_backend:
-            from thinkjepa.extract.backends import make_backend
-
-            backend = make_backend(cfg.thinker)
-        assert backend is not None
         try:
+            if own_backend:
+                from thinkjepa.extract.backends import make_backend
+
+                backend = make_backend(cfg.thinker)
+            assert backend is not None
             _check_backend(cfg, backend)
             meta = vlm_store_meta(
                 cfg, layers=backend.layers, layer_convention=backend.layer_convention, hidden_size=backend.hidden_size
             )
-            with CacheWriter(url, meta, part=summary.part) as writer:
+            with CacheWriter(url, meta, part=summary.part, lock=lock) as writer:
                 for clip_id, problem in summary.failed.items():
                     writer.record_failure(clip_id, problem)
                 _run_items(cfg, todo, backend, writer, summary, total=len(items), progress=progress)
         finally:
-            if own_backend:
+            lock.release()
+            if own_backend and backend is not None:
                 backend.close()
     elif summary.failed and reader is not None:
         # Nothing to extract, but clips that yield no window are still reported in the store.
