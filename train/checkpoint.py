@@ -4,8 +4,12 @@ A checkpoint holds the model, optimizer and scheduler state, every RNG stream (P
 torch CPU and CUDA), the step, the data position (epoch and batch within it), the best
 validation score so far, and what is needed to rebuild the model without the caches
 (``model_args`` and the model config). Files are written to a temp name in the same folder,
-flushed to disk, then renamed over the old one, so a kill at any moment leaves either the
-previous checkpoint or the new one, never a torn file.
+fsync'ed, renamed over the old one, and the folder fsync'ed (``thinkjepa.fsio``), so a kill or
+a power cut at any moment leaves either the previous checkpoint or the new one, never a torn
+file.
+
+The payload holds only tensors and plain types (the NumPy RNG state travels as a tensor), so
+it loads with ``torch.load(weights_only=True)``: a crafted ``.pt`` cannot run code on load.
 
 A run folder keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
 resuming) and ``best.pt`` (lowest validation ADE, for evaluation).
@@ -23,7 +27,8 @@ import torch
 
 LAST = "last.pt"
 BEST = "best.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: loadable with weights_only=True (plain types and tensors only)."""
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
@@ -33,9 +38,10 @@ def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
 
 
 def capture_rng() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -44,8 +50,9 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_as_tuples(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
@@ -53,11 +60,19 @@ def restore_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
+def _as_tuples(x: Any) -> Any:
+    # random.setstate wants (version, tuple_of_ints, gauss); a round trip may give lists
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    """``torch.save`` to a unique temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
+    from thinkjepa.fsio import clean_stale_temps, fsync_dir, temp_name
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    clean_stale_temps(path.parent)
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
@@ -66,15 +81,26 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
     return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint payload, loaded with ``weights_only=True`` (tensors and plain types only)."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    # our own files; they hold RNG tuples and numpy state, which weights_only refuses
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refusing to load a checkpoint that holds more than tensors and plain types "
+                         f"(made by an older version, or crafted): {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable checkpoint (torn or damaged): {e}") from e
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__})")
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
     return payload
