@@ -52,6 +52,8 @@ class WorkItem:
     video_path: str
     fps: float
     user_text: str
+    episode: str = ""
+    """Content fingerprint of the episode (``thinkjepa.data.content``)."""
 
     @property
     def frame_indices(self) -> list[int]:
@@ -72,7 +74,8 @@ ExtractSummary = ShardSummary
 
 def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
     return entry_fingerprint(
-        cfg.thinker, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices
+        cfg.thinker, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices,
+        episode=item.episode,
     )
 
 
@@ -81,7 +84,10 @@ def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
 def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = None) -> list[ClipPlan]:
     """Every clip of the manifest (or of shard ``only_shard`` of ``shards``) with its work
     items, in clip-id order. Reads the manifest and each clip's HDF5 attributes, no video."""
+    from thinkjepa.data.content import episode_or_placeholder, for_workdir
+
     validate_template(cfg.thinker.prompt_template)
+    content = for_workdir(cfg.workdir)
     plans = []
     for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
@@ -98,9 +104,12 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
         metadata: dict[str, Any] = {k: row[k] for k in ("task", "description") if row.get(k)}
         metadata.update(read_clip_metadata(row["annotation_path"]))
         user_text = build_prompt(cfg.thinker.prompt_template, metadata, clip_id)
+        episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
         plan.items = [
-            WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text) for w in windows
+            WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text, episode)
+            for w in windows
         ]
+    content.save()
     return plans
 
 
@@ -314,7 +323,8 @@ def _run_items(
                 else:
                     fp = fingerprint_of(cfg, item)
                     prov = fingerprint_payload(
-                        th, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices
+                        th, layer_convention=LAYER_CONVENTION, user_text=item.user_text,
+                        frame_indices=item.frame_indices, episode=item.episode,
                     )
                     prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size))
                     try:

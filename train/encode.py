@@ -32,8 +32,9 @@ from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, pro
 LAYER_CONVENTION = "encoder_last"
 """What a JEPA entry holds: the encoder's final (layer-normed) token states, no predictor."""
 
-FINGERPRINT_VERSION = 1
-"""Bump when this module changes what it stores for the same settings."""
+FINGERPRINT_VERSION = 2
+"""Bump when this module changes what it stores for the same settings.
+2: the episode's content fingerprint (``thinkjepa.data.content``) is part of it."""
 
 
 EncodeSummary = ShardSummary
@@ -45,9 +46,11 @@ class EncodeItem:
     clip_id: str
     window: Window
     video_path: str
+    episode: str = ""
+    """Content fingerprint of the episode (``thinkjepa.data.content``)."""
 
 
-def entry_fingerprint(enc: EncoderConfig, window: Window) -> str:
+def entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "") -> str:
     """Everything a JEPA entry's arrays depend on (settings of the whole store included, so an
     entry stands on its own)."""
     payload = {
@@ -60,6 +63,7 @@ def entry_fingerprint(enc: EncoderConfig, window: Window) -> str:
         "layer_convention": LAYER_CONVENTION,
         "past": [int(f) for f in window.past],
         "future": [int(f) for f in window.future],
+        "episode": episode,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -132,9 +136,12 @@ class JepaEncoder:
 
 def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[list[EncodeItem], dict[str, str]]:
     """Work items of shard ``(I, N)`` in clip order, and the clips that yield no window (id -> why)."""
+    from thinkjepa.data.content import episode_or_placeholder, for_workdir
+
     i, n = validate_shard(*shard)
     items: list[EncodeItem] = []
     problems: dict[str, str] = {}
+    content = for_workdir(cfg.workdir)
     for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
         if shard_of(clip_id, n) != i:
@@ -144,7 +151,9 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
         except TooShortError as e:
             problems[clip_id] = f"too short: {e}"
             continue
-        items += [EncodeItem(w.window_id, clip_id, w, str(row["video_path"])) for w in windows]
+        episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
+        items += [EncodeItem(w.window_id, clip_id, w, str(row["video_path"]), episode) for w in windows]
+    content.save()
     return items, problems
 
 
@@ -179,7 +188,7 @@ def run_encode(
         for clip_id, why in problems.items():
             summary.failed[clip_id] = why
             writer.record_failure(clip_id, why)
-        fps = {it.key: entry_fingerprint(enc, it.window) for it in items}
+        fps = {it.key: entry_fingerprint(enc, it.window, it.episode) for it in items}
         done_before = {it.key for it in items if writer.is_done(it.key, fps[it.key])}
         summary.skipped = [it.key for it in items if it.key in done_before]
         todo = [it for it in items if it.key not in done_before]
