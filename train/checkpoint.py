@@ -116,11 +116,14 @@ def build_payload(
     model_cfg: dict[str, Any],
     variant: str,
     fingerprint: str,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``inputs``: digest of the data the run reads (``train.run_inputs.digest``)."""
     return {
         "format_version": FORMAT_VERSION,
         "variant": variant,
         "fingerprint": fingerprint,
+        "inputs": dict(inputs or {}),
         "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
         "optimizer": optimizer_state,
         "scheduler": scheduler_state,

@@ -7,11 +7,18 @@ is never opened here, so it cannot leak into model selection). The run folder
 ``windows.json`` (which windows trained and validated), ``summary.json`` and TensorBoard logs
 under ``tb/``.
 
-Resuming: a run folder with a ``last.pt`` made by the same settings continues from it and ends
+Resuming: a run folder with a ``last.pt`` made by the same settings *and the same data* (manifest,
+cache ids, the entry of every window, the content of every episode: ``train.run_inputs``)
+continues from it and ends
 with the same weights as a run that was never interrupted (on CPU, bit for bit): data order
 is a function of ``(seed, epoch)`` and the position inside the epoch is restored, as are the
 optimizer, scheduler and every RNG. SIGTERM / SIGINT finish the current step, write
 ``last.pt`` and raise ``TrainingStopped``; a second SIGINT stops at once.
+
+``resume`` (``tj-train --resume / --restart``): ``auto`` resumes when settings and data match,
+starts afresh (old checkpoints kept as ``*.stale-*``) when the settings changed, and refuses
+when the data changed, saying what changed; ``resume`` refuses unless it can resume exactly;
+``restart`` always starts afresh.
 """
 
 from __future__ import annotations
@@ -39,6 +46,16 @@ from thinkjepa.train.checkpoint import (
     restore_rng,
     save_atomic,
 )
+from thinkjepa.train.run_inputs import (
+    StaleInputError,
+    check_caches,
+    check_entries,
+    describe_changes,
+    digest,
+    load_inputs,
+    run_inputs,
+    save_inputs,
+)
 from thinkjepa.train.dataset import (
     EpochBatchSampler,
     GuidanceMode,
@@ -56,6 +73,8 @@ WARMUP_STEPS = 2
 
 # Settings that do not change the weights a run produces: changing them keeps a run resumable.
 _NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "eval_every")
+
+RESUME_MODES = ("auto", "resume", "restart")
 
 
 class TrainingStopped(RuntimeError):
@@ -184,6 +203,7 @@ def run_training(
     guidance: GuidanceMode | None = None,
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    resume: str = "auto",
 ) -> Path:
     """Train ``variant`` (a built-in name or a key of ``cfg.variants``); returns the run folder.
 
@@ -215,6 +235,7 @@ def run_training(
         val_ds = None
     if val_ds is not None and val_ds.dims != train_ds.dims:
         raise ValueError(f"val windows have shapes {val_ds.dims}, train windows {train_ds.dims}")
+    inputs = _inputs_of(vcfg, train_ds, val_ds)
 
     sampler = EpochBatchSampler(len(train_ds), tc.batch_size, tc.seed, shuffle=True, rank=rank, world=world)
     steps_per_epoch = sampler.batches_per_epoch()
@@ -229,7 +250,10 @@ def run_training(
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val_ade": None, "best_step": None,
                              "last_val_step": None, "val": None, "val_history": []}
     rng_state = None
-    _set_aside_stale(run_dir, fingerprint, main)
+    aside = _resume_decision(run_dir, fingerprint, inputs, resume)  # every rank: a refusal stops all
+    accelerator.wait_for_everyone()
+    if main:
+        _set_aside(run_dir, aside)
     accelerator.wait_for_everyone()
     last = checkpoint_path(run_dir, "last")
     if last.exists():
@@ -246,6 +270,7 @@ def run_training(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(vcfg, run_dir)
+        save_inputs(run_dir, inputs)
         (run_dir / "windows.json").write_text(json.dumps(
             {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else [],
              "missing": {"train": train_ds.missing, "val": val_ds.missing if val_ds else []}}, indent=1))
@@ -272,6 +297,7 @@ def run_training(
                 model_cfg=vcfg.model.model_dump(mode="json"),
                 variant=variant,
                 fingerprint=fingerprint,
+                inputs=digest(inputs),
             )
             save_atomic(payload, checkpoint_path(run_dir, which))
         accelerator.wait_for_everyone()
@@ -389,18 +415,56 @@ def run_training(
     return run_dir
 
 
-def _set_aside_stale(run_dir: Path, fingerprint: str, main: bool) -> None:
-    """Rename checkpoints made with other settings (``*.stale-<time>.pt``): the run starts
-    afresh, and evaluation can never pick up a ``best.pt`` of another configuration."""
-    if not main:
-        return
+def _inputs_of(cfg: PipelineConfig, train_ds: WindowDataset, val_ds: WindowDataset | None) -> dict:
+    """Check the caches against the config, then describe the data this run reads."""
+    from thinkjepa.cache_schema import CacheReader
+
+    jepa = CacheReader(train_ds.jepa_url)
+    check_caches(cfg, jepa, CacheReader(train_ds.vlm_url) if train_ds.vlm_url else None)
+    refs = [*train_ds.refs, *(val_ds.refs if val_ds else [])]
+    check_entries(cfg, refs, jepa)
+    ids = {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else []}
+    episodes = {r.window.clip_id: (r.video_path, r.annotation_path) for r in refs}
+    return run_inputs(cfg, ids, train_ds.jepa_url, train_ds.vlm_url, episodes)
+
+
+def _resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str) -> list[Path]:
+    """The checkpoints to set aside before starting (none: resume ``last.pt`` or start afresh
+    in an empty folder); StaleInputError when ``resume`` forbids what the folder holds."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    present = [p for p in (checkpoint_path(run_dir, w) for w in ("last", "best")) if p.exists()]
+    if resume == "restart":
+        return present
+    last = checkpoint_path(run_dir, "last")
+    if not last.exists():
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: nothing to resume (no {last.name}); drop --resume to start")
+        return [p for p in present if load_checkpoint(p)["fingerprint"] != fingerprint]
+    payload = load_checkpoint(last)
+    if payload["fingerprint"] != fingerprint:
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: {last.name} was made with other settings; refusing to resume "
+                                  "(--restart starts over)")
+        return present
+    changes = describe_changes(payload.get("inputs") or None, digest(inputs), load_inputs(run_dir), inputs)
+    if changes:
+        raise StaleInputError(
+            f"{run_dir}: the data changed since {last.name} was written: {'; '.join(changes)}. "
+            "Refusing to resume on other data: pass --restart to start over (the old checkpoints are kept as "
+            "*.stale-*), or restore the data to resume")
+    return [p for p in present if load_checkpoint(p)["fingerprint"] != fingerprint]
+
+
+def _set_aside(run_dir: Path, paths: list[Path]) -> None:
+    """Rename checkpoints that will not be resumed (``*.stale-<time>.pt``): evaluation can never
+    pick up a ``best.pt`` of another configuration or other data."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for which in ("last", "best"):
-        path = checkpoint_path(run_dir, which)
-        if path.exists() and load_checkpoint(path)["fingerprint"] != fingerprint:
-            stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
-            path.rename(stale)
-            warnings.warn(f"{run_dir}: {path.name} was made with other settings; kept as {stale.name}", stacklevel=3)
+    for path in paths:
+        stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
+        path.rename(stale)
+        warnings.warn(f"{run_dir}: {path.name} was made with other settings or data; kept as {stale.name}",
+                      stacklevel=3)
 
 
 def _stop_requested(stop: _StopFlag, accelerator) -> bool:
@@ -412,6 +476,8 @@ def _stop_requested(stop: _StopFlag, accelerator) -> bool:
 
 
 __all__ = [
+    "RESUME_MODES",
+    "StaleInputError",
     "TrainingStopped",
     "evaluate_loader",
     "lr_factor",

@@ -27,7 +27,7 @@ TINY = {
     "data": {"split_seed": 0, "split_fractions": [0.34, 0.33, 0.33]},
     "sampling": {"mode": "stride", "past_frames": 8, "future_frames": 8, "stride": 1, "thinker_frames": 4,
                  "windows_per_clip": 2, "window_hop": 4},
-    "thinker": {"model": "tiny-thinker", "layers": VLM_LAYERS, "frame_size": 64},
+    "thinker": {"model": "tiny-thinker", "layers": VLM_LAYERS, "frame_size": 64, "storage_dtype": "float32"},
     "encoder": {"frame_size": 64, "batch_size": 4, "storage_dtype": "float32"},
     "model": {"pred_depth": 3, "pred_width": 32, "pred_heads": 4, "dropout": 0.1, "drop_path": 0.1,
               "guidance_dim": 16, "film_hidden": 32, "guidance_tokens": 8, "head_hidden": 32, "head_heads": 2},

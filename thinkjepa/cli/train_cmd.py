@@ -29,14 +29,23 @@ def train(
         Optional[str],
         typer.Option("--variant", "-v", help="thinkjepa, jepa_only, vlm_only or a key of `variants:` (default: model.variant)."),
     ] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Only continue last.pt: refuse if settings or data changed, or there is none.")] = False,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="Start afresh; existing checkpoints are kept as *.stale-*.pt.")] = False,
 ) -> None:
-    """Train one variant; resumes from <train.out>/<variant>/last.pt when its settings match."""
+    """Train one variant; resumes from <train.out>/<variant>/last.pt when its settings and data
+    match, starts afresh when the settings changed, and refuses when the data changed (saying
+    what changed) unless --restart is given."""
     from thinkjepa.train.loop import TrainingStopped, run_training
 
+    if resume and restart:
+        console.print("[red]tj-train:[/red] --resume and --restart exclude each other")
+        raise typer.Exit(2)
     cfg = load(config, set_)
     name = variant or cfg.model.variant
     try:
-        run_dir = run_training(cfg, name)
+        run_dir = run_training(cfg, name, resume="resume" if resume else "restart" if restart else "auto")
     except TrainingStopped as e:
         console.print(f"[yellow]{e}[/yellow]")
         raise typer.Exit(143) from e
