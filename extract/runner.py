@@ -67,6 +67,8 @@ class ClipPlan:
     items: list[WorkItem] = field(default_factory=list)
     problem: str | None = None
     """Why the clip yields no window (too short for the sampling rule), if so."""
+    failed_keys: list[str] = field(default_factory=list)
+    """Windows that exist but cannot be planned (unreadable HDF5): failures of this stage."""
 
 
 ExtractSummary = ShardSummary
@@ -102,7 +104,12 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
             plan.problem = f"too short for the sampling rule: {str(e).removeprefix(clip_id + ': ')}"
             continue
         metadata: dict[str, Any] = {k: row[k] for k in ("task", "description") if row.get(k)}
-        metadata.update(read_clip_metadata(row["annotation_path"]))
+        try:
+            metadata.update(read_clip_metadata(row["annotation_path"]))
+        except ValueError as e:
+            plan.problem = str(e)
+            plan.failed_keys = [w.window_id for w in windows]
+            continue
         user_text = build_prompt(cfg.thinker.prompt_template, metadata, clip_id)
         episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
         plan.items = [
@@ -245,7 +252,8 @@ def run_shard(
     items = [it for p in plans for it in p.items]
     for p in plans:
         if p.problem:
-            summary.failed[p.clip_id] = p.problem
+            for key in p.failed_keys or [p.clip_id]:
+                summary.failed[key] = p.problem
 
     reader = open_reader(url)
     if reader is not None:
