@@ -264,7 +264,8 @@ def damage(url: str, rng: random.Random) -> str:
 
 def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10, seed: int = 0,
              kill_stages: tuple[str, ...] = ("extract", "encode", "train", "run"),
-             cut_stages: tuple[str, ...] = ("extract", "encode"), log=print) -> Tally:
+             cut_stages: tuple[str, ...] = ("extract", "encode"), log=None) -> Tally:
+    """The soak in folder ``root``; faults round-robin over ``kill_stages`` / ``cut_stages``."""
     import torch
 
     from thinkjepa.cache_schema import repair
@@ -273,21 +274,26 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
     from thinkjepa.extract.runner import run_shard
     from thinkjepa.train.encode import JepaEncoder, run_encode
 
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, flush=True)
     rng = random.Random(seed)
     root = Path(root)
     cfg_file = build_world(root)
     base = root / "work"
     torch.set_num_threads(1)
 
-    # reference: each stage once, as its own process; its wall time sizes the kill delays
+    # reference: each stage needed once, as its own process; its wall time sizes the kill delays
     ref = root / "ref"
     shutil.copytree(base, ref)
     seconds = {}
-    for stage in ("extract", "encode", "train"):
+    used = set(kill_stages[:kills]) | (set(cut_stages) if power_cuts or damages else set())
+    needed = [s for s in ("extract", "encode", "train") if s in used or ({"train", "run"} & used)]
+    for stage in needed:
         rc, seconds[stage] = run_stage(cfg_file, stage, ref)
         if rc != 0:
             raise RuntimeError(f"reference {stage} failed (rc {rc}); see {ref}/soak-{stage}.log")
-    seconds["run"] = sum(seconds.values())
+    seconds["run"] = sum(seconds.values()) + 10.0
     cache_url = {s: str(ref / "cache" / f"{CACHE_OF[s]}.zarr") for s in CACHE_OF}
     log(f"reference: {', '.join(f'{k} {v:.1f} s' for k, v in seconds.items())}")
 
