@@ -319,20 +319,6 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
         return lost, stale, "; ".join(notes)
 
     tally = Tally()
-    for i in range(kills):
-        stage = kill_stages[i % len(kill_stages)]
-        w = state_before(stage, f"kill-{i:02d}-{stage}")
-        delay = rng.uniform(0.3, 0.95) * seconds[stage]
-        rc, _ = run_stage(cfg_file, stage, w, kill_after=delay)
-        rc2, _ = run_stage(cfg_file, stage, w)
-        lost, stale, note = judge(stage, w)
-        if rc2 != 0:
-            note = f"rerun failed (rc {rc2}) {note}"
-            stale += 1
-        tally.add(f"kill-{stage}", lost, stale, note)
-        log(f"kill {stage} after {delay:.1f} s (rc {rc}): lost {lost}, stale {stale} {note}")
-        shutil.rmtree(w)
-
     cfg0 = load_config(cfg_file)
     engines: dict[str, object] = {}
 
@@ -383,6 +369,20 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
         tally.add(f"damage-{stage}", lost, stale, note)
         log(f"damage {stage} {key}: repaired {sorted(report.uncommitted)}, lost {lost}, stale {stale} {note}")
         shutil.rmtree(w)
+    for i in range(kills):
+        stage = kill_stages[i % len(kill_stages)]
+        w = state_before(stage, f"kill-{i:02d}-{stage}")
+        delay = rng.uniform(0.3, 0.95) * seconds[stage]
+        rc, _ = run_stage(cfg_file, stage, w, kill_after=delay)
+        rc2, _ = run_stage(cfg_file, stage, w)
+        lost, stale, note = judge(stage, w)
+        if rc2 != 0:
+            note = f"rerun failed (rc {rc2}) {note}"
+            stale += 1
+        tally.add(f"kill-{stage}", lost, stale, note)
+        log(f"kill {stage} after {delay:.1f} s (rc {rc}): lost {lost}, stale {stale} {note}")
+        shutil.rmtree(w)
+
     for e in engines.values():
         close = getattr(e, "close", None)
         if close is not None:
