@@ -420,9 +420,10 @@ def _inputs_of(cfg: PipelineConfig, train_ds: WindowDataset, val_ds: WindowDatas
     from thinkjepa.cache_schema import CacheReader
 
     jepa = CacheReader(train_ds.jepa_url)
-    check_caches(cfg, jepa, CacheReader(train_ds.vlm_url) if train_ds.vlm_url else None)
+    vlm = CacheReader(train_ds.vlm_url) if train_ds.vlm_url else None
+    check_caches(cfg, jepa, vlm)
     refs = [*train_ds.refs, *(val_ds.refs if val_ds else [])]
-    check_entries(cfg, refs, jepa)
+    check_entries(cfg, refs, jepa, vlm)
     ids = {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else []}
     episodes = {r.window.clip_id: (r.video_path, r.annotation_path) for r in refs}
     return run_inputs(cfg, ids, train_ds.jepa_url, train_ds.vlm_url, episodes)

@@ -52,25 +52,34 @@ def check_caches(cfg: PipelineConfig, jepa: CacheReader, vlm: CacheReader | None
                               "extract into these paths, or point the config at the caches it describes")
 
 
-def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader) -> None:
-    """Refuse JEPA entries whose fingerprint is not what encoding them now would give (other
-    settings, or an episode edited since): training would learn from stale latents."""
+def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: CacheReader | None = None) -> None:
+    """Refuse entries whose fingerprint is not what encoding / extracting them now would give
+    (other settings, another prompt, or an episode edited since): training would learn from
+    stale latents or guidance."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
     from thinkjepa.train.encode import entry_fingerprint
 
     content = for_workdir(cfg.workdir)
-    recs = {rec["key"]: rec["fingerprint"] for rec in jepa.records()}
-    stale = []
-    for ref in refs:
-        want = entry_fingerprint(cfg.encoder, ref.window,
-                                 episode_or_placeholder(content, ref.video_path, ref.annotation_path))
-        if ref.key in recs and recs[ref.key] != want:
-            stale.append(ref.key)
+    want = {ref.key: entry_fingerprint(cfg.encoder, ref.window,
+                                       episode_or_placeholder(content, ref.video_path, ref.annotation_path))
+            for ref in refs}
     content.save()
+    _refuse_stale(jepa, want, "JEPA", "encoded", "tj encode")
+    if vlm is not None:
+        from thinkjepa.extract.runner import fingerprint_of, plan_clips
+
+        used = set(want)
+        _refuse_stale(vlm, {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items
+                            if it.key in used}, "VLM", "extracted", "tj-extract run")
+
+
+def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: str, redo: str) -> None:
+    recs = {rec["key"]: rec["fingerprint"] for rec in reader.records()}
+    stale = sorted(k for k, fp in want.items() if k in recs and recs[k] != fp)
     if stale:
-        raise StaleInputError(f"{len(stale)} of {len(refs)} windows in the JEPA cache {jepa.url} are stale (encoded "
-                              f"with other settings or from an episode edited since; first: {', '.join(stale[:3])}); "
-                              "rerun `tj encode` to redo exactly them")
+        raise StaleInputError(f"{len(stale)} of {len(want)} windows in the {name} cache {reader.url} are stale "
+                              f"({verb} with other settings or from an episode edited since; first: "
+                              f"{', '.join(stale[:3])}); rerun `{redo}` to redo exactly them")
 
 
 def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], jepa_url: str, vlm_url: str | None,

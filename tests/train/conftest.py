@@ -47,8 +47,11 @@ def tiny_config(workdir: Path, root: Path, vjepa: Path, **sections) -> PipelineC
 
 
 def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) -> None:
-    """A VLM cache with random states of the right layout for ``keys``."""
-    from thinkjepa.extract.runner import store_extra
+    """A VLM cache with random states of the right layout for ``keys``, each committed with the
+    fingerprint extraction would give it (training refuses stale entries)."""
+    from thinkjepa.extract.runner import fingerprint_of, plan_clips, store_extra
+
+    fps = {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items}
 
     meta = StoreMeta(kind="vlm", model=cfg.thinker.model, revision=None, layers=list(cfg.thinker.layers),
                      layer_convention="decoder_output_prenorm", hidden_size=VLM_HIDDEN,
@@ -67,7 +70,7 @@ def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) 
                 generated=rng.normal(size=(L, n_gen, VLM_HIDDEN)).astype(np.float32),
                 prefill_ids=rng.integers(0, 100, n_pre).astype(np.int32),
                 generated_ids=rng.integers(0, 100, n_gen).astype(np.int32),
-                prefill_kind=kind, frame_index=frame, text="random", provenance={}, fingerprint="random",
+                prefill_kind=kind, frame_index=frame, text="random", provenance={}, fingerprint=fps.get(key, "random"),
             ))
 
 

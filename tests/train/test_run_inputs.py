@@ -72,6 +72,11 @@ def test_caches_of_another_model_and_stale_entries_are_refused(own_pipeline):
                                               "'other/thinker'"):
         run_training(other, "thinkjepa", progress=False)
 
+    # guidance extracted with another prompt than the config's
+    prompt = cfg.model_copy(update={"thinker": cfg.thinker.model_copy(update={"prompt_template": "Describe {task}."})})
+    with pytest.raises(StaleInputError, match=r"windows in the VLM cache .* are stale .*rerun `tj-extract run`"):
+        run_training(prompt, "thinkjepa", progress=False)
+
     # an episode edited after encoding: exactly its windows are stale
     ann = sorted(Path(cfg.data.root).rglob("*.hdf5"))[0]
     with h5py.File(ann, "r+") as f:
