@@ -29,7 +29,7 @@ def test_short_soak_loses_nothing(tmp_path, monkeypatch):
                           cut_stages=("encode",), log=lines.append)
     assert tally.trials == 4, lines
     assert (tally.lost, tally.stale) == (0, 0), (tally.notes, lines)
-    assert tally.survived == 4
+    assert tally.survived == tally.faults >= 3  # the kill may land after encode finished
     assert "entries lost 0, stale uses 0" in tally.line()
 
 
