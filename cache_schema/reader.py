@@ -373,6 +373,12 @@ class CacheReader:
         mask[:take] = True
         return out, mask
 
+    def read_token_info(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(prefill_kind [Np] uint8, frame_index [Np] int32)``: which prompt tokens are vision
+        tokens, and the thinker frame each came from (-1 for text)."""
+        self._need("vlm")
+        return self._read(key, "prefill_kind"), self._read(key, "frame_index")
+
     def read_jepa(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """``(past, future)`` latents as float32."""
         self._need("jepa")

@@ -18,7 +18,7 @@ from thinkjepa.demo import demo_config
 runner = CliRunner()
 
 # Small enough for 2 CI cores; the structure is the demo's own.
-FAST = ["train.epochs=3", "train.checkpoint_every=4", "demo.episodes=12"]
+FAST = ["train.epochs=3", "train.checkpoint_every=4", "demo.scenes=6", "demo.episodes_per_scene=4"]
 
 
 def _sets(items: list[str]) -> list[str]:

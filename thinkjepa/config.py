@@ -111,6 +111,24 @@ class ModelConfig(_Section):
     head_heads: int = 8
     head_residual: bool = True
     """Head predicts offsets from the last observed joints (batch ``past_joints_cam``) when given."""
+    offset_scale: bool = True
+    """Residual head: the offsets are predicted in units of their train-split RMS (set by
+    training, stored in the checkpoint) and the joint loss is taken in those units, so metre-
+    scale targets neither vanish next to the latent loss nor need a special learning rate.
+    Metrics stay in metres."""
+    pooling: Literal["all", "vision", "frame_groups"] = "all"
+    """How the prefill stream's token states become guidance vectors: ``all`` (the reference's
+    all-token mean), ``vision`` (mean of the vision tokens only: the prompt text is the same
+    per task and carries no per-clip signal) or ``frame_groups`` (one vision mean per thinker
+    frame group, so the cue's frames are not averaged away by the others)."""
+    pool_groups: list[int] | None = None
+    """Diagnostic only: with ``frame_groups``, keep just these frame-group indices. Choosing the
+    groups that show a synthetic cue uses knowledge of the generator; never a default."""
+    guidance_norm: bool = True
+    """Standardise pooled guidance per stored layer and channel with train-split statistics."""
+    injection_init: Literal["zero_out", "zero_gate"] = "zero_out"
+    """``zero_out``: gates open, last modulation layer zero (gradient from step 0);
+    ``zero_gate``: the reference code's tanh(0) gates (see train/injection.py)."""
 
 
 class TrainConfig(_Section):
@@ -131,7 +149,15 @@ class TrainConfig(_Section):
     checkpoint_every: int = 500
     eval_every: int = 1
     """Validation every N epochs (selects the best checkpoint by val ADE)."""
+    val_every_steps: int | None = None
+    """Validation every N optimizer steps instead of every ``eval_every`` epochs. Either way
+    validation also runs at step 0, so ``best.pt`` can be the untrained model (and says so)."""
     grad_clip: float | None = 1.0
+    cache_samples: bool = False
+    """Keep every train/val sample in memory after its first read (small datasets only)."""
+    num_threads: int | None = None
+    """torch intra-op threads for training (None: torch's default). Tiny models on a busy
+    CPU run several times faster on one thread than on two that wait for each other."""
 
 
 class EvalConfig(_Section):
@@ -143,7 +169,18 @@ class EvalConfig(_Section):
 
 
 class DemoConfig(_Section):
+    """What ``tj demo`` synthesises when it is given no data root."""
+
+    generator: Literal["guidance_v2", "v1"] = "guidance_v2"
+    """``guidance_v2``: the guidance benchmark (thinkjepa/data/synth_v2.py); ``v1``: the first
+    toy (kept reproducible; its future does not depend on the dense window)."""
+    mode: Literal["cued", "shuffled", "absent"] = "cued"
+    """guidance_v2 only: the cue shows the turn (``cued``), a random class (``shuffled``) or nothing."""
+    scenes: int = 24
+    episodes_per_scene: int = 8
+    n_frames: int = 48
     episodes: int = 12
+    """v1 only: number of episodes."""
     seed: int = 0
 
 

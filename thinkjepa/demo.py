@@ -22,14 +22,17 @@ def demo_defaults() -> dict[str, Any]:
     return yaml.safe_load(files("thinkjepa.defaults").joinpath("demo.yaml").read_text())
 
 
-def demo_config(workdir: Path, data_root: Path, qwen_dir: Path, vjepa_dir: Path, overrides: list[str]) -> PipelineConfig:
+def demo_config(workdir: Path, data_root: Path, qwen_dir: Path, vjepa_dir: Path, overrides: list[str],
+                base: dict[str, Any] | None = None) -> PipelineConfig:
+    """The demo's config: ``base`` (default: the embedded demo defaults) + the model and data
+    paths + ``overrides``."""
     fixed = [
         f"workdir={workdir}",
         f"data.root={data_root}",
         f"thinker.model={qwen_dir}",
         f"encoder.model={vjepa_dir}",
     ]
-    return load_config(None, fixed + list(overrides), base=demo_defaults(), use_default_file=False)
+    return load_config(None, fixed + list(overrides), base=base or demo_defaults(), use_default_file=False)
 
 
 def prepare_models(workdir: Path, cfg_preview: PipelineConfig) -> tuple[Path, Path]:
@@ -52,6 +55,38 @@ def prepare_models(workdir: Path, cfg_preview: PipelineConfig) -> tuple[Path, Pa
     return qwen_dir, vjepa_dir
 
 
+def synthesize_demo_data(root: Path, cfg: PipelineConfig) -> Path:
+    """Write the demo's synthetic dataset once (a ``.complete`` marker carries its settings,
+    so changed settings write it anew)."""
+    import json
+    import shutil
+
+    d = cfg.demo
+    stamp = json.dumps(d.model_dump(mode="json") | {
+        "past": cfg.sampling.past_frames, "future": cfg.sampling.future_frames}, sort_keys=True)
+    marker = root / ".complete"
+    if marker.exists() and marker.read_text() == stamp:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    if d.generator == "v1":
+        from thinkjepa.data.synth import synthesize_dataset
+
+        synthesize_dataset(root, episodes=d.episodes, seed=d.seed)
+    else:
+        from thinkjepa.data.synth_v2 import synthesize_guidance_v2
+
+        if cfg.sampling.mode != "stride" or cfg.sampling.stride != 1 or cfg.sampling.windows_per_clip != 1:
+            raise ValueError("the guidance_v2 demo data is laid out for sampling.mode=stride, stride 1, one window per clip")
+        synthesize_guidance_v2(
+            root, scenes=d.scenes, episodes_per_scene=d.episodes_per_scene, mode=d.mode, seed=d.seed,
+            n_frames=d.n_frames, past_frames=cfg.sampling.past_frames, future_frames=cfg.sampling.future_frames,
+            progress=True,
+        )
+    marker.write_text(stamp)
+    return root
+
+
 def run_demo(
     data_root: Path | None = None,
     workdir: Path = Path("runs/demo"),
@@ -64,12 +99,8 @@ def run_demo(
     preview = load_config(None, overrides, base=demo_defaults(), use_default_file=False)
     qwen_dir, vjepa_dir = prepare_models(workdir, preview)
     if data_root is None:
-        from thinkjepa.data.synth import synthesize_dataset
-
         data_root = workdir / "data"
-        if not (data_root / ".complete").exists():
-            synthesize_dataset(data_root, episodes=preview.demo.episodes, seed=preview.demo.seed)
-            (data_root / ".complete").write_text("ok\n")
+        synthesize_demo_data(data_root, preview)
     elif not Path(data_root).is_dir():
         raise FileNotFoundError(f"--data-root {data_root} is not a folder")
     cfg = demo_config(workdir, Path(data_root).resolve(), qwen_dir, vjepa_dir, overrides)

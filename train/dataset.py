@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.config import PipelineConfig
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.train.pooling import frame_groups, n_slots, pool_prefill
 from thinkjepa.train.targets import window_targets
 
 GuidanceMode = Literal["means", "tokens", "none"]
@@ -99,14 +100,21 @@ class WindowDataset(Dataset):
         split: str,
         guidance: GuidanceMode | None = None,
         windows: list[WindowRef] | None = None,
+        memoize: bool = False,
     ) -> None:
+        """``memoize``: keep every sample in memory after its first read (small datasets such
+        as the demo's, read once per epoch for hundreds of epochs; off at EgoDex scale)."""
         self.split = split
+        self.memoize = memoize
+        self._memo: dict[int, dict[str, torch.Tensor]] = {}
         self.guidance: GuidanceMode = guidance or guidance_mode_for(cfg)
         if self.guidance not in ("means", "tokens", "none"):
             raise ValueError(f"unknown guidance mode {self.guidance!r}")
         self.jepa_url = cfg.url(cfg.encoder.cache)
         self.vlm_url = cfg.url(cfg.thinker.cache) if self.guidance != "none" else None
         self.max_tokens = cfg.model.guidance_tokens
+        self.pooling = cfg.model.pooling if self.guidance == "means" else "all"
+        self.pool_groups = cfg.model.pool_groups
         from thinkjepa.train.pyramid import streams_of
 
         self.streams = streams_of(cfg.model.streams) if self.guidance != "none" else ()
@@ -147,10 +155,16 @@ class WindowDataset(Dataset):
             # jepa_only still gets a pyramid-shaped model; its size is irrelevant then
             "guidance_layers": len(vlm.meta.layers) if vlm is not None else 1,
             "guidance_hidden": int(vlm.meta.hidden_size) if vlm is not None else 1,
+            "guidance_slots": 1,
         }
+        self.n_groups = 0
+        if vlm is not None and self.pooling == "frame_groups" and "prefill" in self.streams:
+            self.n_groups = len(frame_groups(*vlm.read_token_info(self.refs[0].key)))
+            self.dims["guidance_slots"] = n_slots(self.pooling, self.n_groups, self.pool_groups)
         self._jepa: CacheReader | None = jepa
         self._vlm: CacheReader | None = vlm
         self._episodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._pooled: dict[str, np.ndarray] = {}
 
     @property
     def window_ids(self) -> list[str]:
@@ -162,7 +176,7 @@ class WindowDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         # Zarr/fsspec handles do not survive a fork or pickle reliably; each worker reopens.
         state = dict(self.__dict__)
-        state.update(_jepa=None, _vlm=None, _episodes={})
+        state.update(_jepa=None, _vlm=None, _episodes={}, _pooled={}, _memo={})
         return state
 
     def _readers(self) -> tuple[CacheReader, CacheReader | None]:
@@ -181,12 +195,58 @@ class WindowDataset(Dataset):
             self._episodes[clip] = (ep.joints, ep.confidences, ep.camera_pose)
         return self._episodes[clip]
 
+    def targets(self, index: int):
+        """Training targets of window ``index`` (``train.targets.WindowTargets``)."""
+        ref = self.refs[index]
+        joints, conf, pose = self._episode(ref)
+        return window_targets(joints, conf, pose, ref.window)
+
+    def _pooled_prefill(self, vlm: CacheReader, key: str) -> np.ndarray:
+        """[L, K, H] vision or frame-group pooled prefill states; memoised (a few KB each),
+        since it reads every prefill token of the window."""
+        if key not in self._pooled:
+            tokens, _ = vlm.read_tokens(key, "prefill", None)
+            kind, frame_index = vlm.read_token_info(key)
+            pooled = pool_prefill(tokens, kind, frame_index, self.pooling, self.pool_groups, what=key)
+            if pooled.shape[1] != self.dims["guidance_slots"]:
+                raise ValueError(
+                    f"{key}: {pooled.shape[1]} thinker frame groups, the other windows have "
+                    f"{self.dims['guidance_slots']}; thinker.frames must be the same for every window"
+                )
+            self._pooled[key] = pooled
+        return self._pooled[key]
+
+    def guidance_inputs(self, index: int) -> dict[str, torch.Tensor]:
+        """The guidance inputs of window ``index`` (empty for ``guidance='none'``)."""
+        key = self.refs[index].key
+        _, vlm = self._readers()
+        out: dict[str, torch.Tensor] = {}
+        if self.guidance == "means":
+            means = vlm.read_means(key)
+            for s in self.streams:
+                if s == "prefill" and self.pooling != "all":
+                    out["guid_prefill_pool"] = torch.from_numpy(self._pooled_prefill(vlm, key))
+                else:
+                    out[f"guid_{s}_mean"] = torch.from_numpy(np.ascontiguousarray(means[s], np.float32))
+        elif self.guidance == "tokens":
+            for s in self.streams:
+                tokens, mask = vlm.read_tokens(key, s, self.max_tokens)
+                out[f"guid_{s}"] = torch.from_numpy(np.ascontiguousarray(tokens, np.float32))
+                out[f"guid_{s}_mask"] = torch.from_numpy(np.asarray(mask, bool))
+        return out
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self.memoize:
+            if index not in self._memo:
+                self._memo[index] = self._read_sample(index)
+            return dict(self._memo[index])
+        return self._read_sample(index)
+
+    def _read_sample(self, index: int) -> dict[str, torch.Tensor]:
         ref = self.refs[index]
         jepa, vlm = self._readers()
         past, future = jepa.read_jepa(ref.key)
-        joints, conf, pose = self._episode(ref)
-        tg = window_targets(joints, conf, pose, ref.window)
+        tg = self.targets(index)
         sample = {
             "past_latents": torch.from_numpy(np.ascontiguousarray(past, np.float32)),
             "future_latents": torch.from_numpy(np.ascontiguousarray(future, np.float32)),
@@ -195,16 +255,42 @@ class WindowDataset(Dataset):
             "cam_pose": torch.from_numpy(tg.cam_pose),
             "past_joints_cam": torch.from_numpy(tg.past_joints_cam),
         }
-        if self.guidance == "means":
-            means = vlm.read_means(ref.key)
-            for s in self.streams:
-                sample[f"guid_{s}_mean"] = torch.from_numpy(np.ascontiguousarray(means[s], np.float32))
-        elif self.guidance == "tokens":
-            for s in self.streams:
-                tokens, mask = vlm.read_tokens(ref.key, s, self.max_tokens)
-                sample[f"guid_{s}"] = torch.from_numpy(np.ascontiguousarray(tokens, np.float32))
-                sample[f"guid_{s}_mask"] = torch.from_numpy(np.asarray(mask, bool))
+        sample.update(self.guidance_inputs(index))
         return sample
+
+
+def train_statistics(ds: WindowDataset, guidance: bool = True) -> dict[str, Any]:
+    """What the model standardises with, from the windows of ``ds`` (the TRAIN split):
+    ``offset_scale`` = RMS over windows, future frames, joints and axes of the offsets
+    future - last observed pose (camera frame of the last observed frame; tracked joints
+    only), and ``guidance`` = per stream (mean, std) over windows of the pooled guidance
+    [L, K, H] (per stored layer, slot and channel). One pass, float64 sums."""
+    sq, n = 0.0, 0
+    sums: dict[str, list[np.ndarray]] = {}
+    for i in range(len(ds)):
+        tg = ds.targets(i)
+        off = (tg.joints_cam - tg.past_joints_cam[None]).astype(np.float64)
+        w = (tg.conf > 0)[..., None]
+        sq += float((off**2 * w).sum())
+        n += int(w.sum()) * 3
+        if guidance and ds.guidance == "means":
+            for key, x in ds.guidance_inputs(i).items():
+                stream = key.split("_")[1]
+                a = x.numpy().astype(np.float64)
+                a = a[:, None] if a.ndim == 2 else a
+                acc = sums.setdefault(stream, [np.zeros_like(a), np.zeros_like(a)])
+                acc[0] += a
+                acc[1] += a * a
+    if n == 0:
+        raise ValueError(f"split {ds.split!r}: no tracked future joint to compute the offset scale from")
+    stats: dict[str, Any] = {"offset_scale": float(np.sqrt(sq / n)), "windows": len(ds)}
+    if sums:
+        m = len(ds)
+        stats["guidance"] = {
+            s: (torch.from_numpy(a / m).float(), torch.from_numpy(np.sqrt(np.maximum(b / m - (a / m) ** 2, 0.0))).float())
+            for s, (a, b) in sums.items()
+        }
+    return stats
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -358,4 +444,5 @@ __all__ = [
     "guidance_mode_for",
     "make_loader",
     "split_windows",
+    "train_statistics",
 ]

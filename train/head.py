@@ -8,8 +8,11 @@ last Linear gives 52x3 joints in the CAMERA frame of the last observed frame.
 The time Linear starts as linear interpolation of the future tubelets onto the future frames
 (past tubelets weighted 0), the role of the reference's temporal average pool, and is free
 to learn from there. With ``residual`` the head predicts offsets from the last observed
-joints (``past_joints_cam``) and its output layer starts at zero, so an untrained model
-forecasts "the hands stay where they are", the usual trajectory baseline.
+joints (``past_joints_cam``), in units of ``offset_scale`` (a buffer: 1 until training sets it
+to the train-split RMS of the offsets, then saved with the weights). Its output layer starts
+small but not at zero: an untrained model forecasts within a few percent of "the hands stay
+where they are", yet the first backward pass already reaches every layer behind the head (an
+exactly-zero output layer gives the predictor and the guidance path exactly zero gradient).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from torch import Tensor, nn
 from thinkjepa.joints import N_JOINTS
 
 from .predictor import LN_EPS, init_weights
+
+OUT_INIT_STD = 1e-3
+"""Residual head's output layer init: forecasts start ~1e-2 offset-RMS from the last pose."""
 
 
 def interpolation_matrix(n_past: int, n_future: int, frames: int) -> Tensor:
@@ -64,7 +70,13 @@ class JointHead(nn.Module):
             self.time.weight.copy_(interpolation_matrix(n_tubelets_past, n_tubelets_future, future_frames))
             self.time.bias.zero_()
             if residual:
-                self.out[-1].weight.zero_()
+                nn.init.trunc_normal_(self.out[-1].weight, std=OUT_INIT_STD)
+        self.register_buffer("offset_scale", torch.ones(()))
+
+    def set_offset_scale(self, scale: float) -> None:
+        if not scale > 0:
+            raise ValueError(f"offset scale must be positive, got {scale}")
+        self.offset_scale.fill_(float(scale))
 
     def forward(self, latents: Tensor, past_joints_cam: Tensor | None = None) -> Tensor:
         """latents [B, Tp+Tf, P, D] (past then predicted) -> joints_cam [B, F, J, 3]."""
@@ -76,6 +88,8 @@ class JointHead(nn.Module):
         h = self.mlp(pooled.reshape(B, S, D))  # [B, S, hidden]
         h = self.time(h.transpose(1, 2)).transpose(1, 2)  # [B, F, hidden]
         joints = self.out(h).unflatten(-1, (self.n_joints, 3))
+        if self.residual:
+            joints = joints * self.offset_scale.to(joints.dtype)
         if self.residual and past_joints_cam is not None:
             if past_joints_cam.shape != (B, self.n_joints, 3):
                 raise ValueError(f"past_joints_cam has shape {tuple(past_joints_cam.shape)}; expected {(B, self.n_joints, 3)}")

@@ -10,15 +10,23 @@ calls before each block:
 - ``CrossAttnInjection``: per block a gated cross-attention sub-layer
   ``x <- x + tanh(g_b) * CrossAttn(LN(x), LN(tokens of the block's level), mask)``.
 
-With every gate at zero both are exactly the identity (``0 * finite == 0``, and no NaN can
-arise: samples without a single guidance token attend to nothing and contribute zeros), so a
-guided model equals the same weights run without guidance. Guidance is never pooled across
+Initialisation (``ModelConfig.injection_init``), both starting exactly at the identity, so a
+guided model equals the same weights run without guidance (``0 * finite == 0``, and no NaN can
+arise: samples without a single guidance token attend to nothing and contribute zeros):
+
+- ``zero_out`` (default, adaLN-Zero style): gates open (``g = 1``), the last layer of each
+  modulation MLP (FiLM) or the output projection (cross-attention) at zero. The first backward
+  pass already gives that layer a gradient, so the guidance path trains from step 0.
+- ``zero_gate`` (the reference code's): gates at zero, MLPs at their random init. The gradient
+  reaches the gates only; tanh(0) = 0 blocks it from the MLPs until the gates have moved, and
+  with a zero-initialised readout nothing moves at all (REFERENCE.md section 7). Guidance is never pooled across
 the batch: every sample is modulated by its own signature or tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +35,18 @@ from torch import Tensor, nn
 from .predictor import LN_EPS, Inject, init_weights
 
 
+InjectionInit = Literal["zero_out", "zero_gate"]
+
+
+def _gates(depth: int, init: InjectionInit) -> nn.Parameter:
+    if init not in ("zero_out", "zero_gate"):
+        raise ValueError(f"unknown injection_init {init!r}; expected 'zero_out' or 'zero_gate'")
+    return nn.Parameter(torch.full((depth,), 1.0 if init == "zero_out" else 0.0))
+
+
 class FiLMInjection(nn.Module):
-    def __init__(self, depth: int, signature_dim: int, hidden: int, width: int) -> None:
+    def __init__(self, depth: int, signature_dim: int, hidden: int, width: int,
+                 init: InjectionInit = "zero_out") -> None:
         super().__init__()
         self.mlps = nn.ModuleList(
             nn.Sequential(
@@ -39,8 +57,11 @@ class FiLMInjection(nn.Module):
             )
             for _ in range(depth)
         )
-        self.gates = nn.Parameter(torch.zeros(depth))
+        self.gates = _gates(depth, init)
         self.mlps.apply(init_weights)
+        if init == "zero_out":
+            for mlp in self.mlps:
+                nn.init.zeros_(mlp[-1].weight)
 
     def forward(self, signatures: Tensor, block_levels: Sequence[int]) -> Inject:
         """signatures: [B, n_levels, signature_dim] -> the per-block hook."""
@@ -94,11 +115,15 @@ class GuidanceCrossAttention(nn.Module):
 
 
 class CrossAttnInjection(nn.Module):
-    def __init__(self, depth: int, guidance_dim: int, width: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, depth: int, guidance_dim: int, width: int, heads: int, dropout: float = 0.0,
+                 init: InjectionInit = "zero_out") -> None:
         super().__init__()
         self.layers = nn.ModuleList(GuidanceCrossAttention(width, guidance_dim, heads, dropout) for _ in range(depth))
-        self.gates = nn.Parameter(torch.zeros(depth))
+        self.gates = _gates(depth, init)
         self.layers.apply(init_weights)
+        if init == "zero_out":
+            for layer in self.layers:
+                nn.init.zeros_(layer.proj.weight)
 
     def forward(self, tokens: Tensor, mask: Tensor, block_levels: Sequence[int]) -> Inject:
         """tokens: [B, n_levels, N, G], mask [B, N] -> the per-block hook."""

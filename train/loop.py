@@ -63,6 +63,7 @@ from thinkjepa.train.dataset import (
     WindowDataset,
     guidance_mode_for,
     make_loader,
+    train_statistics,
 )
 
 LOG_EVERY = 10
@@ -72,7 +73,7 @@ WARMUP_STEPS = 2
 """Steps left out of the throughput figures (worker start-up, first allocations)."""
 
 # Settings that do not change the weights a run produces: changing them keeps a run resumable.
-_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "eval_every")
+_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples", "num_threads")
 
 RESUME_MODES = ("auto", "resume", "restart")
 
@@ -227,9 +228,12 @@ def run_training(
     fingerprint = run_fingerprint(vcfg, variant, mode)
 
     # Train and val only: the test split is never constructed here.
-    train_ds = WindowDataset(vcfg, "train", guidance=mode)
+    threads_before = torch.get_num_threads()
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    train_ds = WindowDataset(vcfg, "train", guidance=mode, memoize=tc.cache_samples)
     try:
-        val_ds: WindowDataset | None = WindowDataset(vcfg, "val", guidance=mode)
+        val_ds: WindowDataset | None = WindowDataset(vcfg, "val", guidance=mode, memoize=tc.cache_samples)
     except ValueError as e:
         warnings.warn(f"no validation ({e}); best.pt will not be written", stacklevel=2)
         val_ds = None
@@ -245,6 +249,9 @@ def run_training(
 
     set_seed(tc.seed)
     model = ThinkJEPA(vcfg.model, **train_ds.dims)
+    # Train-split statistics become buffers (saved in every checkpoint; a resume loads them back).
+    stats = train_statistics(train_ds)
+    model.set_statistics(stats)
     optimizer = torch.optim.AdamW(param_groups(model, tc))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(total, tuple(tc.lr_milestones), tc.lr_gamma))
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val_ade": None, "best_step": None,
@@ -334,6 +341,9 @@ def run_training(
             sampler.set_epoch(state["epoch"], state["batch_in_epoch"], n_epochs=1 + more_epochs)
             # one iterator for the whole run: workers prefetch across epoch boundaries
             it = Prefetcher(iter(loader)) if state["step"] < total else None
+            joint_scale = accelerator.unwrap_model(model).joint_scale
+            if state["step"] == 0 and state["last_val_step"] is None:
+                validate()  # the untrained model is a candidate too: best.pt never hides that training hurt
             while state["step"] < total:
                 t0 = time.perf_counter()
                 batch = next(it)
@@ -341,7 +351,7 @@ def run_training(
                 t1 = time.perf_counter()
                 model.train()
                 out = model(batch)
-                loss, logs = compute_loss(out, batch, tc)
+                loss, logs = compute_loss(out, batch, tc, joint_scale=joint_scale)
                 if not math.isfinite(logs["loss"]):
                     raise FloatingPointError(f"step {state['step']}: loss is {logs['loss']} ({variant})")
                 accelerator.backward(loss)
@@ -369,8 +379,10 @@ def run_training(
                 if state["batch_in_epoch"] == spe:
                     state["epoch"] += 1
                     state["batch_in_epoch"] = 0
-                    if state["epoch"] % max(1, tc.eval_every) == 0:
+                    if tc.val_every_steps is None and state["epoch"] % max(1, tc.eval_every) == 0:
                         validate()
+                if tc.val_every_steps is not None and step % tc.val_every_steps == 0:
+                    validate()
                 # No extra save at epoch ends: a resume redoes the steps (and validations)
                 # since the last checkpoint exactly, so only the periodic ones are needed.
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0:
@@ -402,6 +414,8 @@ def run_training(
             "best_step": state["best_step"],
             "val": state["val"],
             "val_history": state["val_history"],
+            "offset_scale_m": stats["offset_scale"],
+            "gates_tanh": _gates_tanh(accelerator.unwrap_model(model)),
             "device": str(device),
             "processes": world,
             "mixed_precision": accelerator.mixed_precision,
@@ -412,7 +426,13 @@ def run_training(
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     accelerator.wait_for_everyone()
+    torch.set_num_threads(threads_before)
     return run_dir
+
+
+def _gates_tanh(model: torch.nn.Module) -> list[float] | None:
+    gates = getattr(model, "gates", None)
+    return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]
 
 
 def _inputs_of(cfg: PipelineConfig, train_ds: WindowDataset, val_ds: WindowDataset | None) -> dict:
@@ -441,9 +461,9 @@ def _resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str)
     if not last.exists():
         if resume == "resume":
             raise StaleInputError(f"{run_dir}: nothing to resume (no {last.name}); drop --resume to start")
-        return [p for p in present if load_checkpoint(p)["fingerprint"] != fingerprint]
-    payload = load_checkpoint(last)
-    if payload["fingerprint"] != fingerprint:
+        return [p for p in present if _fingerprint_of(p) != fingerprint]
+    payload = _load_or_none(last)
+    if payload is None or payload["fingerprint"] != fingerprint:
         if resume == "resume":
             raise StaleInputError(f"{run_dir}: {last.name} was made with other settings; refusing to resume "
                                   "(--restart starts over)")
@@ -454,7 +474,20 @@ def _resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str)
             f"{run_dir}: the data changed since {last.name} was written: {'; '.join(changes)}. "
             "Refusing to resume on other data: pass --restart to start over (the old checkpoints are kept as "
             "*.stale-*), or restore the data to resume")
-    return [p for p in present if load_checkpoint(p)["fingerprint"] != fingerprint]
+    return [p for p in present if _fingerprint_of(p) != fingerprint]
+
+
+def _load_or_none(path: Path) -> dict | None:
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:  # an older format (not weights_only-safe) or damaged: never resumed
+        warnings.warn(str(e), stacklevel=3)
+        return None
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    payload = _load_or_none(path)
+    return None if payload is None else payload["fingerprint"]
 
 
 def _set_aside(run_dir: Path, paths: list[Path]) -> None:

@@ -1,7 +1,8 @@
 """Training loss: world-frame joint MSE + latent MSE, weighted by ``TrainConfig``.
 
 ``joint_loss_weight * MSE(joints_world, target_joints)`` (only joints with confidence > 0
-count when ``target_conf`` is in the batch, so untracked joints teach nothing) plus
+count when ``target_conf`` is in the batch, so untracked joints teach nothing; divided by the
+``joint_scale``² when given, i.e. in units of the train-split offset RMS) plus
 ``latent_loss_weight * MSE(pred_latents, future_latents)``. A zero weight skips that term
 (and its batch key).
 """
@@ -34,14 +35,19 @@ def latent_mse(pred: Tensor, target: Tensor) -> Tensor:
     return (pred.float() - target.float()).pow(2).mean()
 
 
-def compute_loss(out: Mapping[str, Tensor], batch: Mapping[str, Tensor], train_cfg: Any) -> tuple[Tensor, dict[str, float]]:
+def compute_loss(out: Mapping[str, Tensor], batch: Mapping[str, Tensor], train_cfg: Any,
+                 joint_scale: Tensor | float | None = None) -> tuple[Tensor, dict[str, float]]:
     """-> (loss, logs). ``train_cfg`` needs ``joint_loss_weight`` and ``latent_loss_weight``;
-    ``joint_conf_mask`` (default True) switches the confidence mask."""
+    ``joint_conf_mask`` (default True) switches the confidence mask. ``joint_scale`` (metres,
+    e.g. ``ThinkJEPA.joint_scale``) expresses the joint term in that unit."""
     w_joint = float(train_cfg.joint_loss_weight)
     w_latent = float(train_cfg.latent_loss_weight)
     conf = batch["target_conf"] if getattr(train_cfg, "joint_conf_mask", True) and "target_conf" in batch else None
     zero = out["joints_world"].new_zeros((), dtype=torch.float32)
     l_joint = joint_mse(out["joints_world"], batch["target_joints"], conf) if w_joint else zero
+    if w_joint and joint_scale is not None:
+        # in units of the train-split offset RMS: O(1), comparable with the latent term
+        l_joint = l_joint / torch.as_tensor(joint_scale, dtype=torch.float32, device=l_joint.device).pow(2)
     l_latent = latent_mse(out["pred_latents"], batch["future_latents"]) if w_latent else zero
     loss = w_joint * l_joint + w_latent * l_latent
     with torch.no_grad():

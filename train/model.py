@@ -56,6 +56,7 @@ class ThinkJEPA(nn.Module):
         guidance_layers: int,
         guidance_hidden: int,
         future_frames: int,
+        guidance_slots: int = 1,
         *,
         pretrained: bool = True,
     ) -> None:
@@ -100,11 +101,14 @@ class ThinkJEPA(nn.Module):
                 streams=cfg.streams,
                 depth=cfg.pred_depth,
                 cross_attention=cfg.injection == "cross_attn",
+                slots=guidance_slots,
             )
             if cfg.injection == "film":
-                self.injection = FiLMInjection(cfg.pred_depth, self.pyramid.signature_dim, cfg.film_hidden, cfg.pred_width)
+                self.injection = FiLMInjection(cfg.pred_depth, self.pyramid.signature_dim, cfg.film_hidden, cfg.pred_width,
+                                               init=cfg.injection_init)
             else:
-                self.injection = CrossAttnInjection(cfg.pred_depth, cfg.guidance_dim, cfg.pred_width, cfg.pred_heads, cfg.dropout)
+                self.injection = CrossAttnInjection(cfg.pred_depth, cfg.guidance_dim, cfg.pred_width, cfg.pred_heads,
+                                                    cfg.dropout, init=cfg.injection_init)
         self.init_report: dict | None = None
         if cfg.init_predictor_from and pretrained:
             self.init_report = init_from_vjepa2(self.predictor, cfg.init_predictor_from)
@@ -128,6 +132,20 @@ class ThinkJEPA(nn.Module):
         joints_cam = self.head(torch.cat([past, pred], dim=1), past_joints)
         joints_world = camera_to_world(joints_cam, batch["cam_pose"])
         return {"pred_latents": pred, "joints_cam": joints_cam, "joints_world": joints_world}
+
+    @property
+    def joint_scale(self) -> Tensor:
+        """Unit of the joint loss (metres): the head's offset scale (1 until training sets it)."""
+        return self.head.offset_scale
+
+    def set_statistics(self, stats: Mapping[str, object]) -> None:
+        """Train-split statistics the model keeps as buffers (saved in every checkpoint):
+        ``offset_scale`` (float, RMS of the future-minus-last-pose offsets, metres) and
+        ``guidance`` (``{stream: (mean, std)}`` of the pooled guidance, see GuidancePyramid)."""
+        if "offset_scale" in stats and self.cfg.offset_scale and self.cfg.head_residual:
+            self.head.set_offset_scale(float(stats["offset_scale"]))  # type: ignore[arg-type]
+        if "guidance" in stats and self.pyramid is not None and self.cfg.guidance_norm:
+            self.pyramid.set_normalization(stats["guidance"])  # type: ignore[arg-type]
 
     @torch.no_grad()
     def rollout(self, batch: Mapping[str, Tensor], steps: int) -> dict[str, Tensor]:

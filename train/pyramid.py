@@ -23,6 +23,20 @@ Level-to-block mapping: block ``b`` of a depth-``d`` predictor uses level
 ``floor(b * n_levels / d)``; with ``d == n_levels`` that is the reference's "level i feeds
 block i"; with more blocks than levels consecutive blocks share a level; with more levels than
 blocks some levels are skipped (a warning says which).
+
+Pooling (``ModelConfig.pooling``, applied by the dataset, which reads the cache): ``all`` is
+the reference's all-token mean (``guid_{s}_mean`` [B, L, H]); ``vision`` keeps only the
+prefill's vision tokens and ``frame_groups`` keeps one vision mean per thinker frame group
+(``guid_{s}_pool`` [B, L, K, H], K slots). With K slots the signature is
+``[o_1; ...; o_K; n; |o - n|; o * n]`` where ``o`` is the mean of the projected slots, so
+K = 1 is exactly the reference signature.
+
+Normalisation: the whole-token means of a thinker are dominated by what every sample shares
+(template, scene); the per-sample part that carries a cue is 5-20x smaller (REFERENCE.md
+section 7). ``set_normalization`` stores per (stored layer, slot, channel) mean and std of
+the pooled guidance over the TRAIN split (never batch statistics: a sample's guidance must
+not depend on the other samples in its batch); they are buffers, so they travel in the
+checkpoint, and the projections see standardised inputs.
 """
 
 from __future__ import annotations
@@ -105,11 +119,14 @@ class GuidancePyramid(nn.Module):
         streams: str = "both",
         depth: int = 12,
         cross_attention: bool = False,
+        slots: int = 1,
     ) -> None:
         super().__init__()
         self.n_layers = n_layers
         self.hidden = hidden
         self.guidance_dim = guidance_dim
+        self.slots = int(slots)
+        """Pooled prefill vectors per level (1 for ``all``/``vision`` pooling, K frame groups)."""
         self.streams = streams_of(streams)
         self.levels = select_levels(layer_selector, n_layers)
         self.block_levels = block_levels(depth, len(self.levels))
@@ -121,6 +138,33 @@ class GuidancePyramid(nn.Module):
             nn.init.trunc_normal_(self.stream_embed, std=0.02)
         for p in self.proj.values():
             nn.init.trunc_normal_(p.weight, std=0.02)
+        # Identity until set_normalization: a model built without statistics computes what it did.
+        for s in self.streams:
+            k = self.slots if s == "prefill" else 1
+            self.register_buffer(f"norm_mean_{s}", torch.zeros(n_layers, k, hidden))
+            self.register_buffer(f"norm_std_{s}", torch.ones(n_layers, k, hidden))
+
+    def set_normalization(self, stats: Mapping[str, tuple[Tensor, Tensor]], eps: float = 1e-6) -> None:
+        """Store train-split statistics: ``{stream: (mean, std)}``, each [L, K, H] (K = 1 for the
+        generated stream and for single-vector pooling). Channels that never vary (std below
+        ``eps`` times the layer's typical std) are left unscaled rather than blown up."""
+        for s in self.streams:
+            if s not in stats:
+                raise KeyError(f"normalisation statistics for stream {s!r} are missing")
+            mean, std = (torch.as_tensor(x, dtype=torch.float32) for x in stats[s])
+            want = tuple(getattr(self, f"norm_mean_{s}").shape)
+            if tuple(mean.shape) != want or tuple(std.shape) != want:
+                raise ValueError(f"stream {s!r}: statistics of shape {tuple(mean.shape)} / {tuple(std.shape)}, expected {want}")
+            floor = eps * std.flatten(1).median(dim=1).values.clamp(min=eps)[:, None, None]
+            std = torch.where(std > floor, std, torch.ones_like(std))
+            getattr(self, f"norm_mean_{s}").copy_(mean)
+            getattr(self, f"norm_std_{s}").copy_(std)
+
+    def _normalize(self, x: Tensor, stream: str) -> Tensor:
+        """x [B, L, K, H] raw pooled guidance -> standardised (levels not yet selected)."""
+        mean = getattr(self, f"norm_mean_{stream}").to(x.dtype)
+        std = getattr(self, f"norm_std_{stream}").to(x.dtype)
+        return (x - mean) / std
 
     @property
     def n_levels(self) -> int:
@@ -128,7 +172,7 @@ class GuidancePyramid(nn.Module):
 
     @property
     def signature_dim(self) -> int:
-        return 4 * self.guidance_dim
+        return (self.slots + 3) * self.guidance_dim
 
     # -- inputs -------------------------------------------------------------------------
     def _check(self, name: str, x: Tensor, token_axis: bool) -> None:
@@ -160,35 +204,56 @@ class GuidancePyramid(nn.Module):
             f"nor 'guid_{stream}' + 'guid_{stream}_mask'"
         )
 
-    def _projected_mean(self, batch: Mapping[str, Tensor], stream: str) -> Tensor:
-        """Projected per-level mean of one stream: [B, n_levels, G]."""
-        proj = self.proj[stream]
-        dtype = proj.weight.dtype
-        mean_key = f"guid_{stream}_mean"
+    def pooled(self, batch: Mapping[str, Tensor], stream: str) -> Tensor:
+        """Raw pooled guidance of one stream, every stored layer: [B, L, K, H] float32.
+
+        From ``guid_{s}_pool`` [B, L, K, H], ``guid_{s}_mean`` [B, L, H] (K = 1) or, for the
+        all-token mean, from ``guid_{s}`` tokens + mask (the masked mean; projecting the
+        mean equals the mean of the projections because the projection is bias-free)."""
+        want_k = self.slots if stream == "prefill" else 1
+        pool_key, mean_key = f"guid_{stream}_pool", f"guid_{stream}_mean"
+        if pool_key in batch:
+            x = batch[pool_key].float()
+            if x.dim() != 4 or x.shape[1] != self.n_layers or x.shape[2] != want_k or x.shape[3] != self.hidden:
+                raise ValueError(
+                    f"batch[{pool_key!r}] has shape {tuple(x.shape)}; expected [B, {self.n_layers}, {want_k}, {self.hidden}]"
+                )
+            return x
+        if want_k != 1:
+            raise KeyError(f"this model pools {stream!r} into {want_k} slots and needs batch[{pool_key!r}]")
         if mean_key in batch:
             means = batch[mean_key]
             self._check(mean_key, means, token_axis=False)
-            return proj(means[:, self.levels].to(dtype))
+            return means.float()[:, :, None]
         found = self._tokens(batch, stream)
         if found is None:
             raise self._missing(stream)
         tokens, mask = found
-        # The reference's order: project every token, then masked mean.
-        return masked_mean(proj(tokens[:, self.levels].to(dtype)), mask)
+        return masked_mean(tokens.float(), mask)[:, :, None]
+
+    def _projected(self, batch: Mapping[str, Tensor], stream: str) -> Tensor:
+        """Projected, normalised pooled guidance of the selected levels: [B, n_levels, K, G]."""
+        proj = self.proj[stream]
+        x = self._normalize(self.pooled(batch, stream), stream)[:, self.levels]
+        return proj(x.to(proj.weight.dtype))
 
     # -- outputs ------------------------------------------------------------------------
     def signatures(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """FiLM conditioning per level and sample: [B, n_levels, 4 * guidance_dim]."""
-        vecs = {s: self._projected_mean(batch, s) for s in self.streams}
+        """FiLM conditioning per level and sample: [B, n_levels, (K + 3) * guidance_dim]."""
+        vecs = {s: self._projected(batch, s) for s in self.streams}
         ref = next(iter(vecs.values()))
-        o = vecs.get("prefill", torch.zeros_like(ref))
-        n = vecs.get("generated", torch.zeros_like(ref))
-        return torch.cat([o, n, (o - n).abs(), o * n], dim=-1)
+        B, n_lv, _, G = ref.shape
+        slots = vecs["prefill"] if "prefill" in vecs else ref.new_zeros(B, n_lv, self.slots, G)
+        o = slots.mean(dim=2)
+        n = vecs["generated"][:, :, 0] if "generated" in vecs else torch.zeros_like(o)
+        return torch.cat([slots.flatten(2), n, (o - n).abs(), o * n], dim=-1)
 
     def tokens(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Cross-attention keys per level: tokens [B, n_levels, N, G] and mask [B, N].
 
-        A stream given only as means (no token keys) enters as one token per level."""
+        Token states are standardised per layer and channel with the stream's statistics
+        (averaged over its slots); a stream given only as pooled vectors or means (no token
+        keys) enters as K (or one) tokens per level."""
         if self.stream_embed is None:
             raise RuntimeError("GuidancePyramid was built without cross_attention=True")
         parts, masks = [], []
@@ -198,14 +263,12 @@ class GuidancePyramid(nn.Module):
             found = self._tokens(batch, s)
             if found is not None:
                 tokens, mask = found
-                tokens = tokens[:, self.levels].to(dtype)
-            elif f"guid_{s}_mean" in batch:
-                means = batch[f"guid_{s}_mean"]
-                self._check(f"guid_{s}_mean", means, token_axis=False)
-                tokens = means[:, self.levels, None].to(dtype)
-                mask = torch.ones(means.shape[0], 1, dtype=torch.bool, device=means.device)
+                mean = getattr(self, f"norm_mean_{s}").mean(dim=1)[:, None]
+                std = getattr(self, f"norm_std_{s}").mean(dim=1)[:, None]
+                tokens = ((tokens.float() - mean) / std)[:, self.levels]
             else:
-                raise self._missing(s)
-            parts.append(proj(tokens) + self.stream_embed[STREAMS.index(s)])
+                tokens = self._normalize(self.pooled(batch, s), s)[:, self.levels]
+                mask = torch.ones(tokens.shape[0], tokens.shape[2], dtype=torch.bool, device=tokens.device)
+            parts.append(proj(tokens.to(dtype)) + self.stream_embed[STREAMS.index(s)])
             masks.append(mask)
         return torch.cat(parts, dim=2), torch.cat(masks, dim=1)

@@ -129,7 +129,7 @@ def test_best_checkpoint_is_chosen_on_val_and_the_test_split_is_never_read(
 
     summary = json.loads((run / "summary.json").read_text())
     history = summary["val_history"]
-    assert [h["step"] for h in history] == [2, 4, 6, 8, 10, 12]
+    assert [h["step"] for h in history] == [0, 2, 4, 6, 8, 10, 12]  # step 0: the untrained model is a candidate
     best = min(history, key=lambda h: h["ADE"])
     assert summary["best_step"] == best["step"] and summary["best_val_ade"] == best["ADE"]
     model, payload = load_trained_model(run, "best")

@@ -16,6 +16,7 @@ from transformers import VJEPA2Config, VJEPA2Model
 
 from thinkjepa.config import ModelConfig, TrainConfig
 from thinkjepa.train.head import camera_to_world
+from thinkjepa.train.injection import FiLMInjection
 from thinkjepa.train.losses import compute_loss
 from thinkjepa.train.metrics import accuracy, ade, fde
 from thinkjepa.train.model import ThinkJEPA, guidance_mode
@@ -89,8 +90,17 @@ def make_batch(b: int = 3, seed: int = 0, means: bool = True, tokens: bool = Tru
 
 
 def open_gates(model: ThinkJEPA, value: float = 0.7) -> None:
+    """Move the guidance path off its identity init, as training would: gates to ``value`` and
+    the zero-initialised last modulation layers (or cross-attention outputs) to random."""
+    g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         model.gates.fill_(value)
+        if isinstance(model.injection, FiLMInjection):
+            for mlp in model.injection.mlps:
+                mlp[-1].weight.copy_(torch.randn(mlp[-1].weight.shape, generator=g) * 0.02)
+        else:
+            for layer in model.injection.layers:
+                layer.proj.weight.copy_(torch.randn(layer.proj.weight.shape, generator=g) * 0.02)
 
 
 def forward(model: ThinkJEPA, batch) -> dict[str, torch.Tensor]:
@@ -320,6 +330,11 @@ def test_rollout_feeds_predictions_back():
 def test_untrained_residual_head_holds_last_pose_in_world():
     model = build(variant="jepa_only")
     batch = make_batch()
+    # the default init is small but not zero (so gradients reach the predictor): near the last pose
+    near = forward(model, batch)["joints_cam"] - batch["past_joints_cam"][:, None]
+    assert 0 < near.abs().max() < 0.05 * batch["past_joints_cam"].abs().max()
+    with torch.no_grad():
+        model.head.out[-1].weight.zero_()
     out = forward(model, batch)
     expected = batch["past_joints_cam"][:, None].expand(-1, F, -1, -1)
     torch.testing.assert_close(out["joints_cam"], expected)
@@ -427,7 +442,7 @@ def test_init_from_saved_checkpoint_copies_weights(pretrained):
     assert torch.equal(model.predictor.embed.weight, src.embeddings.predictor_embeddings.weight)
     assert torch.equal(model.predictor.mask_token.flatten(), src.embeddings.mask_tokens[1].flatten())
     # The guidance modules stay at identity, so the copied predictor is untouched in effect.
-    assert torch.equal(model.gates, torch.zeros_like(model.gates))
+    assert all(torch.equal(mlp[-1].weight, torch.zeros_like(mlp[-1].weight)) for mlp in model.injection.mlps)
     # Rebuilding for a trained checkpoint skips the (possibly unreachable) pretrained source.
     torch.manual_seed(0)
     rebuilt = ThinkJEPA(tiny_cfg(init_predictor_from="/nonexistent/vjepa2"), **DIMS, pretrained=False)
@@ -460,3 +475,99 @@ def test_width_mismatch_is_refused_and_head_mismatch_warned():
     with pytest.warns(UserWarning, match="heads"):
         report = copy_vjepa2_predictor(ours, tiny_vjepa2(heads=4).predictor)
     assert "blocks.0.attention.query.weight" in report["copied"]
+
+
+# -- a recipe whose gradients reach the guidance (issue 11) ----------------------------------
+
+
+def _grad_norms(model: ThinkJEPA, batch) -> dict[str, float]:
+    model.zero_grad()
+    loss, _ = compute_loss(model(batch), batch, TrainConfig(latent_loss_weight=0.0))
+    loss.backward()
+    out: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if name.startswith("injection."):
+            part = "gates" if name == "injection.gates" else "last" if name.endswith(("3.weight", "proj.weight")) else "mlp"
+            out[part] = out.get(part, 0.0) + (0.0 if p.grad is None else float(p.grad.abs().sum()))
+    return out
+
+
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+def test_zero_out_init_passes_gradient_at_step_zero(injection):
+    """The default init starts equal to jepa_only (test above) and yet the first backward pass
+    reaches the guidance path; the reference's zero gates with a zero readout reach nothing."""
+    batch = make_batch()
+    grads = _grad_norms(build(injection=injection).train(), batch)
+    assert grads["last"] > 0
+    starved = build(injection=injection, injection_init="zero_gate")
+    with torch.no_grad():
+        starved.head.out[-1].weight.zero_()  # the old readout init
+    grads = _grad_norms(starved.train(), batch)
+    assert grads["gates"] == 0.0 and grads["mlp"] == 0.0 and grads["last"] == 0.0
+
+
+def test_one_step_moves_vlm_only_off_a_constant():
+    """vlm_only used to be exactly last_observed + constant for good; now one optimizer step
+    makes its forecast depend on the guidance."""
+    model = build(variant="vlm_only").train()
+    batch = make_batch(b=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss, _ = compute_loss(model(batch), batch, TrainConfig(latent_loss_weight=0.0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    other = dict(batch, guid_prefill_mean=batch["guid_prefill_mean"].flip(0), guid_generated_mean=batch["guid_generated_mean"].flip(0))
+    a = forward(model.eval(), batch)["joints_cam"] - batch["past_joints_cam"][:, None]
+    b = forward(model, other)["joints_cam"] - batch["past_joints_cam"][:, None]
+    assert not torch.allclose(a, b)
+
+
+def test_guidance_normalisation_uses_stored_statistics_not_the_batch():
+    model = build(injection="film")
+    open_gates(model)
+    batch = make_batch(b=3)
+    L_, H_ = DIMS["guidance_layers"], DIMS["guidance_hidden"]
+    mean = {s: torch.randn(L_, 1, H_) for s in ("prefill", "generated")}
+    std = {s: torch.rand(L_, 1, H_) + 0.5 for s in ("prefill", "generated")}
+    model.set_statistics({"guidance": {s: (mean[s], std[s]) for s in mean}, "offset_scale": 0.03})
+    assert float(model.joint_scale) == pytest.approx(0.03)
+    # Standardising by hand and running an identity-normalised copy gives the same forecast.
+    plain = build(injection="film")
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "norm_" not in k}, strict=False)
+    by_hand = dict(batch)
+    for s in ("prefill", "generated"):
+        by_hand[f"guid_{s}_mean"] = (batch[f"guid_{s}_mean"] - mean[s][:, 0]) / std[s][:, 0]
+    torch.testing.assert_close(forward(model, batch)["pred_latents"], forward(plain, by_hand)["pred_latents"])
+    # A sample's forecast does not depend on the rest of its batch.
+    one = {k: v[:1] for k, v in batch.items()}
+    torch.testing.assert_close(forward(model, one)["pred_latents"], forward(model, batch)["pred_latents"][:1])
+    # The statistics are buffers: they travel in the state dict.
+    assert any(k.startswith("pyramid.norm_mean_") for k in model.state_dict())
+    assert "head.offset_scale" in model.state_dict()
+
+
+def test_frame_group_slots_enter_the_signature():
+    dims = dict(DIMS, guidance_slots=3)
+    torch.manual_seed(0)
+    model = ThinkJEPA(tiny_cfg(pooling="frame_groups"), **dims).eval()
+    open_gates(model)
+    assert model.pyramid.signature_dim == (3 + 3) * model.cfg.guidance_dim
+    batch = make_batch(b=2)
+    g = torch.Generator().manual_seed(1)
+    batch["guid_prefill_pool"] = torch.randn(2, DIMS["guidance_layers"], 3, DIMS["guidance_hidden"], generator=g)
+    base = forward(model, batch)["pred_latents"]
+    changed = dict(batch, guid_prefill_pool=batch["guid_prefill_pool"].clone())
+    changed["guid_prefill_pool"][:, :, 2] += 1.0  # one frame group only
+    assert not torch.allclose(forward(model, changed)["pred_latents"], base)
+    with pytest.raises(KeyError, match="guid_prefill_pool"):
+        model({k: v for k, v in batch.items() if k != "guid_prefill_pool"})
+
+
+def test_offset_scale_sets_the_loss_unit():
+    batch = make_batch()
+    out = {"joints_world": batch["target_joints"] + 0.01, "pred_latents": batch["future_latents"]}
+    _, metres = compute_loss(out, batch, TrainConfig(latent_loss_weight=0.0))
+    _, scaled = compute_loss(out, batch, TrainConfig(latent_loss_weight=0.0), joint_scale=0.01)
+    assert scaled["loss_joint"] == pytest.approx(metres["loss_joint"] / 0.01**2)
+    assert scaled["ade"] == metres["ade"]  # metrics stay in metres

@@ -123,11 +123,12 @@ def _smooth_noise(rng: np.random.Generator, T: int, amp: float, dims: int = 3) -
     return out
 
 
-def _camera_poses(rng: np.random.Generator, T: int, motion: str) -> np.ndarray:
+def _camera_poses(rng: np.random.Generator, T: int, motion: str, amp: float = 1.0) -> np.ndarray:
+    """Head-camera poses [T, 4, 4]; ``amp`` scales the motion (1.0: the v1 demo's)."""
     t = np.arange(T)
     phase = rng.uniform(0, 2 * np.pi)
     w = 2 * np.pi * rng.uniform(0.8, 1.3) / max(T, 2)
-    s = np.sin(w * t + phase)
+    s = amp * np.sin(w * t + phase)
     eye = np.repeat(EYE[None], T, axis=0) + rng.normal(0, 0.0015, (T, 3))
     look = np.repeat(LOOK[None], T, axis=0)
     if motion == "pan":
@@ -139,7 +140,7 @@ def _camera_poses(rng: np.random.Generator, T: int, motion: str) -> np.ndarray:
         eye[:, 2] += 0.07 * s
         eye[:, 1] += 0.03 * s
     elif motion == "bob":
-        eye[:, 1] += 0.04 * np.sin(2 * w * t + phase)
+        eye[:, 1] += amp * 0.04 * np.sin(2 * w * t + phase)
         look[:, 0] += 0.04 * s
     else:
         raise ValueError(f"unknown camera motion {motion!r}")
@@ -156,12 +157,20 @@ def _episode_motion(rng: np.random.Generator, T: int, cue: int, reach_start: int
         wrist = home + _smooth_noise(rng, T, 0.02) * np.array([1.0, 0.3, 1.0])
         wrist = wrist + ease[:, None] * _mirror(REACH[cue], hand)[None]
         yaw = _smooth_noise(rng, T, 0.15, 1)[:, 0] + (0.12 if hand == "left" else -0.12)
-        rots = np.stack([_hand_rotation(hand, y) for y in yaw])
-        for name, off in _hand_offsets(hand).items():
-            m = np.tile(np.eye(4), (T, 1, 1))
-            m[:, :3, :3] = rots
-            m[:, :3, 3] = wrist + np.einsum("tij,j->ti", rots, off)
-            out[hand + name] = m
+        out.update(_hand_transforms(hand, wrist, yaw))
+    return out
+
+
+def _hand_transforms(hand: str, wrist: np.ndarray, yaw: np.ndarray) -> dict[str, np.ndarray]:
+    """[T, 4, 4] world transforms of one hand's 26 joints from its wrist path and yaw."""
+    T = wrist.shape[0]
+    rots = np.stack([_hand_rotation(hand, y) for y in yaw])
+    out: dict[str, np.ndarray] = {}
+    for name, off in _hand_offsets(hand).items():
+        m = np.tile(np.eye(4), (T, 1, 1))
+        m[:, :3, :3] = rots
+        m[:, :3, 3] = wrist + np.einsum("tij,j->ti", rots, off)
+        out[hand + name] = m
     return out
 
 
@@ -222,6 +231,7 @@ def _render_frame(
     cue: int | None,
     pads: np.ndarray,
     ss: int = 2,
+    cue_box: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """One RGB frame, supersampled ``ss`` times then box-filtered (fewer aliasing artefacts for H.264)."""
     h, w = hw
@@ -243,9 +253,13 @@ def _render_frame(
             r = Kss[0, 0] * 0.016 / d
             draw.ellipse([u - r, v - r * 0.6, u + r, v + r * 0.6], fill=PAD)
     if cue is not None:
-        side = int(round(0.45 * min(h, w))) * ss
-        x0 = (w * ss - side) // 2
-        draw.rectangle([x0, 2 * ss, x0 + side, 2 * ss + side], fill=CUE_COLOURS[cue])
+        if cue_box is None:  # v1: a square of 45% of the short side, top centre
+            side = int(round(0.45 * min(h, w))) * ss
+            x0 = (w * ss - side) // 2
+            draw.rectangle([x0, 2 * ss, x0 + side, 2 * ss + side], fill=CUE_COLOURS[cue])
+        else:  # (x0, y0, x1, y1) as fractions of the frame
+            x0, y0, x1, y1 = cue_box
+            draw.rectangle([x0 * w * ss, y0 * h * ss, x1 * w * ss - 1, y1 * h * ss - 1], fill=CUE_COLOURS[cue])
     # painter's order: the farther hand first
     depth = {hnd: proj(transforms[hnd + "Hand"][t, None, :3, 3])[1][0] for hnd in HANDS}
     for hand in sorted(HANDS, key=lambda x: -depth[x]):
@@ -276,6 +290,9 @@ def _write_video(path: Path, frames: np.ndarray, gop: int = 16) -> None:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop  # several keyframes, so seeking is exercised
+        # PyAV's default thread_count (auto) overrides x264's "threads" option and made the
+        # decoded pixels differ between runs of the same arguments
+        stream.codec_context.thread_count = 1
         # single-threaded x264 keeps the bitstream identical across runs and machines' core counts
         stream.options = {"crf": "14", "preset": "veryfast", "threads": "1"}
         for i, rgb in enumerate(frames):
