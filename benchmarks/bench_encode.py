@@ -11,6 +11,7 @@ processor (CPU preprocessing) versus the model.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ def main() -> None:
     p.add_argument("--frame-size", type=int, default=64)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", type=Path, help="also write the results here (gpu_check.py reads them)")
     args = p.parse_args()
 
     import torch
@@ -69,6 +71,11 @@ def main() -> None:
     print(f"  batch 1 (baseline): {1 / t_one:8.2f} windows/s")
     print(f"  batch {args.batch:<2}          : {args.batch / t_batch:8.2f} windows/s   ratio x{(args.batch / t_batch) * t_one:.2f}")
     print(f"  video processor share of a batched call: {t_proc / t_batch:.0%}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": dev, "frames": args.frames, "frame_size": args.frame_size, "batch": args.batch,
+            "latents": list(lat.shape[1:]), "dtype": str(enc.dtype), "windows_per_s_batch1": 1 / t_one,
+            "windows_per_s": args.batch / t_batch, "processor_share": t_proc / t_batch}, indent=2))
 
 
 if __name__ == "__main__":

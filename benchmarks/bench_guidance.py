@@ -10,7 +10,7 @@ one table and writes it as JSON:
 - ADE / FDE / Acc mean ± std over training seeds, per variant and mode, with the
   last-observed and constant-velocity baselines;
 - the paired bootstrap 95% interval of thinkjepa − jepa_only (pooled over seeds);
-- ADE before and after the turn (future frames before ``turn_delay``, and from it);
+- ADE before and after the turn (the future frames still on the straight line, and the rest);
 - tanh(gate) per predictor block of thinkjepa;
 - the acceptance criteria of the guidance claim (C1–C5), each PASS or FAIL with its numbers.
 
@@ -97,7 +97,8 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for mode, r in results.items():
         tl = r["labels"]["timeline"]
-        turn_frame = tl["turn"] - tl["t"]  # first future frame that moves along the turned heading
+        # future frames 0 .. turn - t still lie on the straight line; the next one has turned
+        turn_frame = tl["turn"] - tl["t"] + 1
         models = r["metrics"]["models"]
         table[mode] = {
             "rows": {name: _row(m, turn_frame) for name, m in models.items() if ":" not in name},

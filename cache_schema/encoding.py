@@ -16,6 +16,7 @@ import google_crc32c
 import numpy as np
 
 from thinkjepa.cache_schema.schema import CHUNK_SEP, CacheError, chunk_keys
+from thinkjepa.fastcopy import PIECE, copy_array
 
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -35,6 +36,10 @@ def as_numpy(x, what: str) -> np.ndarray:
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """Round-to-nearest-even float32 -> bfloat16, returned as uint16 bits."""
+    if x.dtype == np.float32 and x.size >= PIECE:  # vectorised (thinkjepa.fastcopy); same rounding
+        out = np.empty(x.shape, dtype=np.uint16)
+        copy_array(out, x, dst_torch_dtype="bfloat16")
+        return out
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     rounded = bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
     return (rounded >> np.uint32(16)).astype(np.uint16)
@@ -58,6 +63,10 @@ def to_storage(x: np.ndarray, storage_dtype: str, what: str) -> np.ndarray:
         if peak > _F16_MAX:  # would silently become inf
             raise CacheError(f"{what}: value {peak:.4g} overflows float16 (max {_F16_MAX:.0f}); "
                              "store this model's states as bfloat16")
+    if x.dtype == np.float32 and storage_dtype == "float16" and x.size >= PIECE:
+        out = np.empty(x.shape, dtype=np.float16)  # vectorised (thinkjepa.fastcopy); same rounding
+        copy_array(out, x)
+        return out
     return np.ascontiguousarray(x, dtype=target)
 
 
@@ -65,6 +74,18 @@ def from_storage(a: np.ndarray, storage_dtype: str) -> np.ndarray:
     if storage_dtype == "bfloat16":
         return bf16_bits_to_f32(a)
     return np.asarray(a, dtype=np.float32)
+
+
+def storage_into_f32(dst: np.ndarray, src: np.ndarray, storage_dtype: str) -> None:
+    """Write stored values ``src`` (float16/float32, or bfloat16 as uint16 bits) into float32 ``dst``.
+
+    The hot loop of token reads: vectorised and on the calling thread (thinkjepa.fastcopy),
+    which makes the conversion cheaper than reading the bytes. The values are those of
+    :func:`from_storage` (the conversion to float32 is exact)."""
+    if src.dtype == np.float32 or src.size < PIECE:
+        np.copyto(dst, from_storage(src, storage_dtype) if storage_dtype == "bfloat16" else src)
+        return
+    copy_array(dst, src, "bfloat16" if storage_dtype == "bfloat16" else None)
 
 
 def token_means(x: np.ndarray) -> np.ndarray:

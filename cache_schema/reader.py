@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from thinkjepa.cache_schema.encoding import checked, decode_shard_index, from_storage, shard_index_size
+from thinkjepa.cache_schema.encoding import (
+    checked,
+    decode_shard_index,
+    from_storage,
+    shard_index_size,
+    storage_into_f32,
+)
 from thinkjepa.cache_schema.schema import (
     FAILURES,
     INDEX,
@@ -133,6 +139,20 @@ class CacheReader:
     def __contains__(self, key: str) -> bool:
         return key in self._parts_of()
 
+    def briefs(self, listing_cache: str | None = None) -> dict[str, tuple[str, float, str]]:
+        """``{key: (fingerprint, committed_at, part)}`` of every committed key, without reading
+        the records again that ``listing_cache`` (a folder the caller owns) already summarised.
+        See ``record_listing``."""
+        from thinkjepa.cache_schema.record_listing import record_briefs
+
+        return record_briefs(self._b, listing_cache)
+
+    def folder_state(self) -> dict[str, int] | None:
+        """See ``record_listing.folder_state``."""
+        from thinkjepa.cache_schema.record_listing import folder_state
+
+        return folder_state(self._b)
+
     def record(self, key: str) -> dict:
         """The commit record of ``key``; the newest one if several parts committed it."""
         rec = self._records.get(key)
@@ -174,8 +194,9 @@ class CacheReader:
         self._records.update(newest)
         return [self._records[k] for k in sorted(listing) if k in self._records]
 
-    def failures(self) -> dict[str, str]:
-        """``{key: reason}`` of recorded failures not superseded by a later commit of that key."""
+    def failures(self, briefs: dict[str, tuple[str, float, str]] | None = None) -> dict[str, str]:
+        """``{key: reason}`` of recorded failures not superseded by a later commit of that key
+        (``briefs``: from ``briefs()``, so no commit record is read again)."""
         rels = [r for r in self._b.list_files(FAILURES) if parse_record_path(r)]
         out: dict[str, tuple[float, str]] = {}
         for rel, raw in zip(rels, self._b.get_many(rels)):
@@ -185,11 +206,15 @@ class CacheReader:
             except (ValueError, TypeError, KeyError):
                 log.warning("cache %s: unreadable failure record %s ignored", self.url, rel)
                 continue
-            try:
-                if key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
+            if briefs is not None:
+                if key in briefs and briefs[key][1] >= at:
                     continue
-            except CacheError:
-                pass
+            else:
+                try:
+                    if key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
+                        continue
+                except CacheError:
+                    pass  # a torn commit record: the failure stands, the key is redone
             if key not in out or at > out[key][0]:
                 out[key] = (at, doc.get("reason", ""))
         return {k: v[1] for k, v in sorted(out.items())}
@@ -257,10 +282,13 @@ class CacheReader:
             dst = np.empty((len(rows), take, *shape[2:]) if ndim >= 2 else shape, dtype=dtype)
         else:
             dst = out
-        bf16 = self.meta.storage_dtype == "bfloat16" and out is not None
+        storage = self.meta.storage_dtype
 
         def put(target, src) -> None:
-            target[...] = from_storage(src, "bfloat16") if bf16 else src
+            if out is None:
+                target[...] = src
+            else:
+                storage_into_f32(target, src, storage)
 
         if not all(shape) or (ndim >= 2 and take == 0):
             return dst
@@ -361,17 +389,25 @@ class CacheReader:
         self._need("vlm")
         if stream not in TOKEN_STREAMS:
             raise CacheError(f"{key}: stream must be one of {TOKEN_STREAMS}, got {stream!r}")
-        n = int(self.record(key)["tokens"][stream])
-        n_out = n if max_tokens is None else int(max_tokens)
-        take = min(n, n_out)
+        n_out = int(self.record(key)["tokens"][stream]) if max_tokens is None else int(max_tokens)
         pos = self._positions(key, layers)
         n_layers = len(self.meta.layers) if pos is None else len(pos)
-        out = np.zeros((n_layers, n_out, self.meta.hidden_size), dtype=np.float32)
-        if take:
-            self._fetch(key, stream, pos, take, out=out)  # converts while copying: no temporary
-        mask = np.zeros(n_out, dtype=bool)
-        mask[:take] = True
+        out = np.empty((n_layers, n_out, self.meta.hidden_size), dtype=np.float32)
+        mask = np.empty(n_out, dtype=bool)
+        self._tokens_into(key, stream, pos, out, mask)
         return out, mask
+
+    def _tokens_into(self, key: str, stream: str, pos: list[int] | None, out: np.ndarray, mask: np.ndarray) -> None:
+        """Fill ``out`` [L, n_out, H] float32 (uninitialised) and ``mask`` [n_out] with the first
+        tokens of ``stream``, zero-padded. Writing into the caller's buffer (a batch row) spares
+        the batch a stacking copy, and only the padding is zeroed: at token-stream sizes every
+        extra pass over the array costs as much as reading the bytes."""
+        take = min(int(self.record(key)["tokens"][stream]), out.shape[1])
+        if take:
+            self._fetch(key, stream, pos, take, out=out[:, :take])  # converts while copying: no temporary
+        out[:, take:] = 0
+        mask[:take] = True
+        mask[take:] = False
 
     def read_token_info(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """``(prefill_kind [Np] uint8, frame_index [Np] int32)``: which prompt tokens are vision
@@ -390,14 +426,16 @@ class CacheReader:
 
     # -- batches ------------------------------------------------------------------------
 
-    def _read_fields(self, key: str, fields: Sequence[str], max_tokens: dict[str, int | None],
+    def _read_fields(self, key: str, fields: Sequence[str], tokens: dict[str, tuple[np.ndarray, np.ndarray]],
                      layers: Sequence[int] | None) -> dict[str, np.ndarray]:
+        """The non-token fields of one entry; its token streams go into ``tokens`` (row views)."""
         out: dict[str, np.ndarray] = {}
         for f in fields:
             if f in MEAN_FIELDS:
                 out[f] = self._fetch(key, f, self._positions(key, layers))
             elif f in TOKEN_FIELDS:
-                out[f], out[f"{f}_mask"] = self.read_tokens(key, f, max_tokens.get(f), layers)
+                self._need("vlm")
+                self._tokens_into(key, f, self._positions(key, layers), *tokens[f])
             elif f in JEPA_FLOAT_ARRAYS:
                 out[f] = self._latents(key, f)
             else:
@@ -422,16 +460,30 @@ class CacheReader:
             mt = {s: max_tokens.get(s) for s in TOKEN_STREAMS}
         else:
             mt = {s: max_tokens for s in TOKEN_STREAMS}
-        for s in TOKEN_STREAMS:
-            if s in fields and mt[s] is None and keys:
-                mt[s] = max(int(self.record(k)["tokens"][s]) for k in keys)
-        if len(keys) > 1:
-            rows = list(self._executor().map(lambda k: self._read_fields(k, fields, mt, layers), keys))
-        else:
-            rows = [self._read_fields(k, fields, mt, layers) for k in keys]
-        if not rows:
+        if not keys:
             return {}
-        out = {}
+        n_layers = len(self.meta.layers) if layers is None else len(layers)
+        streams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for s in TOKEN_STREAMS:
+            if s in fields:
+                n = mt[s] if mt[s] is not None else max(int(self.record(k)["tokens"][s]) for k in keys)
+                streams[s] = (np.empty((len(keys), n_layers, int(n), self.meta.hidden_size), dtype=np.float32),
+                              np.empty((len(keys), int(n)), dtype=bool))
+
+        def row(b: int) -> dict[str, np.ndarray]:
+            return self._read_fields(keys[b], fields, {s: (t[b], m[b]) for s, (t, m) in streams.items()}, layers)
+
+        # Threads pay off where a read waits (remote stores) or is large (token streams and
+        # latents: file reads and conversions release the GIL). Local means are a few KB per
+        # entry: handing each to a pool thread only adds GIL hand-offs (measured slower).
+        big = bool(streams) or any(f in JEPA_FLOAT_ARRAYS for f in fields)
+        if len(keys) > 1 and (big or not self._b.is_local):
+            rows = list(self._executor().map(row, range(len(keys))))
+        else:
+            rows = [row(b) for b in range(len(keys))]
+        out: dict[str, np.ndarray] = {}
+        for s, (t, m) in streams.items():
+            out[s], out[f"{s}_mask"] = t, m
         for name in rows[0]:
             try:
                 out[name] = np.stack([r[name] for r in rows])

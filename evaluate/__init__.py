@@ -1,0 +1,50 @@
+"""``thinkjepa.evaluate``: compare trained variants, baselines and guidance ablations.
+
+Programmatic API (the benchmark and ``tj-eval`` call the same functions):
+
+- ``run_eval(cfg) -> dict``: evaluates ``cfg.eval.variants`` (every seed of ``train.seeds``),
+  the ``last_observed`` and ``constant_velocity`` baselines and the test-time guidance
+  ablations of ``thinkjepa`` on ``cfg.eval.split``; writes ``metrics.json``,
+  ``metrics.parquet``, the pictures, ``report.md`` and ``report.html`` under ``eval.out``
+  and returns what ``metrics.json`` holds (also printed by ``tj-eval --json``).
+- ``paired_bootstrap(a, b, n_boot=2000, seed=0) -> (mean_diff, lo, hi)``: mean of ``a - b``
+  over paired per-window values and its percentile-bootstrap 95% interval.
+- ``gate_values(run_dir, which="best") -> list[float] | None``: ``tanh(gate)`` per predictor
+  block of a trained run (``seed_run_dir(train.out, variant, seed)``); None without guidance.
+- ``find_runs(cfg, variant) -> {seed: run_dir}``: the checkpoints eval uses.
+
+metrics.json keys: ``split``; ``window_set`` {digest, windows, ids}; ``rollout_window_set``
+{digest, windows, steps, requested_steps, frames_per_step, modes}; ``acc_threshold_m``;
+``seeds`` {variant: [seed]}; ``checkpoints`` {variant: {seed: {path, step, best_val_ade,
+fingerprint}}}; ``gates`` {variant: {seed: [tanh(gate)] | null}}; ``notes``; ``report``,
+``html``, ``parquet``, ``figures``; and ``models`` {name: row}. Names are the variants, the
+baselines and ``thinkjepa:zeroed`` / ``thinkjepa:shuffled`` / ``thinkjepa:same_clip``. A row:
+``kind`` (variant | training_ablation | baseline | test_ablation), ``windows``,
+``window_digest``, ``seeds``, ``per_seed`` {seed: {ADE, FDE, Acc}}, ``ADE`` / ``ADE_std``,
+``FDE`` / ``FDE_std``, ``Acc`` / ``Acc_std`` (mean and sample std over seeds),
+``ADE_by_step`` / ``ADE_by_step_std`` (per future frame), ``by_joint_group`` and ``by_task``
+{name: {ADE, ADE_std, ...}}, ``per_window_ADE`` {window_id: seed-mean ADE}, ``latent``
+(one-shot: L1, L2, cos, std_ratio, norm_ratio, flag, ...), ``rollout`` {mode: {steps,
+windows, ADE..., per_step: [{step, ADE, ADE_std, FDE, FDE_std, Acc, Acc_std, latent}],
+ADE_by_frame, ADE_by_frame_std, per_window_ADE}}, and for every non-reference row
+``vs_jepa_only`` / ``rollout_vs_jepa_only`` {mode: ...} = {mean_diff, lo, hi, significant,
+windows} (negative = better than jepa_only); test-time ablations carry ``vs_thinkjepa``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thinkjepa.evaluate.predict import find_runs, gate_values
+from thinkjepa.evaluate.stats import paired_bootstrap
+
+
+def run_eval(cfg, progress=None) -> dict[str, Any]:
+    """Evaluate and write every output; returns the metrics.json summary."""
+    from thinkjepa.evaluate.report import write_report
+    from thinkjepa.evaluate.run import evaluate_all
+
+    return write_report(cfg, evaluate_all(cfg, progress=progress))
+
+
+__all__ = ["find_runs", "gate_values", "paired_bootstrap", "run_eval"]

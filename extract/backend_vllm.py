@@ -25,17 +25,91 @@ from thinkjepa.config import ThinkerConfig
 from thinkjepa.extract.connector import CONNECTOR_MODULE, CONNECTOR_NAME
 from thinkjepa.extract.layers import LAYER_CONVENTION, vllm_aux_layer_ids
 from thinkjepa.extract.thinker_io import (
+    ThinkerModelInfo,
     ThinkerOutput,
     ThinkerRequest,
     build_chat_prompt,
     check_request,
     finalize_output,
-    open_thinker,
     name_error,
+    open_thinker,
     video_metadata,
 )
+from thinkjepa.fastcopy import copy_serial
 
 DEFAULT_CPU_KVCACHE_GIB = "1"
+
+
+def engine_args(cfg: ThinkerConfig, layers: list[int], num_hidden_layers: int, *, capture_to: str | None) -> dict[str, Any]:
+    """``vllm.LLM`` arguments of the thinker engine. ``capture_to``: the folder the hidden-state
+    connector writes to; None gives the same engine without capture (the bench's baseline)."""
+    import torch
+
+    kwargs: dict[str, Any] = dict(
+        model=cfg.model,
+        revision=cfg.revision,
+        dtype=cfg.compute_dtype,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_model_len=cfg.max_model_len,
+        load_format=cfg.load_format,
+        seed=0,
+        # Every clip's prompt differs after a few template tokens; caching buys nothing
+        # and would only add a path where states are not computed by this request.
+        enable_prefix_caching=False,
+        limit_mm_per_prompt={"image": 0, "video": 1},
+        # CUDA graphs / torch.compile pay off on GPUs; on CPU they only slow the start.
+        enforce_eager=not torch.cuda.is_available(),
+    )
+    if capture_to is None:
+        return kwargs
+    from vllm.config import KVTransferConfig
+
+    kwargs["speculative_config"] = {
+        "method": "extract_hidden_states",
+        "num_speculative_tokens": 1,
+        "draft_model_config": {
+            "hf_config": {"eagle_aux_hidden_state_layer_ids": vllm_aux_layer_ids(layers, num_hidden_layers)}
+        },
+    }
+    kwargs["kv_transfer_config"] = KVTransferConfig(
+        kv_connector=CONNECTOR_NAME,
+        kv_connector_module_path=CONNECTOR_MODULE,
+        kv_role="kv_producer",
+        kv_connector_extra_config={"shared_storage_path": capture_to},
+    )
+    return kwargs
+
+
+def sampling_params(cfg: ThinkerConfig, info: ThinkerModelInfo, *, capture: bool):
+    """Greedy decoding of ``max_new_tokens``; with ``capture`` the connector also keeps the
+    generated tokens' states."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=0.0,
+        max_tokens=cfg.max_new_tokens,
+        stop_token_ids=list(info.stop_token_ids),
+        extra_args={"kv_transfer_params": {"include_output_tokens": True}} if capture else None,
+    )
+
+
+def engine_input_of(processor: Any, req: ThinkerRequest) -> tuple[str, dict[str, Any]]:
+    """The prompt string and the engine input (prompt + video with its metadata) of a request."""
+    prompt = build_chat_prompt(processor, req.user_text)
+    return prompt, {"prompt": prompt, "multi_modal_data": {"video": (req.frames, video_metadata(req.frame_indices, req.fps))}}
+
+
+def layer_major_f32(states) -> np.ndarray:
+    """[N, L, H] tensor of any float dtype -> C-contiguous [L, N, H] float32 array in one pass:
+    torch converts and transposes in the same copy (numpy took a conversion pass and a
+    transposing pass, each slower than reading the file), on this thread (thinkjepa.fastcopy)."""
+    import torch
+
+    n, n_layers, hidden = states.shape
+    out = torch.empty((n_layers, n, hidden), dtype=torch.float32)
+    copy_serial(out, states.permute(1, 0, 2))
+    return out.numpy()
 
 
 class VLLMThinker:
@@ -44,9 +118,7 @@ class VLLMThinker:
     layer_convention = LAYER_CONVENTION
 
     def __init__(self, cfg: ThinkerConfig, *, engine_kwargs: dict[str, Any] | None = None) -> None:
-        import torch
         from vllm import LLM
-        from vllm.config import KVTransferConfig
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
         self.cfg = cfg
@@ -55,37 +127,7 @@ class VLLMThinker:
         self.hidden_size = self.info.hidden_size
         self._storage = tempfile.mkdtemp(prefix="thinkjepa-hidden-states-")
 
-        kwargs: dict[str, Any] = dict(
-            model=cfg.model,
-            revision=cfg.revision,
-            dtype=cfg.compute_dtype,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            max_model_len=cfg.max_model_len,
-            load_format=cfg.load_format,
-            seed=0,
-            # Every clip's prompt differs after a few template tokens; caching buys nothing
-            # and would only add a path where states are not computed by this request.
-            enable_prefix_caching=False,
-            limit_mm_per_prompt={"image": 0, "video": 1},
-            # CUDA graphs / torch.compile pay off on GPUs; on CPU they only slow the start.
-            enforce_eager=not torch.cuda.is_available(),
-            speculative_config={
-                "method": "extract_hidden_states",
-                "num_speculative_tokens": 1,
-                "draft_model_config": {
-                    "hf_config": {
-                        "eagle_aux_hidden_state_layer_ids": vllm_aux_layer_ids(self.layers, self.info.num_hidden_layers)
-                    }
-                },
-            },
-            kv_transfer_config=KVTransferConfig(
-                kv_connector=CONNECTOR_NAME,
-                kv_connector_module_path=CONNECTOR_MODULE,
-                kv_role="kv_producer",
-                kv_connector_extra_config={"shared_storage_path": self._storage},
-            ),
-        )
+        kwargs = engine_args(cfg, self.layers, self.info.num_hidden_layers, capture_to=self._storage)
         kwargs.update(engine_kwargs or {})
         try:
             self.llm = LLM(**kwargs)
@@ -94,14 +136,7 @@ class VLLMThinker:
             raise
 
     def _sampling_params(self):
-        from vllm import SamplingParams
-
-        return SamplingParams(
-            temperature=0.0,
-            max_tokens=self.cfg.max_new_tokens,
-            stop_token_ids=list(self.info.stop_token_ids),
-            extra_args={"kv_transfer_params": {"include_output_tokens": True}},
-        )
+        return sampling_params(self.cfg, self.info, capture=True)
 
     def extract(self, requests: list[ThinkerRequest]) -> list[ThinkerOutput | Exception]:
         results: list[ThinkerOutput | Exception | None] = [None] * len(requests)
@@ -112,11 +147,7 @@ class VLLMThinker:
         for i, req in enumerate(requests):
             try:
                 check_request(req)
-                prompt = build_chat_prompt(self.processor, req.user_text)
-                engine_input = {
-                    "prompt": prompt,
-                    "multi_modal_data": {"video": (req.frames, video_metadata(req.frame_indices, req.fps))},
-                }
+                prompt, engine_input = engine_input_of(self.processor, req)
                 (rid,) = self.llm.enqueue(engine_input, self._sampling_params(), use_tqdm=False)
                 prompts[i] = prompt
                 # enqueue returns vLLM's internal id ("<n>-<random>"); outputs carry "<n>".
@@ -158,7 +189,7 @@ class VLLMThinker:
             data = load_hidden_states(path)
         finally:
             cleanup_hidden_states(path)
-        states = data["hidden_states"]  # [num_tokens, num_layers, hidden]
+        states = data["hidden_states"]  # [num_tokens, num_layers, hidden], the engine's dtype
         token_ids = data["token_ids"].numpy()
         prompt_ids = np.asarray(out.prompt_token_ids, dtype=np.int64)
         all_gen = np.asarray(out.outputs[0].token_ids, dtype=np.int64)
@@ -170,14 +201,13 @@ class VLLMThinker:
             )
         if states.shape[1] != len(self.layers) or states.shape[2] != self.hidden_size:
             raise RuntimeError(f"{req.key}: hidden states of shape {tuple(states.shape)}, expected [*, {len(self.layers)}, {self.hidden_size}]")
-        layered = states.float().numpy().transpose(1, 0, 2)  # [L, N, H]
         n_prompt = len(prompt_ids)
         return finalize_output(
             req,
             prompt=prompt,
-            prefill=layered[:, :n_prompt],
+            prefill=layer_major_f32(states[:n_prompt]),
             prefill_ids=prompt_ids,
-            generated=layered[:, n_prompt:],
+            generated=layer_major_f32(states[n_prompt:]),
             all_generated_ids=all_gen,
             text=self.processor.tokenizer.decode(all_gen.tolist(), skip_special_tokens=True),
             max_prefill_tokens=self.cfg.max_prefill_tokens,

@@ -56,12 +56,14 @@ class ThinkerHiddenStatesConnector(ExampleHiddenStatesConnector):
 
         block_ids = torch.tensor(pending.block_ids, dtype=torch.long)
         offsets = torch.arange(self._block_size, dtype=torch.long)
-        slot_mapping = (offsets[None, :] + block_ids[:, None] * self._block_size).flatten()
         num_tokens = pending.token_ids.shape[0]
-        # A real copy: the blocks are handed back to the allocator once this request is
-        # reported done, and the next step may overwrite them before the writer runs.
-        states = extract_from_kv_cache(self._kv_cache, slot_mapping, num_tokens).clone()
-        tensors = {"hidden_states": states, "token_ids": pending.token_ids.clone()}
+        # Only the request's own slots (not its last block's tail): the gather below is then
+        # the one copy, exactly [num_tokens, layers, hidden]. It must be a real copy: the
+        # blocks go back to the allocator once this request is reported done, and the next
+        # engine step may overwrite them before the writer thread runs.
+        slot_mapping = (offsets[None, :] + block_ids[:, None] * self._block_size).flatten()[:num_tokens]
+        states = extract_from_kv_cache(self._kv_cache, slot_mapping, num_tokens)
+        tensors = {"hidden_states": states, "token_ids": pending.token_ids}
 
         assert pending.req_id not in self._req_futures, "Found another KV transfer request with same req_id!"
         os.makedirs(os.path.dirname(pending.filename), exist_ok=True)

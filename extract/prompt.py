@@ -49,6 +49,16 @@ _SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
+METADATA_KEYS: tuple[str, ...] = tuple(sorted({k for keys in _SOURCES.values() for k in keys}))
+"""The metadata keys any prompt field can come from."""
+
+
+def prompt_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The part of a clip's metadata prompts can use, as text (JSON-able, so planning can keep
+    it between runs; ``prompt_values`` of it equals ``prompt_values`` of the whole metadata)."""
+    return {k: _as_text(metadata[k]) for k in METADATA_KEYS if k in metadata}
+
+
 def template_fields(template: str) -> list[str]:
     """Names of the placeholders in ``template`` (raises ValueError on malformed braces)."""
     try:

@@ -12,9 +12,12 @@ the shard goes on; the next run retries it.
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,12 +34,12 @@ from thinkjepa.cache_schema import (
 from thinkjepa.config import PipelineConfig
 from thinkjepa.data.egodex import decode_frames
 from thinkjepa.data.video import VideoError
-from thinkjepa.extract.fingerprint import entry_fingerprint, fingerprint_payload
+from thinkjepa.extract.fingerprint import Fingerprinter, entry_fingerprint, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
-from thinkjepa.extract.prompt import build_prompt, read_clip_metadata, validate_template
+from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
-from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
+from thinkjepa.stage_run import ShardSummary, failure_reason, listing_cache_dir, manifest_rows, progress_bar
 
 if TYPE_CHECKING:
     from thinkjepa.extract.thinker_io import ThinkerBackend, ThinkerOutput, ThinkerRequest
@@ -74,22 +77,138 @@ class ClipPlan:
 ExtractSummary = ShardSummary
 
 
+def fingerprints_of(cfg: PipelineConfig, items: Sequence[WorkItem]) -> list[str]:
+    """The extraction fingerprint of each item: what the runner commits and what status and
+    training compare against (one ``Fingerprinter`` for all; the episode's content
+    fingerprint, set by ``plan_clips``, is part of it)."""
+    fp = Fingerprinter(cfg.thinker, layer_convention=LAYER_CONVENTION)
+    return [fp(user_text=it.user_text, frame_indices=it.window.thinker, episode=it.episode) for it in items]
+
+
 def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
-    return entry_fingerprint(
-        cfg.thinker, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices,
-        episode=item.episode,
-    )
+    return fingerprints_of(cfg, [item])[0]
 
 
+class PromptCache:
+    """Each clip's user prompt, kept between runs under the workdir and reused while its
+    inputs are unchanged: the annotation file's (size, mtime, inode), the template and the
+    manifest's task and description. Reading an HDF5 file's attributes costs ~4 ms, which
+    made planning a 100k-episode manifest (so every `tj status`) take minutes. Concurrent
+    shards may each rewrite the cache (the last one wins, which only costs a re-read)."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path | None, template: str) -> None:
+        self.path = path
+        self.template = template
+        self._entries: dict[str, list] = {}
+        self._dirty = False
+        if path is not None:
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("version") == self.VERSION:
+                    self._entries = doc["entries"]
+            except (OSError, ValueError, KeyError, AttributeError):
+                pass  # missing or damaged: rebuilt as clips are planned
+
+    def user_text(self, clip_id: str, row: dict[str, Any]) -> str:
+        path = str(row["annotation_path"])
+        try:
+            st = os.stat(path)
+            ident: list[Any] | None = [st.st_size, st.st_mtime_ns, st.st_ino]
+        except OSError:
+            ident = None
+        inputs = [ident, self.template, clip_id, row.get("task") or "", row.get("description") or ""]
+        hit = self._entries.get(path)
+        if ident is not None and hit is not None and hit[0] == inputs:
+            return hit[1]
+        metadata: dict[str, Any] = {k: row[k] for k in ("task", "description") if row.get(k)}
+        metadata.update(prompt_metadata(read_clip_metadata(path)))
+        text = build_prompt(self.template, metadata, clip_id)
+        if ident is not None:
+            self._entries[path] = [inputs, text]
+            self._dirty = True
+        return text
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        from thinkjepa.fsio import atomic_write_json
+
+        try:
+            atomic_write_json(self.path, {"version": self.VERSION, "entries": self._entries}, durable=False, indent=None)
+        except OSError:
+            pass  # a cache: the next plan reads the files again
+        self._dirty = False
+
+
+def _with_clip_id(w: Window, clip_id: str) -> Window:
+    # ``dataclasses.replace`` would re-run the causality checks the template already passed
+    # (same frames): a third of the cost of planning a large manifest.
+    out = object.__new__(Window)
+    out.__dict__.update(w.__dict__, clip_id=clip_id)
+    return out
+
+
+def clip_windows(cfg: PipelineConfig) -> Callable[[str, int], list[Window]]:
+    """``windows_for_clip`` with the frame lists computed once per frame count (they depend
+    on nothing else), for planning whole manifests. Raises ``TooShortError`` likewise."""
+    memo: dict[int, list[Window] | TooShortError] = {}
+
+    def windows(clip_id: str, n_frames: int) -> list[Window]:
+        got = memo.get(n_frames)
+        if got is None:
+            try:
+                got = windows_for_clip("\0", n_frames, cfg.sampling)
+            except TooShortError as e:
+                got = e
+            memo[n_frames] = got
+        if isinstance(got, TooShortError):
+            raise TooShortError(str(got).replace("\0", clip_id, 1))
+        return [_with_clip_id(w, clip_id) for w in got]
+
+    return windows
+
+
+def episode_files_digest(cfg: PipelineConfig) -> str | None:
+    """A digest that changes when an episode file (annotation or video) the manifest names may
+    have changed: prompts come from the annotations' attributes and entry fingerprints hold
+    each episode's content fingerprint, so a status computed earlier holds while it is equal.
+    The dataset listing of ``data.root`` (``pipeline.dataset_listing``, cached by folder
+    mtimes), else one stat per episode file."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    if cfg.data.root and Path(cfg.data.root).is_dir():
+        from thinkjepa.pipeline import dataset_listing
+
+        return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
+    try:
+        table = pq.read_table(cfg.path(cfg.data.manifest), columns=["annotation_path", "video_path"])
+    except (OSError, KeyError, ValueError):
+        return None
+    h = hashlib.sha256()
+    for p in (*table.column(0).to_pylist(), *table.column(1).to_pylist()):
+        try:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}\n".encode())
+        except OSError:
+            h.update(f"{p}:missing\n".encode())
+    return h.hexdigest()[:16]
 
 
 def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = None) -> list[ClipPlan]:
     """Every clip of the manifest (or of shard ``only_shard`` of ``shards``) with its work
-    items, in clip-id order. Reads the manifest and each clip's HDF5 attributes, no video."""
+    items, in clip-id order. Reads the manifest and each clip's HDF5 attributes (through
+    ``PromptCache``), no video; each episode's content fingerprint comes from the workdir's
+    memo (``thinkjepa.data.content``: a stat per file unless the file changed)."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
 
     validate_template(cfg.thinker.prompt_template)
+    prompts = PromptCache(Path(listing_cache_dir(cfg)) / "prompts.json", cfg.thinker.prompt_template)
     content = for_workdir(cfg.workdir)
+    windows_of = clip_windows(cfg)
     plans = []
     for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
@@ -99,23 +218,22 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
         plan = ClipPlan(clip_id, s)
         plans.append(plan)
         try:
-            windows = windows_for_clip(clip_id, int(row["n_frames"]), cfg.sampling)
+            windows = windows_of(clip_id, int(row["n_frames"]))
         except TooShortError as e:
             plan.problem = f"too short for the sampling rule: {str(e).removeprefix(clip_id + ': ')}"
             continue
-        metadata: dict[str, Any] = {k: row[k] for k in ("task", "description") if row.get(k)}
         try:
-            metadata.update(read_clip_metadata(row["annotation_path"]))
-        except ValueError as e:
+            user_text = prompts.user_text(clip_id, row)
+        except ValueError as e:  # unreadable HDF5: its windows fail here, with the cause
             plan.problem = str(e)
             plan.failed_keys = [w.window_id for w in windows]
             continue
-        user_text = build_prompt(cfg.thinker.prompt_template, metadata, clip_id)
         episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
         plan.items = [
             WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text, episode)
             for w in windows
         ]
+    prompts.save()
     content.save()
     return plans
 
@@ -230,6 +348,23 @@ def _group_by_clip(items: Sequence[WorkItem]) -> Iterator[list[WorkItem]]:
 
 
 
+def plan_shard(
+    cfg: PipelineConfig, shard: tuple[int, int]
+) -> tuple[list[ClipPlan], list[WorkItem], list[WorkItem], CacheReader | None]:
+    """Shard ``(I, N)``'s clip plans, its work items, those still to do (not committed with the
+    fingerprint they get now), and the store's reader (None before the first commit)."""
+    i, n = validate_shard(*shard)
+    plans = plan_clips(cfg, shards=n, only_shard=i)
+    items = [it for p in plans for it in p.items]
+    reader = open_reader(cfg.url(cfg.thinker.cache))
+    if reader is None:
+        return plans, items, list(items), None
+    _check_store(reader, cfg)
+    committed = {k: b[0] for k, b in reader.briefs(listing_cache_dir(cfg)).items()}
+    todo = [it for it, fp in zip(items, fingerprints_of(cfg, items)) if committed.get(it.key) != fp]
+    return plans, items, todo, reader
+
+
 def run_shard(
     cfg: PipelineConfig,
     shard: tuple[int, int] = (0, 1),
@@ -248,20 +383,11 @@ def run_shard(
     t0 = time.perf_counter()
     summary = ExtractSummary(part=part_name(i, n))
     url = cfg.url(cfg.thinker.cache)
-    plans = plan_clips(cfg, shards=n, only_shard=i)
-    items = [it for p in plans for it in p.items]
+    plans, items, todo, reader = plan_shard(cfg, (i, n))
     for p in plans:
         if p.problem:
             for key in p.failed_keys or [p.clip_id]:
                 summary.failed[key] = p.problem
-
-    reader = open_reader(url)
-    if reader is not None:
-        _check_store(reader, cfg)
-        committed = {r["key"]: r["fingerprint"] for r in reader.records()}
-        todo = [it for it in items if committed.get(it.key) != fingerprint_of(cfg, it)]
-    else:
-        todo = list(items)
     todo_keys = {it.key for it in todo}
     summary.skipped = [it.key for it in items if it.key not in todo_keys]
 

@@ -26,3 +26,14 @@ def egodex_root() -> Path:
             "or set THINKJEPA_EGODEX_FIXTURES"
         )
     return EGODEX_FIXTURES
+
+
+# Engine start (vLLM through the session fixture `vllm_thinker`, or anything built on it) takes
+# minutes on 2 cores: such tests join the slow tier (`pytest -m "not slow"` skips them; CI runs all).
+SLOW_FIXTURES = frozenset({"vllm_thinker"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -32,7 +32,11 @@ class DataConfig(_Section):
     manifest: str = "{workdir}/manifest.parquet"
     split_seed: int = 42
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    """train / val / test shares of task folders (grouped split: no task in two splits)."""
+    """train / val / test shares of the split groups (task folders or episodes, see split_by)."""
+    split_by: Literal["auto", "task", "episode"] = "auto"
+    """Group of the split: ``task`` (no task folder in two splits: tests cross-task
+    generalisation), ``episode`` (for small folders), ``auto`` = task with 3 or more task
+    folders, else episode with a warning (thinkjepa.data.manifest.split_groups)."""
 
 
 class SamplingConfig(_Section):
@@ -48,6 +52,11 @@ class SamplingConfig(_Section):
     thinker_frames: int = 32
     thinker_span: int | None = None
     """How far back (frames before t) the thinker looks in ``stride`` mode; None = from frame 0."""
+    thinker_stop: Literal["forecast", "dense"] = "forecast"
+    """Where the thinker's frames end in ``stride`` mode: ``forecast`` (up to t-1, the
+    reference: the VLM sees the dense frames too) or ``dense`` (up to the frame before the
+    dense window, so the two branches see disjoint frames and the guidance can carry only what
+    the long-range past shows — the guidance benchmark's setting)."""
     windows_per_clip: int = 1
     window_hop: int | None = None
     """Frames between successive forecast times when ``windows_per_clip`` > 1 (default: future_frames)."""
@@ -145,6 +154,10 @@ class TrainConfig(_Section):
     latent_loss_weight: float = 1.0
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
     seed: int = 0
+    """Seed of one run; ``tj-train`` sets it to each entry of ``seeds`` in turn."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Every seed ``tj-train`` trains, each into ``<out>/<variant>/seed-<s>/``; ``tj-eval``
+    reports mean +- std over them."""
     num_workers: int = 2
     checkpoint_every: int = 500
     eval_every: int = 1
@@ -165,7 +178,17 @@ class EvalConfig(_Section):
     variants: list[str] = Field(default_factory=lambda: ["thinkjepa", "jepa_only", "vlm_only"])
     split: Literal["val", "test"] = "test"
     acc_threshold_m: float = 0.05
-    rollout_steps: int = 1
+    rollout_steps: int = 4
+    """Recursive rollout steps of ``future_frames`` each; fewer are reported (with a note) when
+    no window of the split has that many frames left in its episode."""
+    rollout_modes: list[Literal["shifted", "predicted"]] = Field(default_factory=lambda: ["shifted", "predicted"])
+    """How a step's forecast becomes the next context (``ThinkJEPA.rollout``): ``shifted`` keeps
+    the newest past tubelets of [context; predicted], ``predicted`` uses the predicted ones alone,
+    resampled to the past length (the two coincide when past and future have as many tubelets)."""
+    overlay_windows: int = 3
+    """Trajectory overlays for this many windows of largest gain and of largest loss vs jepa_only."""
+    bootstrap: int = 2000
+    """Paired bootstrap resamples for the 95% intervals of ADE differences."""
 
 
 class DemoConfig(_Section):

@@ -37,14 +37,18 @@ def demo_config(workdir: Path, data_root: Path, qwen_dir: Path, vjepa_dir: Path,
 
 def prepare_models(workdir: Path, cfg_preview: PipelineConfig) -> tuple[Path, Path]:
     """Build (once) the tiny thinker and encoder checkpoints the demo runs."""
-    from thinkjepa.tiny.qwen3vl import build_tiny_qwen3vl_thinking
+    import json
+
+    from thinkjepa.tiny.qwen3vl import build_tiny_qwen3vl_thinking, engine_dtype
     from thinkjepa.tiny.vjepa2 import build_tiny_vjepa2
 
     models = workdir / "models"
     qwen_dir = models / "tiny-qwen3vl-thinking"
     vjepa_dir = models / "tiny-vjepa2"
-    if not (qwen_dir / "config.json").exists():
-        build_tiny_qwen3vl_thinking(qwen_dir, seed=0)
+    dtype = engine_dtype(cfg_preview.thinker.compute_dtype)
+    qwen_cfg = qwen_dir / "config.json"
+    if not qwen_cfg.exists() or json.loads(qwen_cfg.read_text()).get("dtype") != dtype:
+        build_tiny_qwen3vl_thinking(qwen_dir, seed=0, dtype=dtype)
     if not (vjepa_dir / "config.json").exists():
         build_tiny_vjepa2(
             vjepa_dir,

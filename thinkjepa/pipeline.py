@@ -2,16 +2,29 @@
 
 Each stage declares the config sections it reads and the stages it consumes. Its *stamp* is
 a hash of those sections, the upstream stamps and (for ``index``) a listing of the dataset
-files. After a stage succeeds its stamp is written to ``<workdir>/state/<stage>.json``; a
-stage is stale when the stamp it would have now differs from the recorded one, or its
-recorded outputs are gone. Stages are themselves resumable, so rerunning one only redoes
-work whose inputs changed (e.g. extraction skips entries with the same fingerprint).
+files. A stage's state comes from what its outputs hold wherever they can say it:
+
+* ``extract`` and ``encode`` (the *shardable* stages) are fresh exactly when every window the
+  manifest plans is committed with the fingerprint the config gives it now, whichever command
+  or shard wrote it (``stage_run.tally_windows``, the same count as ``tj-extract status``);
+* ``index`` is fresh when the manifest was built from this data root with these settings and
+  no dataset file changed since (the dataset listing recorded in its stamp, or, for a
+  manifest written by ``tj data index``, no dataset file newer than the manifest);
+* ``train`` and ``eval`` have no per-window outputs: their stamp, written by ``tj run`` when
+  they succeed, says with which inputs they ran.
+
+Stamps live in ``<workdir>/state/<stage>.json`` (``<stage>.<part>.json`` for one shard),
+written atomically and durably (``thinkjepa.fsio``), and carry the inputs they were computed
+from. ``tj run --shard I/N`` runs only that shard of the shardable stages; train and eval need
+every shard and refuse to start while one is pending unless ``allow_partial`` (recorded in
+their stamp, which then stays stale until they run on complete inputs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkjepa.config import PipelineConfig, save_config
+from thinkjepa.fsio import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -37,21 +51,26 @@ def _run_index(cfg: PipelineConfig) -> dict[str, Any]:
     if not cfg.data.root:
         raise ValueError("data.root is not set: pass --set data.root=DIR (an EgoDex-layout folder) or use `tj demo`")
     table, problems = build_manifest(cfg.data.root, cfg.path(cfg.data.manifest), cfg.data, cfg.sampling)
+    import warnings
+
+    for p in problems:  # dataset-level warnings (e.g. the split fell back to episodes) are the user's to read
+        if p.clip_id is None and p.severity == "warning":
+            warnings.warn(p.reason, stacklevel=1)
     return {"clips": table.num_rows, "problems": len(problems)}
 
 
-def _run_extract(cfg: PipelineConfig) -> dict[str, Any]:
+def _run_extract(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     from thinkjepa.extract.runner import run_shard
 
-    summary = run_shard(cfg, shard=(0, 1))
+    summary = run_shard(cfg, shard=shard)
     _raise_on_failures("extract", summary.failed, "tj-extract status")
     return _summary_dict(summary)
 
 
-def _run_encode(cfg: PipelineConfig) -> dict[str, Any]:
+def _run_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     from thinkjepa.train.encode import run_encode
 
-    summary = run_encode(cfg, shard=(0, 1))
+    summary = run_encode(cfg, shard=shard)
     _raise_on_failures("encode", summary.failed, "tj cache show " + cfg.url(cfg.encoder.cache) + " KEY")
     return _summary_dict(summary)
 
@@ -66,23 +85,26 @@ def _raise_on_failures(stage: str, failed: dict[str, str], where: str) -> None:
         first = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         raise RuntimeError(
             f"{stage}: {len(failed)} entries failed (first: {first}). Fix the input or settings, "
-            f"see `{where}`, then rerun `tj run` (committed entries are kept and skipped)."
+            f"see `{where}`, then rerun the same `tj run` (committed entries are kept and skipped)."
         )
 
 
 def _run_train(cfg: PipelineConfig) -> dict[str, Any]:
-    from thinkjepa.train.loop import run_training
+    from thinkjepa.train.loop import train_seeds
 
     results = {}
     for variant in cfg.eval.variants:
-        results[variant] = str(run_training(cfg, variant))
+        for seed, (_, ran) in train_seeds(cfg, variant, skip_finished=True).items():
+            results[f"{variant}/seed-{seed}"] = "trained" if ran else "unchanged, kept"
     return results
 
 
 def _run_eval(cfg: PipelineConfig) -> dict[str, Any]:
-    from thinkjepa.evaluate.report import run_eval
+    from thinkjepa.evaluate import run_eval
 
-    return run_eval(cfg)
+    result = run_eval(cfg)  # metrics.json holds it all; the stage record keeps the headline
+    return {"report": result["report"], "windows": result["window_set"]["windows"],
+            "ADE": {name: round(m["ADE"], 5) for name, m in result["models"].items()}}
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:
@@ -106,6 +128,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval", ("eval",), ("train",), _run_eval, lambda c: [str(c.path(c.eval.out))]),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+SHARDABLE = ("extract", "encode")
+"""Stages whose work splits by clip over ``--shard I/N``; the others need every shard done."""
 
 
 def _stage(name: str) -> Stage:
@@ -115,20 +139,104 @@ def _stage(name: str) -> Stage:
     raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
-def _dataset_listing(root: str | None) -> str:
-    """Names, sizes and mtimes of the dataset files: edits to the data make ``index`` stale."""
-    if not root or not Path(root).exists():
-        return "missing"
+# -- dataset listing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetListing:
+    """Names, sizes and mtimes of the dataset's video and annotation files, in brief."""
+
+    digest: str
+    newest_mtime_ns: int
+    files: int
+
+
+def _scan_folder(folder: str) -> tuple[list[str], str, int, int]:
+    """Subfolders, and digest / newest mtime / count of the data files directly in ``folder``."""
     h = hashlib.sha256()
-    for p in sorted(Path(root).rglob("*")):
-        if p.suffix in (".mp4", ".hdf5"):
-            st = p.stat()
-            h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    newest, count, subdirs = 0, 0, []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir():
+            subdirs.append(e.name)
+        elif e.name.endswith((".mp4", ".hdf5")):
+            st = e.stat()
+            newest = max(newest, st.st_mtime_ns)
+            count += 1
+            h.update(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return subdirs, h.hexdigest(), newest, count
+
+
+def dataset_listing(root: str | None, cache_dir: str | Path | None = None) -> DatasetListing:
+    """Names, sizes and mtimes of every ``.mp4``/``.hdf5`` under ``root``: edits to the data make
+    ``index`` stale. Computed once per ``status``/``run`` call and shared by every stage.
+
+    With ``cache_dir`` a folder whose mtime did not change since it was last scanned (and was
+    scanned more than ``RACY_S`` after that change) is taken from the cache without a stat of
+    its files: 100k episodes are then ~200 folder stats instead of 200k file stats. The price:
+    a file rewritten *in place* (same name, no rename, so the folder's mtime stays) goes unseen
+    until its folder changes; tools that replace files (write + rename, copy, rsync) are
+    always seen, and `tj run --force index` re-indexes regardless. (A dataset-wide listing
+    for the pipeline's stamps; the index's own incremental scan lives in data/manifest.py.)"""
+    from thinkjepa.cache_schema.record_listing import RACY_S
+
+    if not root or not Path(root).is_dir():
+        return DatasetListing("missing", 0, 0)
+    cache_path = None
+    cached: dict[str, list] = {}
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"dataset-{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]}.json"
+        try:
+            cached = json.loads(cache_path.read_text())["folders"]
+        except (OSError, ValueError, KeyError, TypeError):
+            cached = {}
+    now = time.time_ns()
+    folders: dict[str, list] = {}
+    h = hashlib.sha256()
+    newest = count = 0
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(root, rel) if rel else str(root)
+        mtime = os.stat(path).st_mtime_ns
+        hit = cached.get(rel)
+        if hit is not None and hit[0] == mtime and hit[5]:
+            entry = hit
+        else:
+            subdirs, digest, fnewest, fcount = _scan_folder(path)
+            entry = [mtime, digest, fnewest, fcount, subdirs, (now - mtime) / 1e9 > RACY_S]
+        folders[rel] = entry
+        _, digest, fnewest, fcount, subdirs, _ = entry
+        h.update(f"{rel}/:{digest}\n".encode())
+        newest = max(newest, mtime, fnewest)
+        count += fcount
+        stack.extend(f"{rel}{d}/" for d in reversed(subdirs))
+    if cache_path is not None and folders != cached:
+        try:
+            atomic_write_json(cache_path, {"root": str(root), "folders": folders}, durable=False, indent=None)
+        except OSError:
+            pass
+    return DatasetListing(h.hexdigest()[:16], newest, count)
+
+
+def _listing(cfg: PipelineConfig) -> DatasetListing:
+    from thinkjepa.stage_run import listing_cache_dir
+
+    return dataset_listing(cfg.data.root, listing_cache_dir(cfg))
+
+
+# -- stamps ---------------------------------------------------------------------------------
 
 
 def _state_dir(cfg: PipelineConfig) -> Path:
     return cfg.path("{workdir}/state")
+
+
+def _stamp_path(cfg: PipelineConfig, name: str, part: str | None = None) -> Path:
+    return _state_dir(cfg) / (f"{name}.{part}.json" if part else f"{name}.json")
 
 
 def _output_exists(path: str) -> bool:
@@ -140,81 +248,242 @@ def _output_exists(path: str) -> bool:
     return Path(path.removeprefix("file://")).exists()
 
 
-def _config_stamp(cfg: PipelineConfig, stage: Stage) -> str:
+def _config_stamp(cfg: PipelineConfig, stage: Stage, listing: DatasetListing) -> str:
     payload = cfg.section_fingerprint(*stage.sections)
     if stage.name == "index":
-        payload += _dataset_listing(cfg.data.root)
+        payload += listing.digest
     return payload
 
 
-def compute_stamps(cfg: PipelineConfig) -> dict[str, str]:
+def compute_stamps(cfg: PipelineConfig, listing: DatasetListing | None = None) -> dict[str, str]:
     """The stamp each stage would carry if it ran now (upstream stamps folded in)."""
+    listing = listing or _listing(cfg)
     stamps: dict[str, str] = {}
     for stage in STAGES:
-        h = hashlib.sha256(_config_stamp(cfg, stage).encode())
+        h = hashlib.sha256(_config_stamp(cfg, stage, listing).encode())
         for up in stage.upstream:
             h.update(stamps[up].encode())
         stamps[stage.name] = h.hexdigest()[:16]
     return stamps
 
 
-def read_state(cfg: PipelineConfig, name: str) -> dict[str, Any] | None:
-    p = _state_dir(cfg) / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+def read_state(cfg: PipelineConfig, name: str, part: str | None = None) -> dict[str, Any] | None:
+    p = _stamp_path(cfg, name, part)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # only a foreign write can tear it (ours are atomic): say so
+        raise ValueError(f"stage stamp {p} is not valid JSON ({e}); delete it and rerun `tj run --force {name}`") from e
 
 
-def status(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    """Per stage: stale or not, and why."""
-    stamps = compute_stamps(cfg)
-    rows: list[dict[str, Any]] = []
-    stale_names: set[str] = set()
-    for stage in STAGES:
-        state = read_state(cfg, stage.name)
-        reasons: list[str] = []
-        if state is None:
-            reasons.append("never ran")
-        else:
-            if state.get("config_stamp") != _config_stamp(cfg, stage):
-                changed = [s for s in stage.sections if state.get("sections", {}).get(s) != cfg.section_fingerprint(s)]
-                if stage.name == "index" and state.get("dataset") != _dataset_listing(cfg.data.root):
-                    changed.append("dataset files")
-                reasons.append("inputs changed: " + (", ".join(changed) or "config"))
-            missing = [o for o in stage.outputs(cfg) if not _output_exists(o)]
-            if missing:
-                reasons.append("output missing: " + ", ".join(missing))
-            for up in stage.upstream:
-                if up in stale_names:
-                    reasons.append(f"upstream {up} is stale")
-                elif state.get("upstream", {}).get(up) != stamps[up]:
-                    reasons.append(f"upstream {up} was rerun")
-        if reasons:
-            stale_names.add(stage.name)
-        rows.append({
-            "stage": stage.name,
-            "stale": bool(reasons),
-            "reasons": reasons,
-            "last_run": state.get("finished_at") if state else None,
-            "result": state.get("result") if state else None,
-        })
-    return rows
-
-
-def _write_state(cfg: PipelineConfig, stage: Stage, stamps: dict[str, str], result: dict[str, Any]) -> None:
+def _shard_states(cfg: PipelineConfig, name: str) -> list[dict[str, Any]]:
     d = _state_dir(cfg)
-    d.mkdir(parents=True, exist_ok=True)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.glob(f"{name}.shard-*.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except ValueError:
+            continue
+    return out
+
+
+def _file_identity(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _write_state(
+    cfg: PipelineConfig,
+    stage: Stage,
+    stamps: dict[str, str],
+    listing: DatasetListing,
+    result: dict[str, Any],
+    *,
+    part: str | None = None,
+    partial: dict[str, str] | None = None,
+) -> Path:
+    """The stamp of a successful run: what it ran on (every input it was computed from), when,
+    and what it did. Atomic and durable: a crash leaves the old stamp or the new one."""
     state = {
         "stage": stage.name,
         "stamp": stamps[stage.name],
-        "config_stamp": _config_stamp(cfg, stage),
+        "config_stamp": _config_stamp(cfg, stage, listing),
         "sections": {s: cfg.section_fingerprint(s) for s in stage.sections},
-        "dataset": _dataset_listing(cfg.data.root) if stage.name == "index" else None,
+        "dataset": (
+            {"root": cfg.data.root, "digest": listing.digest, "files": listing.files}
+            if stage.name == "index" else None
+        ),
+        "manifest": _file_identity(cfg.path(cfg.data.manifest)),
         "upstream": {u: stamps[u] for u in stage.upstream},
+        "part": part,
+        "partial": partial or None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "result": result,
     }
-    tmp = d / f".{stage.name}.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2, default=str))
-    tmp.replace(d / f"{stage.name}.json")
+    return atomic_write_json(_stamp_path(cfg, stage.name, part), state, default=str)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def _window_status(cfg: PipelineConfig, name: str) -> dict[str, Any]:
+    if name == "extract":
+        from thinkjepa.extract.status import extraction_status
+
+        return extraction_status(cfg, list_limit=0)
+    from thinkjepa.train.encode import encode_status
+
+    return encode_status(cfg, list_limit=0)
+
+
+def _shard_spec(part: dict[str, Any], n: int) -> str:
+    return f"{part['index']}/{n}"
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``0-2, 5, 7-8``."""
+    out: list[str] = []
+    for i in indices:
+        if out and int(out[-1].split("-")[-1]) == i - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out)
+
+
+def _finish_command(name: str, st: dict[str, Any]) -> str:
+    n = st["shard_count"]
+    todo = [r["index"] for r in st["shards"] if not r["complete"]]
+    if n == 1:
+        return f"tj run {name}"
+    if len(todo) <= 3:
+        return "; ".join(f"tj run --shard {i}/{n} {name}" for i in todo)
+    return f"tj run --shard I/{n} {name}, for I in {_ranges(todo)}"
+
+
+def _manifest_provenance(path: Path) -> dict[str, Any] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(b"thinkjepa.manifest", b"null"))
+    except (OSError, ValueError):
+        return None
+
+
+def _index_reasons(cfg: PipelineConfig, stage: Stage, state: dict | None, listing: DatasetListing) -> list[str]:
+    manifest = cfg.path(cfg.data.manifest)
+    if not manifest.exists():
+        return ["never ran" if state is None else f"output missing: {manifest}"]
+    if state is not None and state.get("manifest") == _file_identity(manifest):
+        # The manifest is the one this stamp's run wrote: its inputs say everything.
+        if state.get("config_stamp") == _config_stamp(cfg, stage, listing):
+            return []
+        changed = [s for s in stage.sections if state.get("sections", {}).get(s) != cfg.section_fingerprint(s)]
+        if (state.get("dataset") or {}).get("digest") != listing.digest:
+            changed.append("dataset files")
+        return ["inputs changed: " + (", ".join(changed) or "config")]
+    # Written by another command (`tj data index`): judge it by what it records of itself.
+    prov = _manifest_provenance(manifest)
+    if not prov or "data" not in prov:
+        return ["never ran" if state is None else "manifest was rewritten by another command"]
+    changed = []
+    if cfg.data.root and prov.get("root") != str(Path(cfg.data.root).resolve()):
+        changed.append(f"data.root (manifest made from {prov.get('root')})")
+    for section in stage.sections:
+        if prov.get(section) != getattr(cfg, section).model_dump(mode="json"):
+            changed.append(section)
+    if listing.newest_mtime_ns > manifest.stat().st_mtime_ns:
+        changed.append("dataset files (changed after the manifest was written)")
+    return ["inputs changed: " + ", ".join(changed)] if changed else []
+
+
+def _newest(states: list[dict[str, Any] | None], key: str = "finished_at") -> str | None:
+    times = [s.get(key) for s in states if s and s.get(key)]
+    return max(times) if times else None
+
+
+def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[dict[str, Any]]:
+    """Per stage: ``stale`` or not and why, the windows it has done / stale / failed / pending
+    (shardable stages), the shards not yet complete, and ``next``: the command that would
+    make it fresh."""
+    listing = listing or _listing(cfg)
+    stamps = compute_stamps(cfg, listing)
+    rows: list[dict[str, Any]] = []
+    by_name: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        state = read_state(cfg, stage.name)
+        reasons: list[str] = []
+        row: dict[str, Any] = {"stage": stage.name, "windows": None, "shard_count": None,
+                               "incomplete_shards": [], "partial": None, "next": None}
+        for up in stage.upstream:
+            if by_name[up]["stale"]:
+                reasons.append(f"upstream {up} is stale")
+        if stage.name == "index":
+            reasons += _index_reasons(cfg, stage, state, listing)
+            last = state.get("finished_at") if state else None
+        elif stage.name in SHARDABLE:
+            try:
+                st = _window_status(cfg, stage.name)
+            except (FileNotFoundError, ValueError) as e:
+                reasons.append(str(e))
+            else:
+                row["windows"] = st["totals"]
+                row["shard_count"] = st["shard_count"]
+                row["incomplete_shards"] = [_shard_spec(r, st["shard_count"]) for r in st["shards"] if not r["complete"]]
+                if not st["complete"]:
+                    t = st["totals"]
+                    bits = [f"{t[k]} {k}" for k in ("stale", "failed", "pending") if t[k]]
+                    reasons.append(f"{t['done']} of {t['windows']} windows done ({', '.join(bits)})")
+                    row["next"] = _finish_command(stage.name, st)
+            last = _newest([state, *_shard_states(cfg, stage.name)])
+        else:
+            if state is None:
+                reasons.append("never ran")
+            else:
+                if state.get("config_stamp") != _config_stamp(cfg, stage, listing):
+                    changed = [s for s in stage.sections
+                               if state.get("sections", {}).get(s) != cfg.section_fingerprint(s)]
+                    reasons.append("inputs changed: " + (", ".join(changed) or "config"))
+                missing = [o for o in stage.outputs(cfg) if not _output_exists(o)]
+                if missing:
+                    reasons.append("output missing: " + ", ".join(missing))
+                for up in stage.upstream:
+                    if not by_name[up]["stale"] and state.get("upstream", {}).get(up) != stamps[up]:
+                        reasons.append(f"upstream {up} was rerun")
+                if state.get("partial"):
+                    row["partial"] = state["partial"]
+                    reasons.append("ran with --allow-partial on incomplete inputs ("
+                                   + "; ".join(f"{k}: {v}" for k, v in state["partial"].items()) + ")")
+            last = state.get("finished_at") if state else None
+        if reasons and row["next"] is None:
+            waits = [u for u in stage.upstream if by_name[u]["stale"]]
+            row["next"] = f"tj run {stage.name}" + (f" (once {', '.join(waits)} is fresh)" if waits else "")
+        row.update(stale=bool(reasons), reasons=reasons, last_run=last, result=state.get("result") if state else None)
+        rows.append(row)
+        by_name[stage.name] = row
+    return rows
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def _pending_inputs(rows: dict[str, dict[str, Any]], stage: Stage) -> dict[str, str]:
+    """Shardable upstream stages that are not complete: ``{stage: what is missing}``."""
+    out = {}
+    for up in stage.upstream:
+        r = rows[up]
+        own_inputs_fresh = not any(rows[u]["stale"] for u in _stage(up).upstream)
+        if up in SHARDABLE and r["stale"] and r["windows"] is not None and own_inputs_fresh:
+            shards = ", ".join(r["incomplete_shards"]) or "-"
+            out[up] = f"{'; '.join(r['reasons'])}; shards not complete: {shards}"
+    return out
 
 
 def run(
@@ -222,37 +491,82 @@ def run(
     stages: list[str] | None = None,
     force: bool = False,
     on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    allow_partial: bool = False,
 ) -> list[tuple[str, str]]:
     """Run the stale stages among ``stages`` (default: all) in order.
 
-    Returns ``(stage, "ran" | "fresh")`` pairs. A stage's upstream must be fresh; asking for
-    a downstream stage alone runs it only when its upstream is already fresh.
+    Returns ``(stage, "ran" | "fresh" | "left")`` pairs. A stage's upstream must be fresh; a
+    stage that consumes a shardable stage refuses while a shard of it is pending (listing the
+    shards) unless ``allow_partial``. ``shard = (I, N)``: run only shard I of the shardable
+    stages; the others are ``left`` to the job that runs once every shard is done (``index``
+    must then be fresh already: every shard reads the same manifest).
     """
+    from thinkjepa.extract.shards import part_name, validate_shard
+
     wanted = list(stages) if stages else list(STAGE_NAMES)
     for name in wanted:
         _stage(name)
+    part = None
+    if shard is not None:
+        validate_shard(*shard)
+        part = part_name(*shard)
     save_config(cfg, cfg.path("{workdir}"), "pipeline.config.yaml")
+
+    def event(name: str, what: str, info: dict[str, Any]) -> None:
+        if on_event:
+            on_event(name, what, info)
+
+    listing = _listing(cfg)
+    rows = {r["stage"]: r for r in status(cfg, listing)}
     done: list[tuple[str, str]] = []
     for stage in STAGES:
         if stage.name not in wanted:
             continue
-        rows = {r["stage"]: r for r in status(cfg)}  # once per stage: earlier stages may have just run
         row = rows[stage.name]
-        blocked = [u for u in stage.upstream if rows[u]["stale"]]
+        if shard is not None and stage.name not in SHARDABLE:
+            if stage.name == "index":
+                if row["stale"]:
+                    raise RuntimeError(
+                        f"stage index is stale ({'; '.join(row['reasons'])}): run `tj run index` once before "
+                        "the shards start (every shard reads the same manifest)"
+                    )
+                done.append((stage.name, "fresh"))
+                event(stage.name, "fresh", {})
+            else:
+                done.append((stage.name, "left"))
+                event(stage.name, "left", {"why": f"needs every shard: run `tj run {stage.name}` once all are done"})
+            continue
+        partial = _pending_inputs(rows, stage)
+        if partial and not allow_partial:
+            lines = "; ".join(f"{k}: {v}" for k, v in partial.items())
+            raise RuntimeError(
+                f"stage {stage.name} needs every shard of {', '.join(partial)}, and some are not done ({lines}). "
+                f"Run the pending shards (`tj run --shard I/N`), or pass --allow-partial to run {stage.name} "
+                "on what is there (recorded in its stamp)"
+            )
+        blocked = [u for u in stage.upstream if rows[u]["stale"] and u not in partial]
         if blocked:
             raise RuntimeError(
                 f"stage {stage.name}: upstream {', '.join(blocked)} is stale; run `tj run {' '.join(blocked)} {stage.name}`"
             )
         if not row["stale"] and not force:
             done.append((stage.name, "fresh"))
-            if on_event:
-                on_event(stage.name, "fresh", {})
+            event(stage.name, "fresh", {})
             continue
-        if on_event:
-            on_event(stage.name, "start", {"reasons": row["reasons"]})
-        result = stage.run(cfg)
-        _write_state(cfg, stage, compute_stamps(cfg), result)
+        event(stage.name, "start", {"reasons": row["reasons"], "shard": part, "partial": partial or None})
+        if stage.name in SHARDABLE:
+            result = stage.run(cfg, shard=shard or (0, 1))  # type: ignore[call-arg]
+        else:
+            result = stage.run(cfg)
+        if partial:
+            result = {**result, "partial": partial}
+        stamp_part = part if shard is not None and shard[1] > 1 else None
+        _write_state(cfg, stage, compute_stamps(cfg, listing), listing, result, part=stamp_part, partial=partial)
         done.append((stage.name, "ran"))
-        if on_event:
-            on_event(stage.name, "done", result)
+        event(stage.name, "done", result)
+        if stage.name == "index":
+            listing = _listing(cfg)
+        rows = {r["stage"]: r for r in status(cfg, listing)}  # what just ran changes what follows
     return done

@@ -95,6 +95,9 @@ def windows_for_clip(clip_id: str, n_frames: int, cfg: SamplingConfig) -> list[W
         past = tuple(t - s * (p - i) for i in range(p))
         future = tuple(t + s * i for i in range(f))
         start = 0 if cfg.thinker_span is None else max(0, t - cfg.thinker_span)
-        thinker = _linspace_int(start, t - 1, cfg.thinker_frames)
+        stop = t - 1 if cfg.thinker_stop == "forecast" else past[0] - 1
+        if stop < start:
+            raise TooShortError(f"{clip_id}: no frame before the dense window (t={t}) for the thinker")
+        thinker = _linspace_int(start, stop, cfg.thinker_frames)
         out.append(Window(clip_id, t, past, future, thinker))
     return out

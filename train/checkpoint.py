@@ -11,7 +11,7 @@ file.
 The payload holds only tensors and plain types (the NumPy RNG state travels as a tensor), so
 it loads with ``torch.load(weights_only=True)``: a crafted ``.pt`` cannot run code on load.
 
-A run folder keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
+A run folder (``seed_run_dir``: ``<train.out>/<variant>/seed-<s>``) keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
 resuming) and ``best.pt`` (lowest validation ADE, for evaluation).
 """
 
@@ -35,6 +35,11 @@ def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
     if which not in ("last", "best"):
         raise ValueError(f"checkpoint {which!r}: expected 'last' or 'best'")
     return Path(run_dir) / (LAST if which == "last" else BEST)
+
+
+def seed_run_dir(train_out: str | Path, variant: str, seed: int) -> Path:
+    """The one home of where a variant's run for one seed lives (training writes, eval reads)."""
+    return Path(train_out) / variant / f"seed-{int(seed)}"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -91,7 +96,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no checkpoint at {path}: train that variant first (`tj-train --variant NAME` or `tj run`)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -163,4 +168,5 @@ __all__ = [
     "load_trained_model",
     "restore_rng",
     "save_atomic",
+    "seed_run_dir",
 ]

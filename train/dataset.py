@@ -76,6 +76,14 @@ def split_windows(cfg: PipelineConfig, split: str) -> list[WindowRef]:
     return out
 
 
+def _check_model(reader: CacheReader, want: str, url: str, what: str, section: str, stage: str) -> None:
+    if reader.meta.model != want:
+        raise ValueError(
+            f"the {what} cache at {url} holds states of model {reader.meta.model!r}, but {section}.model is "
+            f"{want!r}: set {section}.model back, or point {section}.cache at a new path and run `{stage}`"
+        )
+
+
 def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: str) -> None:
     stored = reader.meta.extra.get("sampling")
     want = cfg.sampling.model_dump(mode="json")
@@ -85,6 +93,30 @@ def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: st
             f"the {what} cache at {url} was built with other sampling settings ({'; '.join(diff)}); "
             "rerun that stage into a new cache path"
         )
+
+
+def _nothing_to_serve(cfg: PipelineConfig, split: str, refs: list[WindowRef], jepa_url: str, vlm_url: str | None) -> str:
+    """Why a split yields no sample, and the command that fixes it."""
+    from thinkjepa.data.manifest import read_manifest
+
+    if not refs:
+        clips = read_manifest(cfg.path(cfg.data.manifest), split=split).num_rows
+        if clips:
+            return (f"split {split!r}: its {clips} clip(s) are all too short for the sampling settings; "
+                    "shorten sampling.past_frames/future_frames or add longer episodes, then rerun `tj data index`")
+        table = read_manifest(cfg.path(cfg.data.manifest))
+        total, tasks = table.num_rows, len(set(table.column("task").to_pylist()))
+        why = f"split {split!r} is empty: the manifest {cfg.path(cfg.data.manifest)} has {total} clip(s) of {tasks} task folder(s)"
+        if cfg.data.split_by == "task":
+            return (f"{why}, split by task folder; split it by episode instead: "
+                    "`tj data index --set data.split_by=episode`")
+        if total < 3:
+            return f"{why}: every split needs one; add episodes to {cfg.data.root or 'the dataset'} and rerun `tj data index`"
+        return (f"{why}; data.split_fractions {list(cfg.data.split_fractions)} give it no share: raise it and "
+                "rerun `tj data index`")
+    caches = jepa_url + (f", {vlm_url}" if vlm_url else "")
+    return (f"split {split!r}: none of its {len(refs)} windows is in the caches ({caches}): they are pending or "
+            "failed there; `tj-extract status` lists them, `tj encode` and `tj-extract run` (re)do them")
 
 
 class WindowDataset(Dataset):
@@ -123,6 +155,7 @@ class WindowDataset(Dataset):
         jepa = CacheReader(self.jepa_url)
         if jepa.meta.kind != "jepa":
             raise ValueError(f"{self.jepa_url} holds {jepa.meta.kind!r} entries, not V-JEPA2 latents")
+        _check_model(jepa, cfg.encoder.model, self.jepa_url, "JEPA", "encoder", "tj encode")
         _check_sampling(jepa, cfg, self.jepa_url, "JEPA")
         have = set(jepa.keys())
         vlm = None
@@ -130,15 +163,13 @@ class WindowDataset(Dataset):
             vlm = CacheReader(self.vlm_url)
             if vlm.meta.kind != "vlm":
                 raise ValueError(f"{self.vlm_url} holds {vlm.meta.kind!r} entries, not thinker states")
+            _check_model(vlm, cfg.thinker.model, self.vlm_url, "VLM", "thinker", "tj-extract run")
             _check_sampling(vlm, cfg, self.vlm_url, "VLM")
             have &= set(vlm.keys())
         self.refs = [r for r in refs if r.key in have]
         self.missing = [r.key for r in refs if r.key not in have]
         if not self.refs:
-            raise ValueError(
-                f"split {split!r}: none of its {len(refs)} windows is in the caches "
-                f"({self.jepa_url}{', ' + self.vlm_url if self.vlm_url else ''}); run encode/extract first"
-            )
+            raise ValueError(_nothing_to_serve(cfg, split, refs, self.jepa_url, self.vlm_url))
         if self.missing:
             warnings.warn(
                 f"split {split!r}: {len(self.missing)} of {len(refs)} windows are missing from the caches "

@@ -3,7 +3,7 @@
 The same code runs on one CPU, one GPU, or many processes under ``accelerate launch``. Data
 comes from the caches through ``train.dataset`` (train and val splits only: the test split
 is never opened here, so it cannot leak into model selection). The run folder
-``<train.out>/<variant>`` holds the resolved ``config.yaml``, ``last.pt`` / ``best.pt``,
+``<train.out>/<variant>/seed-<s>`` (one per entry of ``train.seeds``) holds the resolved ``config.yaml``, ``last.pt`` / ``best.pt``,
 ``windows.json`` (which windows trained and validated), ``summary.json`` and TensorBoard logs
 under ``tb/``.
 
@@ -45,6 +45,7 @@ from thinkjepa.train.checkpoint import (
     load_checkpoint,
     restore_rng,
     save_atomic,
+    seed_run_dir,
 )
 from thinkjepa.train.run_inputs import (
     StaleInputError,
@@ -73,7 +74,7 @@ WARMUP_STEPS = 2
 """Steps left out of the throughput figures (worker start-up, first allocations)."""
 
 # Settings that do not change the weights a run produces: changing them keeps a run resumable.
-_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples", "num_threads")
+_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples", "num_threads", "seeds")
 
 RESUME_MODES = ("auto", "resume", "restart")
 
@@ -204,23 +205,28 @@ def run_training(
     guidance: GuidanceMode | None = None,
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    seed: int | None = None,
     resume: str = "auto",
 ) -> Path:
     """Train ``variant`` (a built-in name or a key of ``cfg.variants``); returns the run folder.
 
     ``guidance`` overrides how guidance is read from the VLM cache (default: what the model
     needs, see ``guidance_mode_for``). ``on_step(step)`` is called after every optimizer step
-    (and after that step's checkpoint, if any).
+    (and after that step's checkpoint, if any). ``seed`` (default ``train.seed``) picks the
+    run: it becomes ``train.seed`` and the folder ``<train.out>/<variant>/seed-<seed>``.
+    ``resume`` (``RESUME_MODES``): ``auto`` resumes ``last.pt`` when settings and data match,
+    starts afresh when the settings changed and refuses when the data changed; ``resume``
+    refuses unless it can resume; ``restart`` sets the old checkpoints aside.
     """
     from accelerate.utils import set_seed
 
     from thinkjepa.train.losses import compute_loss
     from thinkjepa.train.model import ThinkJEPA
 
-    vcfg = cfg.for_variant(variant)
+    vcfg = _with_seed(cfg.for_variant(variant), seed)
     tc = vcfg.train
     mode = guidance or guidance_mode_for(vcfg)
-    run_dir = cfg.path(tc.out) / variant
+    run_dir = seed_run_dir(cfg.path(tc.out), variant, tc.seed)
     accelerator = make_accelerator(tc.mixed_precision)
     device = accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -407,6 +413,8 @@ def run_training(
     if main:
         summary = {
             "variant": variant,
+            "seed": tc.seed,
+            "fingerprint": fingerprint,
             "guidance": mode,
             "steps": state["step"],
             "epochs": state["epoch"],
@@ -428,6 +436,45 @@ def run_training(
     accelerator.wait_for_everyone()
     torch.set_num_threads(threads_before)
     return run_dir
+
+
+def _with_seed(vcfg: PipelineConfig, seed: int | None) -> PipelineConfig:
+    if seed is None:
+        return vcfg
+    return vcfg.model_copy(update={"train": vcfg.train.model_copy(update={"seed": int(seed)})})
+
+
+def train_seeds(
+    cfg: PipelineConfig,
+    variant: str,
+    seeds: list[int] | None = None,
+    *,
+    skip_finished: bool = False,
+    progress: bool = True,
+    resume: str = "auto",
+) -> dict[int, tuple[Path, bool]]:
+    """Train ``variant`` once per seed (default ``train.seeds``): ``{seed: (run_dir, ran)}``.
+
+    With ``skip_finished`` a seed whose run finished under the settings it would get now
+    (``summary.json`` carries the same fingerprint) is not touched: ``tj run`` reruns only the
+    seeds whose inputs changed. ``resume`` is passed to every ``run_training`` (``restart``
+    also retrains finished seeds)."""
+    out: dict[int, tuple[Path, bool]] = {}
+    for seed in cfg.train.seeds if seeds is None else seeds:
+        vcfg = _with_seed(cfg.for_variant(variant), seed)
+        run_dir = seed_run_dir(cfg.path(vcfg.train.out), variant, seed)
+        if skip_finished and resume != "restart" and _finished(run_dir, run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))):
+            out[seed] = (run_dir, False)
+            continue
+        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=resume), True)
+    return out
+
+
+def _finished(run_dir: Path, fingerprint: str) -> bool:
+    summary = run_dir / "summary.json"
+    if not summary.exists() or not checkpoint_path(run_dir, "last").exists():
+        return False
+    return json.loads(summary.read_text()).get("fingerprint") == fingerprint
 
 
 def _gates_tanh(model: torch.nn.Module) -> list[float] | None:
@@ -520,4 +567,5 @@ __all__ = [
     "resolve_mixed_precision",
     "run_fingerprint",
     "run_training",
+    "train_seeds",
 ]

@@ -33,6 +33,7 @@ from .predictor import Predictor, init_from_vjepa2
 from .pyramid import GuidancePyramid
 
 GuidanceMode = Literal["none", "means", "tokens"]
+RolloutMode = Literal["shifted", "predicted"]
 
 
 def guidance_mode(cfg: ModelConfig) -> GuidanceMode:
@@ -148,24 +149,36 @@ class ThinkJEPA(nn.Module):
             self.pyramid.set_normalization(stats["guidance"])  # type: ignore[arg-type]
 
     @torch.no_grad()
-    def rollout(self, batch: Mapping[str, Tensor], steps: int) -> dict[str, Tensor]:
-        """Recursive forecast: each step's predicted latents become the next step's context.
+    def rollout(self, batch: Mapping[str, Tensor], steps: int, mode: RolloutMode = "shifted") -> dict[str, Tensor]:
+        """Recursive forecast (paper eq. 3-4): each step's predicted latents become the next
+        step's context.
 
-        Step k sees the newest ``Tp`` tubelets of [observed; predicted so far], the same
-        thinker guidance, and (for the residual head) the last forecast joints. Everything
-        stays in the camera frame of the last *observed* frame: a later pose would be future
-        information. Returns the steps concatenated along time: ``pred_latents``
-        [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
+        ``mode`` says how: ``shifted`` slides the window, the next context being the newest
+        ``Tp`` tubelets of [context; predicted]; ``predicted`` makes the predicted tubelets
+        alone the next context, resampled in time to ``Tp`` (nearest of ``Tp`` evenly spaced
+        ones, so it spans the whole forecast). With ``Tf == Tp`` both are the predicted
+        tubelets themselves and coincide. Every step reads the same thinker guidance (made
+        from frames before t) and the camera pose of the last *observed* frame: a later one
+        would be future information. The residual head's anchor (``past_joints_cam``)
+        becomes the last forecast frame. Returns the steps concatenated along time:
+        ``pred_latents`` [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
+        if mode not in ("shifted", "predicted"):
+            raise ValueError(f"unknown rollout mode {mode!r}; expected 'shifted' or 'predicted'")
+        n_past, n_future = self.predictor.n_past, self.predictor.n_future
+        resample = torch.linspace(0, n_future - 1, n_past).round().long()
         current = dict(batch)
         outs: list[dict[str, Tensor]] = []
-        n_past = self.predictor.n_past
         for _ in range(steps):
             out = self(current)
             outs.append(out)
-            context = torch.cat([current["past_latents"].to(out["pred_latents"].dtype), out["pred_latents"]], dim=1)
-            current["past_latents"] = context[:, -n_past:]
+            pred = out["pred_latents"]
+            if mode == "shifted":
+                context = torch.cat([current["past_latents"].to(pred.dtype), pred], dim=1)[:, -n_past:]
+            else:
+                context = pred[:, resample.to(pred.device)]
+            current["past_latents"] = context
             if "past_joints_cam" in current:
                 current["past_joints_cam"] = out["joints_cam"][:, -1]
         return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}

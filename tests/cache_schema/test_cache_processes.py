@@ -9,6 +9,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 from cache_testdata import CRASH_KW, crash_keys, vlm_entry, write_sequence
 
 from thinkjepa.cache_schema import CacheReader, store_exists, verify
@@ -50,6 +51,7 @@ def test_four_writer_processes_at_once(tmp_path):
                                           vlm_entry(key, 100 * i + j, **kw).prefill.mean(axis=1))
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_sigkill_at_random_points_then_rerun(tmp_path):
     ref_url = str(tmp_path / "reference.zarr")
     t0 = time.perf_counter()

@@ -69,15 +69,38 @@ def test_assign_splits_is_seeded_and_order_free() -> None:
         assign_splits(tasks, (0.0, 0.5, 0.5), 1)
 
 
-def test_one_task_folder_goes_to_train_with_a_warning(synth_root: Path, tmp_path: Path) -> None:
-    root = tmp_path / "one"
+def _one_task_folder(synth_root: Path, root: Path) -> Path:
     (root / "only").mkdir(parents=True)
     for f in (synth_root / "reach_pads_pan").iterdir():
         (root / "only" / f.name).symlink_to(f)
+    return root
+
+
+def test_one_task_folder_splits_by_episode_with_one_warning(synth_root: Path, tmp_path: Path) -> None:
+    root = _one_task_folder(synth_root, tmp_path / "one")
     table, problems = build_manifest(root, tmp_path / "m.parquet", DataConfig(), SamplingConfig())
-    assert set(table.column("split").to_pylist()) == {"train"} and table.num_rows == 4
+    assert sorted(table.column("split").to_pylist()) == ["test", "train", "train", "val"]
     assert len(problems) == 1 and problems[0].severity == "warning" and problems[0].clip_id is None
-    assert "val, test are empty" in problems[0].reason
+    assert "grouped by episode" in problems[0].reason and "cross-task generalisation is not tested" in problems[0].reason
+
+
+def test_split_by_task_keeps_task_grouping_and_warns_of_empty_splits(synth_root: Path, tmp_path: Path) -> None:
+    root = _one_task_folder(synth_root, tmp_path / "one")
+    table, problems = build_manifest(root, tmp_path / "m.parquet", DataConfig(split_by="task"), SamplingConfig())
+    assert set(table.column("split").to_pylist()) == {"train"} and table.num_rows == 4
+    assert len(problems) == 1 and "split(s) val, test are empty" in problems[0].reason
+
+
+def test_split_by_episode_on_many_tasks(synth_root: Path, tmp_path: Path, demo_sampling) -> None:
+    cfg = DataConfig(split_by="episode", split_fractions=(0.5, 0.25, 0.25))
+    table, problems = build_manifest(synth_root, tmp_path / "m.parquet", cfg, demo_sampling)
+    assert problems == []  # chosen explicitly: no warning
+    splits = table.column("split").to_pylist()
+    assert {s: splits.count(s) for s in set(splits)} == {"train": 8, "val": 4, "test": 4}
+    task_split: dict[str, set[str]] = {}
+    for r in table.to_pylist():
+        task_split.setdefault(r["task"], set()).add(r["split"])
+    assert any(len(s) > 1 for s in task_split.values())  # episodes of one task in several splits
 
 
 def test_read_manifest_errors(tmp_path: Path) -> None:

@@ -52,6 +52,16 @@ def test_stride_mode_dense_window_ends_just_before_t() -> None:
     assert ts == [17, 33, 49]  # hop = stride * future_frames, counted back from the last t
 
 
+def test_thinker_stop_dense_keeps_the_branches_on_disjoint_frames() -> None:
+    cfg = SamplingConfig(mode="stride", past_frames=8, future_frames=8, thinker_frames=8, thinker_stop="dense")
+    (w,) = windows_for_clip("a/1", 48, cfg)
+    assert w.t == 40 and w.past[0] == 32
+    assert w.thinker[0] == 0 and w.thinker[-1] == 31 and len(set(w.thinker)) == 8
+    assert not set(w.thinker) & set(w.past)
+    with pytest.raises(TooShortError, match="before the dense window"):
+        windows_for_clip("a/1", 48, cfg.model_copy(update={"thinker_span": 8}))
+
+
 def test_split_half_mode_matches_the_reference_rule() -> None:
     cfg = SamplingConfig(mode="split_half", past_frames=4, future_frames=4, thinker_frames=4)
     (w,) = windows_for_clip("a/1", 20, cfg)

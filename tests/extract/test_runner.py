@@ -140,6 +140,7 @@ def _committed(url: str) -> int:
     return len(CacheReader(url).keys()) if store_exists(url) else 0
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_killed_shard_resumes_to_the_uninterrupted_result(tmp_path: Path, egodex_manifest: Path, tiny_thinker_cfg,
                                                           hf_thinker) -> None:
     # Transformers backend: fresh processes with vLLM would spend minutes on engine starts.
@@ -230,6 +231,7 @@ def _run(cfg_file: Path, *sets: str, shard: str = "0/1"):
     return CliRunner().invoke(cli(), args)
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_failed_clip_is_recorded_retried_and_prompt_change_makes_entries_stale(synth_setup) -> None:
     cfg_file, rows = synth_setup
     cfg = load_config(cfg_file)

@@ -129,3 +129,27 @@ def test_epoch_order_is_a_function_of_seed_and_epoch() -> None:
     # evaluation: unpadded, every index exactly once
     ev = [EpochBatchSampler(10, 4, seed=0, shuffle=False, rank=r, world=3, pad=False) for r in range(3)]
     assert sorted(i for r in ev for batch in r for i in batch) == list(range(10))
+
+
+def test_nothing_to_serve_names_the_cause_and_the_next_command(tiny_pipeline, tmp_path) -> None:
+    import shutil
+
+    from thinkjepa.data.manifest import read_manifest
+
+    cfg = tiny_pipeline
+    other = cfg.model_copy(update={"thinker": cfg.thinker.model_copy(update={"model": "someone/else"})})
+    with pytest.raises(ValueError, match=r"holds states of model .*thinker\.model is 'someone/else'.*tj-extract run"):
+        WindowDataset(other, "train", guidance="means")
+    # a manifest whose test split is empty: the message says so (not "run extract first")
+    m = tmp_path / "m.parquet"
+    shutil.copy(cfg.path(cfg.data.manifest), m)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = read_manifest(m)
+    t = t.set_column(t.column_names.index("split"), "split",
+                     pa.array(["train" if s == "test" else s for s in t.column("split").to_pylist()]))
+    pq.write_table(t, m)
+    moved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": str(m), "split_by": "task"})})
+    with pytest.raises(ValueError, match=r"split 'test' is empty.*split by task folder.*data\.split_by=episode"):
+        WindowDataset(moved, "test", guidance="means")

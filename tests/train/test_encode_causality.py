@@ -178,3 +178,26 @@ def test_forecast_ignores_everything_from_t_on(copies, injection, mode) -> None:
     # control: a thinker-only frame before t reaches the forecast through the guidance alone
     assert torch.equal(batches["base"]["past_latents"], batches["control"]["past_latents"])
     assert not torch.allclose(fc["base"], fc["control"], atol=1e-6)
+
+
+@pytest.mark.parametrize("injection,mode", [("film", "means"), ("cross_attn", "tokens")])
+def test_every_rollout_step_ignores_everything_from_t_on(copies, injection, mode) -> None:
+    """Recursive rollouts (both context modes, 3 steps) read the same inputs as step one: the
+    guidance of every step comes from frames before t, so all steps are bit-identical."""
+    out, _, _ = copies
+    cfg = out["base"].for_variant("thinkjepa")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"injection": injection})})
+    batches = {name: _batch(c, mode) for name, c in out.items()}
+    ds = WindowDataset(out["base"], read_manifest(out["base"].path(out["base"].data.manifest))["split"][0].as_py(),
+                       guidance=mode)
+    torch.manual_seed(0)
+    model = _as_if_trained(ThinkJEPA(cfg.model, **ds.dims))
+    for rollout_mode in ("shifted", "predicted"):
+        ro = {name: model.rollout(b, 3, rollout_mode) for name, b in batches.items()}
+        for key in ("pred_latents", "joints_cam", "joints_world"):
+            assert torch.equal(ro["base"][key], ro["future"][key]), (rollout_mode, key)
+        # sensitive: the thinker-only frame before t changes every step
+        steps = ro["base"]["joints_world"].shape[1] // 3
+        for k in range(3):
+            sl = slice(k * steps, (k + 1) * steps)
+            assert not torch.allclose(ro["base"]["joints_world"][:, sl], ro["control"]["joints_world"][:, sl], atol=1e-6)

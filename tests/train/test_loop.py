@@ -51,6 +51,7 @@ def uninterrupted(tiny_pipeline, tmp_path_factory):
     return cfg, run
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_a_killed_run_resumes_to_the_same_weights(tiny_pipeline, uninterrupted, tmp_path) -> None:
     _, run_a = uninterrupted
     cfg = _with(tiny_pipeline, tmp_path / "runB", **RESUME)
@@ -73,7 +74,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_pipeline, uninterrupted, 
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cfg.json")], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    killed = load_checkpoint(checkpoint_path(tmp_path / "runB" / "thinkjepa"))
+    killed = load_checkpoint(checkpoint_path(tmp_path / "runB" / "thinkjepa" / "seed-0"))
     assert killed["train_state"]["step"] == 6 and killed["train_state"]["batch_in_epoch"] == 2
     torch.set_num_threads(1)
     run_b = run_training(cfg, "thinkjepa", progress=False)
@@ -94,7 +95,7 @@ def test_sigterm_checkpoints_the_current_step_then_resume_matches(tiny_pipeline,
 
     with pytest.raises(TrainingStopped, match="SIGTERM at step 5"):
         run_training(cfg, "thinkjepa", on_step=on_step, progress=False)
-    stopped = load_checkpoint(checkpoint_path(tmp_path / "thinkjepa"))
+    stopped = load_checkpoint(checkpoint_path(tmp_path / "thinkjepa" / "seed-0"))
     assert stopped["train_state"]["step"] == 5 and stopped["train_state"]["epoch"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
     run_c = run_training(cfg, "thinkjepa", progress=False)
@@ -144,6 +145,7 @@ def test_best_checkpoint_is_chosen_on_val_and_the_test_split_is_never_read(
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_a_tiny_training_set_is_overfitted(tiny_pipeline, tmp_path) -> None:
     # joints only: with random encoder weights the latent term is noise of a much larger scale
     cfg = _with(tiny_pipeline, tmp_path, max_steps=300, batch_size=4, eval_every=1000, checkpoint_every=0,
@@ -168,23 +170,23 @@ def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
 
     cfg = _with(tiny_pipeline, tmp_path / "out", epochs=1, batch_size=4)
     save_config(cfg, tmp_path, "pipelines.yaml")
-    result = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--set", "train.seed=3",
+    result = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--seed", "3",
                                       "--variant", "jepa_only"])
     assert result.exit_code == 0, result.output
-    run = tmp_path / "out" / "jepa_only"
+    run = tmp_path / "out" / "jepa_only" / "seed-3"
     payload = load_checkpoint(checkpoint_path(run))
     assert payload["variant"] == "jepa_only" and payload["model_cfg"]["variant"] == "jepa_only"
     assert not any(k.startswith(("pyramid.", "injection.")) for k in payload["model"])
     assert json.loads((run / "summary.json").read_text())["guidance"] == "none"
     # same command, other settings: the old checkpoints are set aside, never resumed from
     with pytest.warns(UserWarning, match="made with other settings"):
-        again = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--set", "train.seed=4",
-                                         "--variant", "jepa_only"])
+        again = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--seed", "3",
+                                         "--set", "train.lr_head=0.002", "--variant", "jepa_only"])
     assert again.exit_code == 0, again.output
     assert len(list(run.glob("last.stale-*.pt"))) == 1
     assert load_checkpoint(checkpoint_path(run))["fingerprint"] != payload["fingerprint"]
     bad = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--variant", "no_such_variant"])
-    assert bad.exit_code == 1 and "no_such_variant" in bad.output
+    assert bad.exit_code == 2 and "no_such_variant" in bad.output  # a usage error (thinkjepa.cli.common)
 
 
 def test_runs_in_one_process_may_change_precision() -> None:
@@ -193,3 +195,25 @@ def test_runs_in_one_process_may_change_precision() -> None:
     assert make_accelerator("no").mixed_precision == "no"
     assert make_accelerator("bf16").mixed_precision == "bf16"  # accelerate alone would refuse this
     assert make_accelerator("auto").mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
+
+
+def test_every_seed_trains_into_its_own_folder_and_only_changed_seeds_rerun(tiny_pipeline, tmp_path) -> None:
+    from thinkjepa.train.loop import train_seeds
+
+    cfg = _with(tiny_pipeline, tmp_path, max_steps=2, seeds=[0, 1], checkpoint_every=100)
+    runs = train_seeds(cfg, "jepa_only", progress=False)
+    assert {s: (p.name, ran) for s, (p, ran) in runs.items()} == {0: ("seed-0", True), 1: ("seed-1", True)}
+    a, b = (load_checkpoint(checkpoint_path(runs[s][0])) for s in (0, 1))
+    assert a["fingerprint"] != b["fingerprint"]
+    assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # other init, other order
+    # one more seed: the finished ones are left alone, even though train.seeds changed
+    more = _with(cfg, tmp_path, seeds=[0, 1, 2])
+    stamp = checkpoint_path(runs[0][0]).stat().st_mtime_ns
+    assert {s: ran for s, (_, ran) in train_seeds(more, "jepa_only", skip_finished=True, progress=False).items()} == {
+        0: False, 1: False, 2: True}
+    assert checkpoint_path(runs[0][0]).stat().st_mtime_ns == stamp  # not even rewritten
+    # a real change reruns every seed
+    changed = _with(more, tmp_path, lr_head=2e-3)
+    with pytest.warns(UserWarning, match="made with other settings"):
+        rerun = train_seeds(changed, "jepa_only", skip_finished=True, progress=False)
+    assert all(ran for _, ran in rerun.values())

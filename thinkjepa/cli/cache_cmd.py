@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from thinkjepa.cli.common import JsonOpt, console
+from thinkjepa.cli.common import JsonOpt, ProgressOpt, UsageError, cli_command, console
 
 app = typer.Typer(help="Inspect and verify feature caches.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -25,12 +25,12 @@ def _open(path: str):
 
     try:
         return CacheReader(path)
-    except CacheError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    except CacheError as e:  # not a cache (or none there yet): the path is what to fix
+        raise UsageError(str(e)) from e
 
 
 @app.command("verify")
+@cli_command("tj cache verify")
 def verify_cmd(
     path: PathArg,
     json_out: JsonOpt = False,
@@ -38,6 +38,7 @@ def verify_cmd(
     repair: Annotated[bool, typer.Option(
         "--repair", help="Un-commit every damaged entry (and remove temp files and orphans) so the next run of its "
                          "stage redoes exactly those; takes each affected part's writer lock.")] = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Check schema, entries (readable, shapes, no NaN/Inf) and orphans; exit 1 listing problems
     (with --repair: exit 0 once everything found was repaired)."""
@@ -45,7 +46,7 @@ def verify_cmd(
     from thinkjepa.cache_schema import repair as do_repair
 
     with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True, disable=json_out) as bar:
+                  transient=True, disable=json_out or not progress) as bar:
         task = bar.add_task("verify", total=None)
         problems = verify(path, check_data=not quick,
                           progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -78,42 +79,46 @@ def verify_cmd(
     raise typer.Exit(1 if problems else 0)
 
 
+WindowKeyArg = Annotated[
+    str,
+    typer.Argument(metavar="WINDOW_KEY", help="Window key <task folder>/<episode>@<t>, e.g. sort_beads/9@12 "
+                   "(`tj cache stats` and `tj-extract status` list them)."),
+]
+
+
 @app.command()
-def show(path: PathArg, clip_id: Annotated[str, typer.Argument(help="Entry key, e.g. task/episode@t.")],
-         json_out: JsonOpt = False) -> None:
-    """Shapes, dtypes, token counts, text and provenance of one entry."""
+@cli_command("tj cache show")
+def show(path: PathArg, window_key: WindowKeyArg, json_out: JsonOpt = False) -> None:
+    """Shapes, dtypes, token counts, text and provenance of one cache entry (one window)."""
     import numpy as np
 
-    from thinkjepa.cache_schema import TOKEN_VISION, CacheError
+    from thinkjepa.cache_schema import TOKEN_VISION
 
     r = _open(path)
-    if clip_id not in r:
-        near = difflib.get_close_matches(clip_id, r.keys(), n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else ""
-        console.print(f"[red]error:[/red] {clip_id!r} is not committed in {path} ({len(r)} entries){hint}")
-        raise typer.Exit(2)
-    try:
-        rec = r.record(clip_id)
-        attrs = r.attrs(clip_id)
-        info = {
-            "key": clip_id, "part": rec["part"], "path": rec["path"], "kind": rec["kind"],
-            "fingerprint": rec["fingerprint"], "committed_at": rec["committed_at"], "tokens": rec["tokens"],
-            "arrays": {n: {"shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"], "nbytes": a["nbytes"]}
-                       for n, a in rec["arrays"].items()},
-            "storage_dtype": r.meta.storage_dtype, "layers": r.meta.layers,
-            "text": attrs.get("text"), "provenance": attrs.get("provenance", {}),
-        }
-        if r.meta.kind == "vlm":
-            kind = r.read_batch([clip_id], ["prefill_kind", "frame_index"])
-            frames = kind["frame_index"][0][kind["prefill_kind"][0] == TOKEN_VISION]
-            info["vision_frames"] = sorted(int(f) for f in np.unique(frames))
-    except CacheError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+    if window_key not in r:
+        near = difflib.get_close_matches(window_key, r.keys(), n=3)
+        if not near and "@" not in window_key:
+            near = [k for k in r.keys() if k.startswith(window_key + "@")][:3]
+        hint = f"; did you mean {', '.join(near)}?" if near else " (a window key is <task>/<episode>@<t>)"
+        raise UsageError(f"{window_key!r} is not committed in {path} ({len(r)} entries){hint}")
+    rec = r.record(window_key)
+    attrs = r.attrs(window_key)
+    info = {
+        "key": window_key, "part": rec["part"], "path": rec["path"], "kind": rec["kind"],
+        "fingerprint": rec["fingerprint"], "committed_at": rec["committed_at"], "tokens": rec["tokens"],
+        "arrays": {n: {"shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"], "nbytes": a["nbytes"]}
+                   for n, a in rec["arrays"].items()},
+        "storage_dtype": r.meta.storage_dtype, "layers": r.meta.layers,
+        "text": attrs.get("text"), "provenance": attrs.get("provenance", {}),
+    }
+    if r.meta.kind == "vlm":
+        kind = r.read_batch([window_key], ["prefill_kind", "frame_index"])
+        frames = kind["frame_index"][0][kind["prefill_kind"][0] == TOKEN_VISION]
+        info["vision_frames"] = sorted(int(f) for f in np.unique(frames))
     if json_out:
         print(json.dumps(info, indent=2, default=str))
         return
-    table = Table(title=f"{clip_id}  ({info['kind']}, part {info['part']})")
+    table = Table(title=f"{window_key}  ({info['kind']}, part {info['part']})")
     for col in ("array", "shape", "dtype", "chunks", "bytes"):
         table.add_column(col)
     for n, a in info["arrays"].items():
@@ -129,17 +134,14 @@ def show(path: PathArg, clip_id: Annotated[str, typer.Argument(help="Entry key, 
 
 
 @app.command()
+@cli_command("tj cache stats")
 def stats(path: PathArg, json_out: JsonOpt = False,
           norms: Annotated[bool, typer.Option(help="Compute per-layer norms (reads the mean arrays).")] = True) -> None:
     """Entries per part, token counts per stream, bytes, failures, per-layer mean norms (dask)."""
-    from thinkjepa.cache_schema import CacheError, cache_stats
+    from thinkjepa.cache_schema import cache_stats
 
     _open(path)
-    try:
-        s = cache_stats(path, norms=norms)
-    except CacheError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+    s = cache_stats(path, norms=norms)
     if json_out:
         print(json.dumps(s, indent=2))
         return

@@ -1,11 +1,25 @@
-"""Options every stage command shares: ``--config FILE`` and repeated ``--set key=value``."""
+"""What every command shares: ``--config FILE``, repeated ``--set key=value``, ``--json``,
+``--verbose``, and the one mapping from the project's errors to exit codes.
+
+Exit codes, the same for every command (``cli_command``):
+
+- 0: done.
+- 1: the work ran and failed (entries failed, nothing usable in the data, a stage error).
+- 2: usage or config error: a bad option or config value, a missing input (file, folder,
+  manifest, cache) the command needs before it can start.
+- 130: interrupted (Ctrl-C); 143 when training was stopped by SIGTERM (checkpoint written).
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
@@ -14,7 +28,20 @@ from thinkjepa.config import PipelineConfig, load_config
 # vLLM logs every engine setting at INFO; the pipeline's own progress is what users watch.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-console = Console(stderr=True)
+from thinkjepa.logs import STDERR  # noqa: E402 - after the env default above
+
+console = Console(file=STDERR)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class UsageError(ValueError):
+    """The command cannot start as asked (exit 2): say what to change."""
+
+
+class WorkFailed(RuntimeError):
+    """The command ran and its work failed (exit 1)."""
+
 
 ConfigOpt = Annotated[
     Optional[Path],
@@ -25,15 +52,93 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a config value, e.g. --set thinker.backend=transformers (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars (stderr).")]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", help="Show third-party logs (vLLM, torch, ...) live; they always go to <workdir>/logs."),
+]
 
 
-def load(config: Path | None, sets: list[str] | None) -> PipelineConfig:
-    """Load the config or exit with a message that says what to fix."""
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code for ``exc``; None for an exception that is a bug (shown with its traceback)."""
+    import pydantic
+    import yaml
+
+    from thinkjepa.cache_schema import SchemaMismatchError
+    from thinkjepa.data.manifest import NoEpisodesError
+
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if type(exc).__name__ == "TrainingStopped":  # imported lazily: train.loop pulls in torch
+        return EXIT_TERMINATED if "SIGTERM" in str(exc) else EXIT_INTERRUPTED
+    usage = (UsageError, FileNotFoundError, NotADirectoryError, NoEpisodesError, SchemaMismatchError,
+             pydantic.ValidationError, yaml.YAMLError, click.BadParameter)
+    if isinstance(exc, usage):
+        return EXIT_USAGE
+    if isinstance(exc, (WorkFailed, RuntimeError, ValueError, KeyError, OSError)):
+        return EXIT_FAILED
+    return None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cli_command(name: str) -> Callable[[F], F]:
+    """Run a command body under the project's exit codes: errors print one line naming the
+    command and the cause (and, with ``--json``, a JSON object on stdout), then exit with
+    ``exit_code_for``. Third-party log capture started by ``load`` ends here."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from thinkjepa import logs
+
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+                raise
+            except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - mapped or re-raised below
+                code = exit_code_for(e)
+                if code is None:
+                    raise
+                _report(name, e, code, kwargs.get("json_out", False), logs.active_log())
+                raise typer.Exit(code) from e
+            finally:
+                logs.stop_capture()
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def _report(name: str, exc: BaseException, code: int, json_out: bool, log: Path | None) -> None:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if code == EXIT_INTERRUPTED and isinstance(exc, KeyboardInterrupt):
+        message = "interrupted; what was committed is kept, rerun the same command to resume"
+    kind = {EXIT_USAGE: "cannot start", EXIT_FAILED: "failed"}.get(code, "stopped")
+    colour = "yellow" if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) else "red"
+    console.print(f"[{colour}]{name} {kind}:[/{colour}] {message}", highlight=False)
+    if log is not None and code == EXIT_FAILED:
+        console.print(f"third-party log: {log}", highlight=False)
+    if json_out:
+        print(json.dumps({"ok": False, "exit_code": code, "error": message}))
+
+
+def load(config: Path | None, sets: list[str] | None, verbose: bool = False) -> PipelineConfig:
+    """Load the config (a mistake in it is a ``UsageError``) and start capturing third-party
+    output into ``<workdir>/logs`` (``verbose``: also shown live)."""
     try:
-        return load_config(config, sets or [])
+        cfg = load_config(config, sets or [])
     except Exception as e:  # pydantic / yaml / missing file: all are user errors here
-        console.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from e
+        raise UsageError(f"config error: {e}") from e
+    start_logging(cfg.path("{workdir}"), verbose)
+    return cfg
+
+
+def start_logging(workdir: Path, verbose: bool = False) -> Path:
+    from thinkjepa import logs
+
+    return logs.capture_third_party(workdir, verbose=verbose)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -46,3 +151,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise typer.BadParameter(f"shard {spec!r}: need 0 <= I < N")
     return i, n
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))

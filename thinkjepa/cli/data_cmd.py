@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,7 +11,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load
+from thinkjepa.cli.common import (
+    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, WorkFailed, cli_command, console, load,
+)
 
 app = typer.Typer(
     help="Synthesise EgoDex-layout data and index datasets into the clips manifest.",
@@ -20,6 +23,7 @@ app = typer.Typer(
 
 
 @app.command()
+@cli_command("tj data synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write <task>/<n>.mp4|.hdf5 into.")],
     episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Number of episodes.")] = 12,
@@ -28,17 +32,17 @@ def synth(
     size: Annotated[int, typer.Option(help="Square frame size in pixels (even).")] = 128,
     tasks: Annotated[Optional[int], typer.Option(help="Task folders, 1-4 (default: one per 4 episodes).")] = None,
     json_out: JsonOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Synthetic EgoDex episodes whose future hand motion depends on an early visual cue."""
     from thinkjepa.data.synth import synthesize_dataset
 
     try:
         labels = synthesize_dataset(
-            out, episodes, seed=seed, n_frames=frames, size=size, tasks=tasks, progress=not json_out
+            out, episodes, seed=seed, n_frames=frames, size=size, tasks=tasks, progress=progress and not json_out
         )
-    except ValueError as e:
-        console.print(f"[red]synth failed:[/red] {e}")
-        raise typer.Exit(2) from e
+    except ValueError as e:  # the arguments do not make a dataset
+        raise UsageError(str(e)) from e
     summary = {
         "root": str(out),
         "episodes": len(labels["episodes"]),
@@ -59,38 +63,57 @@ def synth(
 
 
 @app.command()
+@cli_command("tj data index")
 def index(
     root: Annotated[Optional[Path], typer.Argument(help="EgoDex-layout root (default: data.root of the config).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Manifest file (default: data.manifest).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Episodes checked in parallel.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel workers (threads or processes) on this machine.")] = 1,
+    scheduler: Annotated[
+        str,
+        typer.Option(help="dask scheduler: threads, processes, sync, or a dask.distributed address "
+                          "(tcp://HOST:8786) whose workers see the same paths."),
+    ] = "threads",
+    full: Annotated[bool, typer.Option("--full", help="Re-read every episode (default: only new or changed files).")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Validate every episode under ROOT and write the clips manifest (Parquet).
 
-    Unusable episodes are listed with the reason and left out; exit code 1 only if none is usable.
+    Unusable episodes are listed with the reason and left out. Exit 1 if none is usable,
+    2 if ROOT is not an EgoDex-layout folder.
     """
     from thinkjepa.data.manifest import build_manifest
 
-    cfg = load(config, set_)
+    cfg = load(config, set_, verbose)
     root = root or (Path(cfg.data.root) if cfg.data.root else None)
     if root is None:
-        console.print("[red]no dataset root:[/red] pass ROOT or set data.root (--set data.root=DIR)")
-        raise typer.Exit(2)
+        raise UsageError("no dataset root: pass ROOT or set data.root (--set data.root=DIR)")
     out = out or cfg.path(cfg.data.manifest)
-    try:
-        table, problems = build_manifest(root, out, cfg.data, cfg.sampling, workers=workers, progress=not json_out)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]index failed:[/red] {e}")
-        raise typer.Exit(2) from e
+    table, problems = build_manifest(root, out, cfg.data, cfg.sampling, workers=workers, scheduler=scheduler,
+                                     progress=progress and not json_out, incremental=not full)
     rows = table.to_pylist()
     if json_out:
         print(json.dumps({"manifest": str(out), "clips": rows, "problems": [p.as_dict() for p in problems]}))
     else:
         _print_summary(out, rows, problems)
     if not rows:
-        raise typer.Exit(1)
+        if json_out:  # the JSON above already lists every problem
+            raise typer.Exit(1)
+        errors = [p for p in problems if p.severity == "error"]
+        raise WorkFailed(
+            f"no usable episode under {root}: all {len(errors)} found are left out (reasons above; the most "
+            f"common: {_most_common_reason(errors)}). Fix or replace them and rerun `tj data index {root}`"
+        )
+
+
+def _most_common_reason(errors: list) -> str:
+    if not errors:
+        return "none"
+    reason, n = Counter(re.sub(r"\d+", "N", p.reason) for p in errors).most_common(1)[0]
+    return f"{reason!r} ({n}x)"
 
 
 def _print_summary(out: Path, rows: list[dict], problems: list) -> None:

@@ -7,33 +7,42 @@ import json
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load
+from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load
 
-app = typer.Typer(help="Evaluate trained variants against baselines (ADE / FDE / Acc).", pretty_exceptions_show_locals=False)
+app = typer.Typer(help="Evaluate trained variants against baselines (ADE / FDE / Acc, rollouts, ablations).",
+                  pretty_exceptions_show_locals=False, add_completion=False)
 
 
-@app.callback(invoke_without_command=True)
-def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
-    """Forecast the eval split with each variant in eval.variants (best checkpoint by val ADE)
-    and the last-observed-pose baseline; writes metrics.json/.parquet, report.md and plots."""
-    from thinkjepa.evaluate.report import run_eval
+@app.command()
+@cli_command("tj-eval")
+def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Forecast the eval split with every variant in eval.variants (every seed of train.seeds,
+    best checkpoint by val ADE), the baselines and the test-time guidance ablations; writes
+    metrics.json/.parquet, report.md, report.html and plots. --json prints metrics.json."""
+    from thinkjepa.evaluate import run_eval
+    from thinkjepa.evaluate.report import format_ci
 
-    cfg = load(config, set_)
-    try:
-        result = run_eval(cfg)
-    except FileNotFoundError as e:
-        console.print(f"[red]tj-eval:[/red] {e}\nTrain the variants first: `tj-train --variant NAME` or `tj run`.")
-        raise typer.Exit(1) from e
+    cfg = load(config, set_, verbose)
     if json_out:
-        print(json.dumps(result, indent=2))
+        result = run_eval(cfg)
+    else:
+        with console.status("evaluating") as status:
+            result = run_eval(cfg, progress=lambda what: status.update(f"evaluating {what}"))
+    if json_out:
+        print(json.dumps(result, indent=1))
         return
-    table = Table(title=f"{cfg.eval.split} split")
-    for col in ("model", "ADE (m)", "FDE (m)", "Acc@5cm"):
+    table = Table(title=f"{cfg.eval.split} split: {result['window_set']['windows']} windows, mean ± std over seeds")
+    for col in ("model", "ADE (m)", "FDE (m)", "Acc", "ΔADE vs jepa_only [95% CI]"):
         table.add_column(col)
     for name, m in result["models"].items():
-        table.add_row(name, f"{m['ADE']:.4f}", f"{m['FDE']:.4f}", f"{m['Acc']:.4f}")
+        ci = format_ci(m.get("vs_jepa_only") or m.get("vs_thinkjepa"))
+        if "vs_thinkjepa" in m:
+            ci += " (vs thinkjepa)"
+        table.add_row(name, *(f"{m[k]:.4f} ± {m[k + '_std']:.4f}" if m["seeds"] else f"{m[k]:.4f}" for k in ("ADE", "FDE", "Acc")), ci)
     console.print(table)
-    console.print(f"report: {result['report']}")
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"report: {result['report']} (and {result['html']})")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load, parse_shard
+from thinkjepa.cli.common import (
+    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, WorkFailed, cli_command, console, load, parse_shard,
+)
 
 app = typer.Typer(
     help="Stage one: run the Qwen3-VL Thinking thinker over the manifest and store its hidden states.",
@@ -19,28 +21,38 @@ app = typer.Typer(
 
 
 @app.command()
+@cli_command("tj-extract run")
 def run(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     shard: Annotated[
         str, typer.Option("--shard", help="Shard I/N to extract, zero-based (0 <= I < N); one process per GPU.")
     ] = "0/1",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOpt = True,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Extract shard I of N of the manifest into thinker.cache (resumable).
 
     Windows already committed with the same extraction fingerprint are skipped; failed, stale and pending ones are (re)done. Exits 1 if any window failed (reasons in `tj-extract status`).
     """
-    from thinkjepa.cache_schema import CacheError
     from thinkjepa.extract.runner import run_shard
 
+    from thinkjepa.extract.prompt import validate_template
+
     i, n = parse_shard(shard)
-    cfg = load(config, set_)
+    cfg = load(config, set_, verbose)
     try:
-        summary = run_shard(cfg, (i, n), progress=progress)
-    except (FileNotFoundError, ValueError, CacheError) as e:
-        console.print(f"[red]tj-extract run failed:[/red] {e}")
-        raise typer.Exit(2) from e
+        validate_template(cfg.thinker.prompt_template)
+    except ValueError as e:  # a config value, found before any engine starts
+        raise UsageError(f"config error: {e}") from e
+    summary = run_shard(cfg, (i, n), progress=progress and not json_out)
+    if json_out:
+        print(json.dumps({"part": summary.part, "done": summary.done, "skipped": summary.skipped,
+                          "failed": summary.failed, "seconds": summary.seconds}))
+        if summary.failed:
+            raise typer.Exit(1)
+        return
     if not summary.done and not summary.skipped and not summary.failed:
         console.print(f"[yellow]shard {i}/{n} holds no clip of the manifest[/yellow] (clips are assigned by a hash of their id)")
     console.print(
@@ -53,15 +65,15 @@ def run(
             console.print(f"  [red]✗[/red] {key}: {reason}")
         if len(summary.failed) > 10:
             console.print(f"  ... and {len(summary.failed) - 10} more")
-        console.print(
-            "Failures are recorded in the store. See `tj-extract status` for every reason; fix the input "
-            f"(or leave it) and rerun `tj-extract run --shard {i}/{n}` with the same settings: it retries the "
-            "failed entries and skips the rest."
+        raise WorkFailed(
+            f"{len(summary.failed)} window(s) failed; failures are recorded in the store. See `tj-extract status` "
+            f"for every reason; fix the input (or leave it) and rerun `tj-extract run --shard {i}/{n}` with the "
+            "same settings: it retries the failed entries and skips the rest."
         )
-        raise typer.Exit(1)
 
 
 @app.command()
+@cli_command("tj-extract status")
 def status(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -77,11 +89,7 @@ def status(
     from thinkjepa.extract.status import extraction_status
 
     cfg = load(config, set_)
-    try:
-        st = extraction_status(cfg, shards=shards)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]tj-extract status failed:[/red] {e}")
-        raise typer.Exit(2) from e
+    st = extraction_status(cfg, shards=shards)
     if json_out:
         print(json.dumps(st, indent=2))
         return

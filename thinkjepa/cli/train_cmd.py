@@ -1,87 +1,129 @@
 """``tj-train`` (also ``tj train``) and ``tj encode``: thin typer layers over
 ``thinkjepa.train.loop.run_training`` and ``thinkjepa.train.encode.run_encode``.
 
-``tj-train`` is a callback-only app so the same options work standalone and when mounted
-under ``tj`` (a one-command typer app would become ``tj train train`` there). Under
-``accelerate launch -m thinkjepa.cli.train_cmd ...`` it trains on every process.
+``tj-train`` is a one-command typer app (so its --help shows no COMMAND); ``tj`` mounts the
+same function as ``tj train``. Under ``accelerate launch -m thinkjepa.cli.train_cmd ...`` it
+trains on every process.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from thinkjepa.cli.common import ConfigOpt, SetOpt, console, load, parse_shard
+from thinkjepa.cli.common import (
+    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, cli_command, console, load, parse_shard,
+)
+
+BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
+
+
+def _configured_variants(path: Path = Path("pipelines.yaml")) -> list[str]:
+    """Keys of ``variants:`` in ./pipelines.yaml, for --help (never fails: help must show)."""
+    try:
+        import yaml
+
+        return sorted((yaml.safe_load(path.read_text()) or {}).get("variants", {}) or {})
+    except Exception:  # noqa: BLE001 - a broken file is reported when a command loads it
+        return []
+
+
+def variant_help() -> str:
+    extra = _configured_variants()
+    names = ", ".join(BUILTIN_VARIANTS + tuple(extra))
+    return f"Variant to train, one of: {names} (a key of `variants:` in the config; default: model.variant)."
+
+
+def check_variant(cfg, name: str) -> str:
+    known = list(BUILTIN_VARIANTS) + sorted(cfg.variants)
+    if name not in known:
+        raise UsageError(f"unknown variant {name!r}; choose one of: {', '.join(known)}")
+    return name
+
 
 app = typer.Typer(
     help="Stage two: train the ThinkJEPA predictor (or a baseline/ablation variant) from the caches.",
     pretty_exceptions_show_locals=False,
+    add_completion=False,
 )
 
 
-@app.callback(invoke_without_command=True)
+@app.command()
+@cli_command("tj-train")
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    variant: Annotated[
-        Optional[str],
-        typer.Option("--variant", "-v", help="thinkjepa, jepa_only, vlm_only or a key of `variants:` (default: model.variant)."),
+    variant: Annotated[Optional[str], typer.Option("--variant", "-v", help=variant_help())] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="Train this seed only (default: every seed in train.seeds).")
     ] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Only continue last.pt: refuse if settings or data changed, or there is none.")] = False,
     restart: Annotated[bool, typer.Option(
         "--restart", help="Start afresh; existing checkpoints are kept as *.stale-*.pt.")] = False,
+    progress: ProgressOpt = True,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Train one variant; resumes from <train.out>/<variant>/last.pt when its settings and data
-    match, starts afresh when the settings changed, and refuses when the data changed (saying
-    what changed) unless --restart is given."""
-    from thinkjepa.train.loop import TrainingStopped, run_training
+    """Train one variant for every seed of train.seeds, each into <train.out>/<variant>/seed-<s>/;
+    resumes from its last.pt when its settings and data match, starts afresh when the settings
+    changed, and refuses when the data changed (saying what changed) unless --restart is given."""
+    from thinkjepa.train.loop import train_seeds
 
     if resume and restart:
-        console.print("[red]tj-train:[/red] --resume and --restart exclude each other")
-        raise typer.Exit(2)
-    cfg = load(config, set_)
-    name = variant or cfg.model.variant
-    try:
-        run_dir = run_training(cfg, name, resume="resume" if resume else "restart" if restart else "auto")
-    except TrainingStopped as e:
-        console.print(f"[yellow]{e}[/yellow]")
-        raise typer.Exit(143) from e
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        console.print(f"[red]tj-train failed:[/red] {e}")
-        raise typer.Exit(1) from e
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    best = summary.get("best_val_ade")
-    console.print(
-        f"[green]trained {name}[/green]: {summary.get('steps')} steps, "
-        f"best val ADE {best if best is None else f'{best:.4f}'} m -> {run_dir}"
-    )
+        raise UsageError("--resume and --restart exclude each other")
+    cfg = load(config, set_, verbose)
+    name = check_variant(cfg, variant or cfg.model.variant)
+    mode = "resume" if resume else "restart" if restart else "auto"
+    runs = train_seeds(cfg, name, None if seed is None else [seed], progress=progress and not json_out, resume=mode)
+    rows = []
+    for s, (run_dir, _) in runs.items():
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        rows.append({"variant": name, "seed": s, "run_dir": str(run_dir), **summary})
+    if json_out:
+        print(json.dumps(rows if len(rows) != 1 else rows[0], default=str))
+        return
+    for row in rows:
+        best = row.get("best_val_ade")
+        console.print(
+            f"[green]trained {name} seed {row['seed']}[/green]: {row.get('steps')} steps, "
+            f"best val ADE {best if best is None else f'{best:.4f}'} m -> {row['run_dir']}"
+        )
 
 
+@cli_command("tj encode")
 def encode(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     shard: Annotated[str, typer.Option("--shard", help="Zero-based shard I/N of the manifest's clips.")] = "0/1",
+    progress: ProgressOpt = True,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Encode past and future windows with frozen V-JEPA2 into the JEPA cache (resumable)."""
     from thinkjepa.train.encode import run_encode
 
-    cfg = load(config, set_)
-    try:
-        summary = run_encode(cfg, shard=parse_shard(shard))
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]encode failed:[/red] {e}")
-        raise typer.Exit(1) from e
-    console.print(
-        f"encode {summary.part}: {len(summary.done)} encoded, {len(summary.skipped)} already done, "
-        f"{len(summary.failed)} failed ({summary.seconds:.1f} s)"
-    )
-    for key, why in list(summary.failed.items())[:10]:
-        console.print(f"  [red]{key}[/red]: {why}")
-    # clips too short for any window are recorded but are not errors of this run
-    if any("@" in key for key in summary.failed):
+    i, n = parse_shard(shard)
+    cfg = load(config, set_, verbose)
+    summary = run_encode(cfg, shard=(i, n), progress=progress and not json_out)
+    # clips too short for any window are recorded under their clip id, but are not errors of this run
+    failed = {k: v for k, v in summary.failed.items() if "@" in k}
+    if json_out:
+        print(json.dumps({"part": summary.part, "done": summary.done, "skipped": summary.skipped,
+                          "failed": summary.failed, "seconds": summary.seconds}))
+    else:
+        console.print(
+            f"encode {summary.part}: {len(summary.done)} encoded, {len(summary.skipped)} already done, "
+            f"{len(summary.failed)} failed ({summary.seconds:.1f} s)"
+        )
+        for key, why in list(summary.failed.items())[:10]:
+            console.print(f"  [red]{key}[/red]: {why}")
+        if failed:
+            console.print(f"fix the input (or leave it) and rerun `tj encode --shard {i}/{n}`: it retries only the failed windows")
+    if failed:
         raise typer.Exit(1)
 
 

@@ -3,6 +3,21 @@
 ``read_episode`` is the one validator of an episode: the manifest builder calls it too, so a
 clip that indexes is a clip every later stage can read. It reads the HDF5 arrays in full and
 checks the video cheaply (open, frame count, first and last frame), never decoding it all.
+
+EgoDex as it is shipped varies; what the reader does with each variation:
+
+- ``confidences`` is optional (not every EgoDex file has it). A missing group, or missing
+  joints in it, mean *unknown* confidence: the episode is kept, the unknown entries read as
+  1.0 ("tracked") and ``Episode.has_confidences`` is False (the manifest's
+  ``has_confidences`` column). Losses and metrics mask joints with confidence 0 only
+  (``train/losses.py``, ``train/metrics.py``), so for such an episode every joint counts in
+  the joint loss, ADE/FDE and Acc, exactly as for an episode whose tracker saw every joint.
+- Text attributes: ``description`` and ``llm_description`` may each be missing, empty or the
+  string ``"None"``; ``episode_description`` falls back in the order written there. A missing
+  ``task`` attribute falls back to the task folder name.
+- Extra joints (body joints such as ``hip``, ``neck1``), extra attributes and attributes stored
+  as bytes or arrays are accepted. Missing joint transforms, camera poses or intrinsics, and
+  arrays of the wrong shape or with NaN/Inf are refused with the key that is wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from thinkjepa.data.video import VideoError, probe_video
 from thinkjepa.joints import JOINTS
 from thinkjepa.sampling import TooShortError, windows_for_clip
 
-__all__ = ["Episode", "EpisodeError", "read_episode", "decode_frames", "clip_id_for", "episode_description", "CAMERA_KEY", "INTRINSIC_KEY"]
+__all__ = ["Episode", "EpisodeError", "read_episode", "decode_frames", "clip_id_for", "episode_description", "description_sources", "CAMERA_KEY", "INTRINSIC_KEY"]
 
 CAMERA_KEY = "transforms/camera"
 INTRINSIC_KEY = "camera/intrinsic"
@@ -45,7 +60,7 @@ class Episode:
     joints: np.ndarray
     """[T, 52, 3] float32 world positions, ``thinkjepa.joints.JOINTS`` order."""
     confidences: np.ndarray
-    """[T, 52] float32 in [0, 1]."""
+    """[T, 52] float32 in [0, 1]; 1.0 where the file gives no confidence (see the module doc)."""
     camera_pose: np.ndarray
     """[T, 4, 4] float32 camera-to-world (convention: thinkjepa.data.camera)."""
     intrinsics: np.ndarray
@@ -53,6 +68,13 @@ class Episode:
     width: int
     height: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    confidence_known: np.ndarray | None = None
+    """[52] bool: joints whose ``confidences/<joint>`` the file has (None: all of them)."""
+
+    @property
+    def has_confidences(self) -> bool:
+        """The file gives a tracking confidence for every joint."""
+        return self.confidence_known is None or bool(np.all(self.confidence_known))
 
     @property
     def task(self) -> str:
@@ -78,25 +100,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
+def _metadata(attrs: h5py.AttributeManager, task_folder: str) -> dict[str, Any]:
     meta = {k: _plain(v) for k, v in attrs.items()}
-    for key in ("task", "description", "llm_description", "environment"):
+    for key in ("description", "llm_description", "environment"):
         meta.setdefault(key, "")
+    if not _text(meta.get("task")):
+        meta["task"] = task_folder
     # short names the prompt builder and the manifest use; the raw llm_* attrs stay as they are
     meta["objects"] = _as_list(meta.get("llm_objects"))
     meta["verbs"] = _as_list(meta.get("llm_verbs"))
     return meta
 
 
+def _text(value: Any) -> str:
+    """An attribute as text; "" for missing, empty or EgoDex's literal ``"None"``."""
+    text = " ".join(str(value).split()) if value is not None else ""
+    return "" if text in ("None", "none", "nan") else text
+
+
+def description_sources(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The attributes ``episode_description`` tries, in order: ``description``, the LLM
+    description that ``which_llm_description`` selects (``1`` -> ``llm_description``, ``2`` ->
+    ``llm_description2``; default 1), the other LLM description, ``description2``, ``task``."""
+    which = _text(meta.get("which_llm_description")) or "1"
+    llm = ("llm_description2", "llm_description") if which == "2" else ("llm_description", "llm_description2")
+    return ("description", *llm, "description2", "task")
+
+
 def episode_description(meta: dict[str, Any]) -> str:
-    """One line saying what happens: the annotator's ``description``, else the LLM description
-    that ``which_llm_description`` selects (some EgoDex files have no ``description``)."""
-    if str(meta.get("description") or "").strip():
-        return str(meta["description"])
-    which = str(meta.get("which_llm_description", "1")).strip()
-    key = "llm_description2" if which == "2" else "llm_description"
-    text = str(meta.get(key) or "")
-    return text if text and text != "None" else str(meta.get("llm_description") or "")
+    """One line saying what happens: the first non-empty attribute of ``description_sources``
+    ("" when the file has none of them)."""
+    for key in description_sources(meta):
+        if text := _text(meta.get(key)):
+            return text
+    return ""
 
 
 def _as_list(value: Any) -> list[str]:
@@ -107,6 +144,15 @@ def _as_list(value: Any) -> list[str]:
     return [s.strip() for s in str(value).split(",") if s.strip()]
 
 
+def _keys(f: h5py.File) -> set[str]:
+    """``group/name`` of every member of the top-level groups, and the top-level names."""
+    out = set(f.keys())
+    for g in ("transforms", "confidences", "camera"):
+        if isinstance(f.get(g), h5py.Group):
+            out.update(f"{g}/{k}" for k in f[g].keys())
+    return out
+
+
 def _read_annotation(clip_id: str, path: Path) -> dict[str, Any]:
     try:
         f = h5py.File(path, "r")
@@ -114,30 +160,41 @@ def _read_annotation(clip_id: str, path: Path) -> dict[str, Any]:
         raise EpisodeError(clip_id, f"unreadable HDF5 {path.name} (truncated or corrupt: {e})") from e
     try:
         with f:
+            present = _keys(f)  # one listing per group: `key in f` per joint costs a lookup each
             required = [f"transforms/{j}" for j in JOINTS] + [CAMERA_KEY, INTRINSIC_KEY]
-            required += [f"confidences/{j}" for j in JOINTS]
-            missing = [k for k in required if k not in f]
+            missing = [k for k in required if k not in present]
             if missing:
                 shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
                 raise EpisodeError(clip_id, f"missing key(s) in {path.name}: {shown}")
-            T = f[CAMERA_KEY].shape[0] if f[CAMERA_KEY].ndim else -1
-            uneven = [k for k in required if k != INTRINSIC_KEY and (f[k].ndim == 0 or f[k].shape[0] != T)]
+            # confidences are optional in EgoDex: a missing joint means "unknown" (module doc)
+            known = np.array([f"confidences/{j}" in present for j in JOINTS])
+            conf_keys = [f"confidences/{j}" for j, k in zip(JOINTS, known) if k]
+            per_frame = [k for k in required if k != INTRINSIC_KEY] + conf_keys
+            ds = {k: f[k] for k in per_frame}  # each dataset opened once
+            shapes = {k: d.shape for k, d in ds.items()}
+            T = shapes[CAMERA_KEY][0] if shapes[CAMERA_KEY] else -1
+            uneven = [k for k in per_frame if not shapes[k] or shapes[k][0] != T]
             if uneven:
                 raise EpisodeError(
                     clip_id,
                     f"per-frame arrays disagree on the frame count in {path.name}: {CAMERA_KEY} has {T} rows, "
-                    + ", ".join(f"{k} has {f[k].shape[0] if f[k].ndim else 0}" for k in uneven[:5]),
+                    + ", ".join(f"{k} has {shapes[k][0] if shapes[k] else 0}" for k in uneven[:5]),
                 )
-            transforms = np.stack([f[f"transforms/{j}"][()] for j in JOINTS], axis=1)
-            camera = f[CAMERA_KEY][()]
+            transforms = np.stack([ds[f"transforms/{j}"][()] for j in JOINTS], axis=1)
+            camera = ds[CAMERA_KEY][()]
             K = f[INTRINSIC_KEY][()]
-            conf = np.stack([f[f"confidences/{j}"][()] for j in JOINTS], axis=1)
-            meta = _metadata(f.attrs)
+            conf = np.ones((T, len(JOINTS)), dtype=np.float32)
+            for i in np.flatnonzero(known):
+                key = f"confidences/{JOINTS[i]}"
+                if shapes[key] != (T,):
+                    raise EpisodeError(clip_id, f"{key} in {path.name} has shape {shapes[key]}, expected ({T},)")
+                conf[:, i] = ds[key][()]
+            meta = _metadata(f.attrs, path.parent.name)
     except EpisodeError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise EpisodeError(clip_id, f"unreadable HDF5 {path.name} (truncated or corrupt: {e})") from e
-    return {"transforms": transforms, "camera": camera, "K": K, "conf": conf, "meta": meta}
+    return {"transforms": transforms, "camera": camera, "K": K, "conf": conf, "conf_known": known, "meta": meta}
 
 
 def _check_arrays(clip_id: str, a: dict[str, Any]) -> None:
@@ -229,6 +286,7 @@ def read_episode(
         width=width,
         height=height,
         metadata=a["meta"],
+        confidence_known=None if a["conf_known"].all() else a["conf_known"],
     )
 
 

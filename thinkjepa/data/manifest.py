@@ -1,21 +1,29 @@
 """Clips manifest: one Parquet row per usable episode of an EgoDex-layout folder.
 
 Columns (DESIGN.md): clip_id, video_path, annotation_path, task, description, n_frames, fps,
-split; then extras (environment, llm_description, width, height). ``task`` is the task
-*folder* (the stable key; the HDF5 ``task`` attribute is free text). The split is grouped by
-task folder; ``assign_splits`` is the one home of that rule. Episodes that fail
-``read_episode`` are left out and reported as problems with the reason; one bad episode never
-stops the index.
+split; then extras (environment, llm_description, width, height, has_confidences,
+file_stamp). ``task`` is the task *folder* (the stable key; the HDF5 ``task`` attribute is
+free text). ``has_confidences`` is False for an episode whose file lacks some or all
+``confidences`` (unknown confidence reads as 1.0; see thinkjepa.data.egodex). Episodes that
+fail ``read_episode`` are left out and reported as problems with the reason; one bad episode
+never stops the index.
+
+Splits: ``split_groups`` decides what a split group is (task folder, or episode for small
+folders: ``data.split_by``) and ``assign_splits`` is the one home of the split rule.
+
+Indexing reads every episode through dask (threads or processes locally, or a
+``dask.distributed`` scheduler address for a cluster) and is incremental: rows and problems
+of the previous manifest whose files have the same size and mtime are kept without re-reading.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +33,11 @@ from thinkjepa.config import DataConfig, SamplingConfig
 from thinkjepa.data.egodex import Episode, EpisodeError, episode_description, read_episode
 
 SPLITS = ("train", "val", "test")
+LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+SCHEDULER_TIMEOUT_S = 30
+"""How long ``scan_episodes`` tries to reach a dask.distributed scheduler."""
+MIN_TASKS_FOR_TASK_SPLIT = 3
+"""Below this many task folders ``split_by: auto`` groups the split by episode."""
 
 COLUMNS = ("clip_id", "video_path", "annotation_path", "task", "description", "n_frames", "fps", "split")
 SCHEMA = pa.schema(
@@ -41,8 +54,11 @@ SCHEMA = pa.schema(
         ("llm_description", pa.string()),
         ("width", pa.int64()),
         ("height", pa.int64()),
+        ("has_confidences", pa.bool_()),
+        ("file_stamp", pa.string()),
     ]
 )
+_META_KEY = b"thinkjepa.manifest"
 
 
 @dataclass(frozen=True)
@@ -52,25 +68,40 @@ class Problem:
     reason: str
     severity: str = "error"
     """``error``: the clip is left out; ``warning``: indexed, but worth knowing."""
+    stamp: str | None = None
+    """Size and mtime of the clip's files when the problem was found (incremental index)."""
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
+
+
+class NoEpisodesError(ValueError):
+    """``root`` holds nothing that looks like an EgoDex episode; the message says what it holds."""
 
 
 def _natural_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
+def _episode_files(d: Path) -> list[Path]:
+    return [p for p in d.iterdir() if p.suffix in (".mp4", ".hdf5") and not p.name.startswith(".")]
+
+
 def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], list[Problem]]:
     """``(clip_id, video, annotation)`` for every ``<task>/<n>.hdf5|.mp4`` under ``root``, sorted;
-    a file without its partner is a problem, not an exception."""
+    a file without its partner is a problem, not an exception.
+
+    Raises ``FileNotFoundError`` for a missing root and ``NoEpisodesError`` when ``root`` holds
+    no episode file at all (e.g. it is the EgoDex top folder holding ``part1`` ... ``test``)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
     found: list[tuple[str, Path, Path]] = []
     problems: list[Problem] = []
-    for task_dir in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name)):
-        stems = {p.stem for p in task_dir.iterdir() if p.suffix in (".mp4", ".hdf5") and not p.name.startswith(".")}
+    task_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                       key=lambda d: _natural_key(d.name))
+    for task_dir in task_dirs:
+        stems = {p.stem for p in _episode_files(task_dir)}
         for stem in sorted(stems, key=_natural_key):
             clip_id = f"{task_dir.name}/{stem}"
             video, annotation = task_dir / f"{stem}.mp4", task_dir / f"{stem}.hdf5"
@@ -80,16 +111,52 @@ def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], l
                 problems.append(Problem(clip_id, f"missing annotation (HDF5) file {annotation}"))
             else:
                 found.append((clip_id, video, annotation))
+    if not found and not problems:
+        raise NoEpisodesError(_why_no_episodes(root, task_dirs))
     return found, problems
 
 
-def assign_splits(tasks: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
-    """Task folder -> ``train``/``val``/``test``: the one split rule.
+def _why_no_episodes(root: Path, task_dirs: list[Path]) -> str:
+    nested = [d for d in task_dirs if any(sub.is_dir() and _episode_files(sub) for sub in d.iterdir())]
+    if nested:
+        names = ", ".join(d.name for d in nested[:6])
+        return (f"{root} holds no <task>/<n>.mp4|.hdf5 episode, but its folder(s) {names} hold task folders: "
+                f"it looks like the EgoDex top folder. Index one part, e.g. `tj data index {nested[0]}`")
+    if _episode_files(root):
+        return (f"{root} holds episode files directly; EgoDex keeps them in task folders "
+                f"(<root>/<task>/<n>.mp4|.hdf5): pass the folder above this one, e.g. `tj data index {root.parent}`")
+    return (f"{root} holds no <task>/<n>.mp4|.hdf5 episode ({len(task_dirs)} sub-folder(s)); "
+            "point `tj data index ROOT` at an EgoDex-layout folder, or make one with `tj data synth DIR`")
 
-    Seeded shuffle of the sorted unique task names, then contiguous blocks sized by
-    ``fractions`` (train, val, test). Every non-zero share gets at least one task while at
-    least one task is left for train, so 3 tasks give one per split, 2 give train + test (val
-    empty) and 1 gives train only. Deterministic: same tasks, fractions and seed, same answer.
+
+def split_groups(clip_ids: Sequence[str], tasks: Sequence[str], data_cfg: DataConfig) -> tuple[list[str], str, list[Problem]]:
+    """The split group of each clip (its task folder, or its clip id) under ``data.split_by``,
+    the grouping used (``task`` or ``episode``), and the one warning when ``auto`` falls back
+    to episodes."""
+    n_tasks = len(set(tasks))
+    by = data_cfg.split_by
+    if by == "auto":
+        by = "task" if n_tasks >= MIN_TASKS_FOR_TASK_SPLIT or n_tasks == 0 else "episode"
+        if by == "episode":
+            warning = Problem(
+                None,
+                f"only {n_tasks} task folder(s) ({', '.join(sorted(set(tasks)))}): fewer than "
+                f"{MIN_TASKS_FOR_TASK_SPLIT}, so the split is grouped by episode, not task folder; val/test "
+                "episodes come from tasks seen in training, so cross-task generalisation is not tested "
+                "(set data.split_by=task to keep the task grouping)",
+                severity="warning",
+            )
+            return list(clip_ids), by, [warning]
+    return (list(tasks) if by == "task" else list(clip_ids)), by, []
+
+
+def assign_splits(tasks: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
+    """Split group (task folder or clip id) -> ``train``/``val``/``test``: the one split rule.
+
+    Seeded shuffle of the sorted unique group names, then contiguous blocks sized by
+    ``fractions`` (train, val, test). Every non-zero share gets at least one group while at
+    least one group is left for train, so 3 groups give one per split, 2 give train + test (val
+    empty) and 1 gives train only. Deterministic: same groups, fractions and seed, same answer.
     """
     names = sorted(set(tasks))
     fr = np.asarray(fractions, dtype=np.float64)
@@ -101,7 +168,7 @@ def assign_splits(tasks: Iterable[str], fractions: Sequence[float], seed: int) -
         return {}
     order = [names[i] for i in np.random.default_rng(seed).permutation(n)]
     counts = {}
-    # test before val: with two task folders a held-out test set matters more than a val set
+    # test before val: with two groups a held-out test set matters more than a val set
     for split, share in (("test", fr[2]), ("val", fr[1])):
         want = int(round(share * n)) if share > 0 else 0
         if share > 0:
@@ -117,7 +184,13 @@ def assign_splits(tasks: Iterable[str], fractions: Sequence[float], seed: int) -
     return out
 
 
-def _row(ep: Episode, split: str) -> dict:
+def file_stamp(video: Path, annotation: Path) -> str:
+    """Sizes and mtimes of an episode's two files: a change means the episode is re-read."""
+    v, a = video.stat(), annotation.stat()
+    return f"{v.st_size}:{v.st_mtime_ns}:{a.st_size}:{a.st_mtime_ns}"
+
+
+def _row(ep: Episode, stamp: str) -> dict:
     meta = ep.metadata
     return {
         "clip_id": ep.clip_id,
@@ -127,22 +200,102 @@ def _row(ep: Episode, split: str) -> dict:
         "description": episode_description(meta),
         "n_frames": int(ep.n_frames),
         "fps": float(ep.fps),
-        "split": split,
+        "split": "",
         "environment": str(meta.get("environment") or ""),
         "llm_description": str(meta.get("llm_description") or ""),
         "width": int(ep.width),
         "height": int(ep.height),
+        "has_confidences": ep.has_confidences,
+        "file_stamp": stamp,
     }
 
 
-def _check(item: tuple[str, Path, Path], sampling: SamplingConfig) -> Episode | Problem:
+def _check(item: tuple[str, Path, Path], sampling: SamplingConfig) -> dict | Problem:
     clip_id, video, annotation = item
     try:
-        return read_episode(video, annotation, clip_id=clip_id, sampling=sampling)
+        stamp = file_stamp(video, annotation)
+    except OSError as e:
+        return Problem(clip_id, f"cannot stat its files: {e}")
+    try:
+        return _row(read_episode(video, annotation, clip_id=clip_id, sampling=sampling), stamp)
     except EpisodeError as e:
-        return Problem(clip_id, e.reason)
+        return Problem(clip_id, e.reason, stamp=stamp)
     except Exception as e:  # noqa: BLE001 - an unforeseen failure is still one clip's problem
-        return Problem(clip_id, f"unexpected {type(e).__name__}: {e}")
+        return Problem(clip_id, f"unexpected {type(e).__name__}: {e}", stamp=stamp)
+
+
+def check_episodes(items: list[tuple[str, Path, Path]], sampling: dict[str, Any]) -> list[dict | Problem]:
+    """One dask task: validate a chunk of episodes (plain, picklable arguments and results)."""
+    cfg = SamplingConfig.model_validate(sampling)
+    return [_check(it, cfg) for it in items]
+
+
+def scan_episodes(
+    items: list[tuple[str, Path, Path]],
+    sampling_cfg: SamplingConfig,
+    workers: int = 1,
+    scheduler: str = "threads",
+    on_done: Callable[[int], None] | None = None,
+) -> list[dict | Problem]:
+    """Validate ``items`` in parallel with dask: ``scheduler`` is ``threads``, ``processes``,
+    ``sync``, or the address of a ``dask.distributed`` scheduler (``tcp://host:8786``) whose
+    workers see the same paths. Results come back in the order of ``items``."""
+    import dask
+
+    if not items:
+        return []
+    workers = max(1, workers)
+    n_chunks = min(len(items), 4 * workers) if scheduler in LOCAL_SCHEDULERS else min(len(items), 512)
+    size = -(-len(items) // n_chunks)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    sampling = sampling_cfg.model_dump(mode="json")
+    tasks = [dask.delayed(check_episodes, pure=False)(c, sampling) for c in chunks]
+    if scheduler in LOCAL_SCHEDULERS:
+        from dask.callbacks import Callback
+
+        class _Progress(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):  # noqa: ANN001 - dask's signature
+                if on_done is not None and isinstance(result, list):
+                    on_done(len(result))
+
+        with _Progress():
+            parts = dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
+    else:
+        try:
+            from distributed import Client, as_completed
+        except ImportError as e:  # pragma: no cover - distributed is a dependency
+            raise ValueError(f"scheduler {scheduler!r} needs dask.distributed: pip install 'dask[distributed]'") from e
+        try:
+            client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+        except (OSError, TimeoutError) as e:
+            raise ValueError(f"cannot reach the dask scheduler at {scheduler!r}: {e}") from e
+        with client:
+            futures = client.compute(tasks)
+            for fut in as_completed(futures):
+                if on_done is not None:
+                    on_done(len(fut.result()))
+            parts = client.gather(futures)
+    return [r for part in parts for r in part]
+
+
+def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig) -> dict[str, dict | Problem]:
+    """Results of the manifest at ``path`` that an incremental index may keep: only when it was
+    built from the same root with the same sampling (which decides what is too short)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        table = pq.read_table(path)
+        prov = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+    except (OSError, ValueError, pa.ArrowException):
+        return {}
+    if (prov.get("root") != str(root.resolve()) or prov.get("sampling") != sampling_cfg.model_dump(mode="json")
+            or "file_stamp" not in table.column_names):
+        return {}
+    kept: dict[str, dict | Problem] = {r["clip_id"]: r for r in table.to_pylist() if r.get("file_stamp")}
+    for p in prov.get("problems", []):
+        if p.get("clip_id") and p.get("stamp"):
+            kept[p["clip_id"]] = Problem(**p)
+    return kept
 
 
 def index_episodes(
@@ -151,44 +304,67 @@ def index_episodes(
     sampling_cfg: SamplingConfig,
     workers: int = 1,
     progress: bool = False,
+    scheduler: str = "threads",
+    previous: str | Path | None = None,
 ) -> tuple[pa.Table, list[Problem]]:
-    """Validate every episode under ``root`` and build the manifest table (nothing written)."""
+    """Validate every episode under ``root`` and build the manifest table (nothing written).
+
+    ``previous``: a manifest whose results are reused for episodes whose files did not change
+    (same size and mtime); only new or changed episodes are read."""
+    root = Path(root)
     items, problems = discover_episodes(root)
-    results: list[Episode | Problem] = []
+    old = _previous(Path(previous) if previous else None, root, sampling_cfg)
+    results: dict[str, dict | Problem] = {}
+    todo = []
+    for it in items:
+        prev = old.get(it[0])
+        try:
+            stamp = file_stamp(it[1], it[2])
+        except OSError:
+            stamp = None
+        if prev is not None and stamp is not None and (prev.stamp if isinstance(prev, Problem) else prev["file_stamp"]) == stamp:
+            results[it[0]] = prev
+        else:
+            todo.append(it)
 
     from rich.progress import Progress
 
-    with Progress(disable=not progress, transient=True) as bar:
-        job = bar.add_task("indexing episodes", total=len(items))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for res in pool.map(lambda it: _check(it, sampling_cfg), items):
-                results.append(res)
-                bar.advance(job)
-    episodes = [r for r in results if isinstance(r, Episode)]
-    problems += [r for r in results if isinstance(r, Problem)]
+    from thinkjepa.logs import project_console
+
+    with Progress(disable=not progress, transient=True, console=project_console()) as bar:
+        job = bar.add_task(f"indexing {len(todo)} new or changed episode(s)", total=len(todo))
+        fresh = scan_episodes(todo, sampling_cfg, workers=workers, scheduler=scheduler,
+                              on_done=lambda n: bar.advance(job, n))
+    results.update({it[0]: r for it, r in zip(todo, fresh, strict=True)})
+    rows = [r for r in (results[it[0]] for it in items) if not isinstance(r, Problem)]
+    problems += [r for r in results.values() if isinstance(r, Problem)]
     problems.sort(key=lambda p: _natural_key(p.clip_id or ""))
-    splits = assign_splits([ep.task for ep in episodes], data_cfg.split_fractions, data_cfg.split_seed)
-    problems += _split_warnings(splits, data_cfg.split_fractions)
-    rows = [_row(ep, splits[ep.task]) for ep in episodes]
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    return table, problems
+    groups, by, warnings = split_groups([r["clip_id"] for r in rows], [r["task"] for r in rows], data_cfg)
+    splits = assign_splits(groups, data_cfg.split_fractions, data_cfg.split_seed)
+    for row, group in zip(rows, groups, strict=True):
+        row["split"] = splits[group]
+    problems += _split_warnings(rows, by, splits, data_cfg, fallback=warnings)
+    return pa.Table.from_pylist(rows, schema=SCHEMA), problems
 
 
-def _split_warnings(splits: dict[str, str], fractions: Sequence[float]) -> list[Problem]:
-    if not splits:
-        return [Problem(None, "no usable episodes: the manifest is empty")]
+def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg: DataConfig,
+                    fallback: list[Problem]) -> list[Problem]:
+    """At most one dataset-level warning: the episode fallback (if any) and the empty splits."""
+    if not rows:
+        return [Problem(None, "no usable episodes: the manifest is empty (every episode is listed with its reason)")]
     used = set(splits.values())
-    empty = [s for s, share in zip(SPLITS, fractions) if share > 0 and s not in used]
+    empty = [s for s, share in zip(SPLITS, data_cfg.split_fractions) if share > 0 and s not in used]
     if not empty:
-        return []
-    return [
-        Problem(
-            None,
-            f"only {len(splits)} task folder(s) ({', '.join(sorted(splits))}); the split is grouped by task "
-            f"folder, so split(s) {', '.join(empty)} are empty (3 or more task folders give every split one)",
-            severity="warning",
-        )
-    ]
+        return fallback
+    n = len(splits)
+    if by == "task":
+        tail = (f"only {n} task folder(s) to split, so split(s) {', '.join(empty)} are empty (3 or more give every "
+                "split one; data.split_by=episode splits a small folder by episode)")
+    else:
+        tail = f"only {n} episode(s) to split, so split(s) {', '.join(empty)} are empty (add episodes: 3 or more give every split one)"
+    if fallback:
+        return [Problem(None, f"{fallback[0].reason}; {tail}", severity="warning")]
+    return [Problem(None, tail, severity="warning")]
 
 
 def build_manifest(
@@ -198,11 +374,15 @@ def build_manifest(
     sampling_cfg: SamplingConfig,
     workers: int = 1,
     progress: bool = False,
+    scheduler: str = "threads",
+    incremental: bool = True,
 ) -> tuple[pa.Table, list[Problem]]:
     """Index ``root`` and write the manifest to ``out`` (Parquet, atomically). Returns the table
-    and the problems (left-out episodes with their reason, and dataset-level warnings)."""
-    table, problems = index_episodes(root, data_cfg, sampling_cfg, workers=workers, progress=progress)
+    and the problems (left-out episodes with their reason, and dataset-level warnings).
+    ``incremental``: re-read only the episodes whose files changed since the manifest at ``out``."""
     out = Path(out)
+    table, problems = index_episodes(root, data_cfg, sampling_cfg, workers=workers, progress=progress,
+                                     scheduler=scheduler, previous=out if incremental else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     provenance = {
         "root": str(Path(root).resolve()),
@@ -210,10 +390,12 @@ def build_manifest(
         "sampling": sampling_cfg.model_dump(mode="json"),
         "problems": [p.as_dict() for p in problems],
     }
-    table = table.replace_schema_metadata({b"thinkjepa.manifest": json.dumps(provenance).encode()})
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
+    table = table.replace_schema_metadata({_META_KEY: json.dumps(provenance).encode()})
+    from thinkjepa.fsio import atomic_write_bytes
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(out, sink.getvalue().to_pybytes())
     return table, problems
 
 

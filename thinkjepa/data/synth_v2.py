@@ -13,7 +13,10 @@ no JEPA-only model can beat "the hands stay where they are" (REFERENCE.md sectio
   branch for heading and speed AND the thinker for which turn.
 - The cue (a colour band over the top of the frame, one colour per class) is shown in frames
   ``[0, cue_end)``: seen by the thinker's frames spread over the past, never by the dense
-  window (which starts after ``cue_end``) and never at or after t.
+  window (which starts after ``cue_end``) and never at or after t. With
+  ``sampling.thinker_stop: dense`` (the demo's setting) the thinker sees only frames before
+  the dense window, where the hands are still at rest: the guidance can tell the turn, not the
+  heading or the speed, so a win of thinkjepa before the turn would be a leak.
 - Controls with the same per-episode seeds (so the same scenes, headings, speeds and turns):
   ``cued`` (the shown cue is the turn class), ``shuffled`` (the shown cue is drawn
   independently of the turn, balanced per scene) and ``absent`` (no cue at all). A model that
@@ -72,7 +75,7 @@ def v2_timeline(n_frames: int, past_frames: int, future_frames: int, turn_delay:
     starts, the motion starts just before it, the turn comes ``turn_delay`` frames after t."""
     t = n_frames - future_frames
     dense_start = t - past_frames
-    motion_start = max(1, dense_start - 2)
+    motion_start = max(1, dense_start - 1)  # still at rest in every frame before the dense window
     cue_end = min(dense_start, max(2, round(0.45 * dense_start)))
     turn = t + turn_delay
     if not 0 < cue_end <= dense_start or not turn < n_frames or dense_start < 2:

@@ -131,6 +131,12 @@ def _build_tokenizer(seed: int, vocab_size: int, chat_template: str):
     return tok
 
 
+def engine_dtype(compute_dtype: str) -> str:
+    """The dtype vLLM computes a tiny checkpoint in for ``thinker.compute_dtype``: ``auto``
+    gives bfloat16 on CPU and GPU (vLLM downcasts float32 checkpoints)."""
+    return "bfloat16" if compute_dtype == "auto" else compute_dtype
+
+
 def build_tiny_qwen3vl_thinking(
     out_dir: str | Path,
     seed: int = 0,
@@ -147,8 +153,13 @@ def build_tiny_qwen3vl_thinking(
     deepstack_visual_indexes: tuple[int, ...] = (0, 1, 2),
     bpe_vocab_size: int = 480,
     max_position_embeddings: int = 8192,
+    dtype: str = "float32",
 ) -> Path:
     """Write a random Qwen3-VL Thinking-style checkpoint to ``out_dir``; returns the path.
+
+    ``dtype``: the weights' (and config's) dtype. Save in the dtype the engine computes in
+    (``engine_dtype``): vLLM's ``dtype=auto`` turns a float32 checkpoint into bfloat16 and
+    warns once per weight that it casts.
 
     Defaults: 4 decoder layers of width 128 (head_dim 32), a 3-block vision tower whose
     every block feeds deepstack features into decoder layers 0-2, patch 16, merge 2,
@@ -207,7 +218,7 @@ def build_tiny_qwen3vl_thinking(
             },
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
-            dtype="float32",
+            dtype=dtype,
         ),
         vision_config=dict(
             depth=vision_depth,
@@ -230,12 +241,12 @@ def build_tiny_qwen3vl_thinking(
         vision_end_token_id=ids["<|vision_end|>"],
         # Untied: with tied random embeddings the argmax just repeats the input token.
         tie_word_embeddings=False,
-        dtype="float32",
+        dtype=dtype,
     )
     config.architectures = ["Qwen3VLForConditionalGeneration"]
 
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
+    model = Qwen3VLForConditionalGeneration(config).eval().to(getattr(torch, dtype))
     model.save_pretrained(out, safe_serialization=True)
 
     GenerationConfig(

@@ -1,0 +1,261 @@
+"""What hidden-state capture costs: the thinker engine with capture + cache commit against the
+same vLLM engine generating the same requests without capture, in one process.
+
+    python benchmarks/bench_capture.py                  # tiny random Qwen3-VL Thinking, CPU
+    python benchmarks/bench_capture.py --real-size --load-format dummy --dtype bfloat16 \\
+        --clips 64 --frames 32 --frame-size 256 --clips-per-call 64 --sequential   # GPU
+    python benchmarks/bench_capture.py --profile capture.prof   # cProfile of the capture rounds
+
+Baseline: ``vllm.LLM`` built from the very arguments of the thinker engine
+(``backend_vllm.engine_args``) minus the ``extract_hidden_states`` speculative method and the
+connector, given the same prompts, videos and sampling (greedy, same token budget and stop
+ids), so both generate the same tokens. Measured: the project's whole path, i.e.
+``VLLMThinker.extract`` (engine with the cache-only draft, connector gather and write, the
+safetensors read back, output assembly) and ``CacheWriter.commit`` of every result.
+
+Both engines stay up together (CPU default; ``--sequential`` on a GPU, where each one takes
+most of the memory) and run ``--rounds`` rounds in turn; printed are the median clips/s of
+each, the median of the per-round ratios, and the capture path's split into engine call and
+commit. The goal of issue 15 is capture + commit >= 0.9x of the engine's own clips/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_extract import _device, _free_gpu, build_model_dir, make_requests  # noqa: E402
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+class PlainEngine:
+    """The thinker's engine without capture: prompts, video and sampling made the same way."""
+
+    def __init__(self, cfg) -> None:
+        from vllm import LLM
+
+        from thinkjepa.extract.backend_vllm import engine_args
+        from thinkjepa.extract.thinker_io import open_thinker
+
+        self.processor, self.info, layers = open_thinker(cfg)
+        self.cfg = cfg
+        self.llm = LLM(**engine_args(cfg, layers, self.info.num_hidden_layers, capture_to=None))
+
+    def run(self, requests) -> list[int]:
+        """Generated token count of each request."""
+        from thinkjepa.extract.backend_vllm import engine_input_of, sampling_params
+
+        inputs = [engine_input_of(self.processor, r)[1] for r in requests]
+        outs = self.llm.generate(inputs, sampling_params(self.cfg, self.info, capture=False), use_tqdm=False)
+        self.prompt_ids = [list(o.prompt_token_ids) for o in outs]
+        return [len(o.outputs[0].token_ids) for o in outs]
+
+    def close(self) -> None:
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None
+
+
+class CapturePath:
+    """``VLLMThinker.extract`` and the commit of each result into a Zarr cache."""
+
+    def __init__(self, cfg, cache_url: str) -> None:
+        from thinkjepa.cache_schema import CacheWriter, StoreMeta
+        from thinkjepa.extract.backend_vllm import VLLMThinker
+
+        self.thinker = VLLMThinker(cfg)
+        meta = StoreMeta(kind="vlm", model=cfg.model, revision=cfg.revision, layers=self.thinker.layers,
+                         layer_convention=self.thinker.layer_convention, hidden_size=self.thinker.hidden_size,
+                         storage_dtype=cfg.storage_dtype, extra={"bench": "capture"})
+        self.writer = CacheWriter(cache_url, meta, part="bench")
+        self.engine_s = self.commit_s = 0.0
+
+    def run(self, requests) -> list[int]:
+        from thinkjepa.cache_schema import VLMEntry
+
+        t0 = time.perf_counter()
+        outs = self.thinker.extract(requests)
+        t1 = time.perf_counter()
+        for o in outs:
+            if isinstance(o, Exception):
+                raise o
+            self.writer.commit(VLMEntry(
+                key=o.key, prefill=o.prefill, generated=o.generated, prefill_ids=o.prefill_ids,
+                generated_ids=o.generated_ids, prefill_kind=o.prefill_kind, frame_index=o.frame_index, text=o.text,
+                provenance={"prompt": o.prompt, "all_generated_ids": o.all_generated_ids.tolist()}, fingerprint="bench"))
+        self.engine_s += t1 - t0
+        self.commit_s += time.perf_counter() - t1
+        return [len(o.all_generated_ids) for o in outs]
+
+    def close(self) -> None:
+        self.writer.close()
+        self.thinker.close()
+
+
+def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
+    """Seconds for every request, ``step`` per engine call. Keys get a per-round suffix so each
+    round commits new entries (a re-commit of the same key is not the steady state)."""
+    from dataclasses import replace
+
+    batch = [replace(r, key=f"{r.key}#{rename}") for r in reqs]
+    gen: list[int] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(batch), step):
+        gen += engine.run(batch[i:i + step])
+    return time.perf_counter() - t0, gen
+
+
+def write_json(path: Path, model: str, reqs, times, gens, split, ratio: float, last_prompt: list[int]) -> None:
+    """Figures and the model's dimensions (for the prefill FLOP bound in gpu_check.py)."""
+    import json
+
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model)
+    vc = cfg.vision_config
+    merge = int(vc.spatial_merge_size)
+    pads = sum(1 for t in last_prompt if t == cfg.video_token_id)
+    n = len(reqs)
+    # prompt tokens per clip: every clip of the bench has the same frame count and size
+    out = {"clips": n, "prompt_tokens_per_clip": len(last_prompt), "video_patches_per_clip": pads * merge * merge,
+           "ratio_capture_vs_plain": ratio, "capture_split_s": split,
+           "model": {"text": cfg.text_config.to_dict(), "vision": vc.to_dict(), "spatial_merge": merge,
+                     "patches_per_group": (reqs[0].frames.shape[1] // vc.patch_size) ** 2}}
+    for name in ("plain", "capture"):
+        med = float(np.median(times[name]))
+        out[name] = {"clips_per_s": n / med, "prompt_tok_per_s": n * len(last_prompt) / med,
+                     "gen_tok_per_s": sum(gens[name]) / med, "round_seconds": times[name]}
+    path.write_text(json.dumps(out, indent=2, default=str))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="Hub id or folder (default: build the tiny random checkpoint)")
+    p.add_argument("--real-size", action="store_true", help="tiny tokenizer/processor, Qwen3-VL-2B dimensions (needs --load-format dummy)")
+    p.add_argument("--load-format", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--clips", type=int, default=12)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--frame-size", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--max-prefill-tokens", type=int, default=1280)
+    p.add_argument("--clips-per-call", type=int, default=12)
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.6)
+    p.add_argument("--storage-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sequential", action="store_true", help="one engine at a time (GPU: each takes most of the memory)")
+    p.add_argument("--profile", help="write a cProfile of the capture rounds (this process) here")
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--json", type=Path, help="also write the results here (gpu_check.py reads them)")
+    args = p.parse_args()
+    if args.real_size and args.load_format != "dummy":
+        p.error("--real-size has no real weights: pass --load-format dummy")
+
+    import torch
+
+    from thinkjepa.config import ThinkerConfig
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    with tempfile.TemporaryDirectory(prefix="bench-capture-", dir=args.workdir) as tmp:
+        model, layers = build_model_dir(args, Path(tmp))
+        reqs = make_requests(args)
+        cfg = ThinkerConfig(
+            model=model, backend="vllm", layers=layers, frame_size=args.frame_size, max_new_tokens=args.max_new_tokens,
+            max_prefill_tokens=args.max_prefill_tokens, compute_dtype=args.dtype, load_format=args.load_format,
+            clips_per_call=args.clips_per_call, max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization, storage_dtype=args.storage_dtype)
+        print(f"device: {_device()}")
+        print(f"{args.clips} clips x {args.frames} frames of {args.frame_size}px, max_new_tokens {args.max_new_tokens}, "
+              f"{args.clips_per_call} clips per call, layers {layers}, storage {args.storage_dtype}")
+        cache_url = str(Path(tmp) / "vlm.zarr")
+        times: dict[str, list[float]] = {"plain": [], "capture": []}
+        gens: dict[str, list[int]] = {}
+        prof = cProfile.Profile() if args.profile else None
+        split = {}
+
+        def rounds(name: str, engine, n: int, offset: int = 0) -> None:
+            for k in range(n):
+                if prof is not None and name == "capture":
+                    prof.enable()
+                s, gens[name] = one_round(engine, reqs, args.clips_per_call, f"{offset + k}")
+                if prof is not None:
+                    prof.disable()
+                times[name].append(s)
+
+        def warm(engine) -> None:
+            one_round(engine, reqs[:1], 1, "warm")
+            if isinstance(engine, CapturePath):
+                engine.engine_s = engine.commit_s = 0.0
+
+        prompt_ids: list[list[int]] = []
+        t0 = time.perf_counter()
+        if args.sequential:
+            for name, make in (("plain", lambda: PlainEngine(cfg)), ("capture", lambda: CapturePath(cfg, cache_url))):
+                eng = make()
+                try:
+                    warm(eng)
+                    rounds(name, eng, args.rounds)
+                    if isinstance(eng, PlainEngine):
+                        prompt_ids = eng.prompt_ids
+                    if isinstance(eng, CapturePath):
+                        split = {"engine": eng.engine_s, "commit": eng.commit_s}
+                finally:
+                    eng.close()
+                    gc.collect()
+                    _free_gpu()
+        else:
+            plain, cap = PlainEngine(cfg), CapturePath(cfg, cache_url)
+            try:
+                warm(plain)
+                warm(cap)
+                for k in range(args.rounds):  # in turn, so both see the same machine load
+                    rounds("plain", plain, 1, k)
+                    rounds("capture", cap, 1, k)
+                split = {"engine": cap.engine_s, "commit": cap.commit_s}
+                prompt_ids = plain.prompt_ids
+            finally:
+                cap.close()
+                plain.close()
+        print(f"engines up and warm after {time.perf_counter() - t0 - sum(map(sum, times.values())):.0f} s")
+
+        med = {n: float(np.median(v)) for n, v in times.items()}
+        if args.sequential:
+            ratio = med["plain"] / med["capture"]
+        else:
+            ratio = float(np.median([p_ / c_ for p_, c_ in zip(times["plain"], times["capture"])]))
+        n = len(reqs)
+        for name in ("plain", "capture"):
+            print(f"  {name:>8}: {n / med[name]:8.2f} clips/s (median of {args.rounds}: "
+                  f"{', '.join(f'{t:.2f}' for t in times[name])} s), generated {sum(gens[name])} tokens")
+        if gens["plain"] != gens["capture"]:
+            print(f"  note: generated token counts differ (plain {gens['plain']}, capture {gens['capture']})")
+        total = split["engine"] + split["commit"]
+        print(f"  capture path: extract {100 * split['engine'] / total:.0f}% | commit {100 * split['commit'] / total:.0f}% "
+              f"of its time")
+        print(f"capture + commit / plain engine: x{ratio:.2f} clips/s (goal >= 0.90)")
+        if args.json:
+            write_json(args.json, model, reqs, times, gens, split, ratio, prompt_ids[-1] if prompt_ids else [])
+        if prof is not None:
+            prof.dump_stats(args.profile)
+            pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

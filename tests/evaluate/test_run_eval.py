@@ -1,0 +1,128 @@
+"""tj-eval end to end on a tiny trained workdir: every model row on the same windows, seeds
+aggregated, rollouts degrading to the steps the episodes allow, guidance ablations, the
+report files, and ``tj-eval --json``."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from thinkjepa.config import save_config
+from thinkjepa.evaluate import gate_values, run_eval
+from thinkjepa.evaluate.stats import window_digest
+
+pytestmark = pytest.mark.slow  # the fixture trains two seeds of two variants (~1 min on 2 cores)
+
+
+@pytest.fixture(scope="module")
+def result(eval_workdir):
+    return run_eval(eval_workdir)
+
+
+def test_every_model_row_uses_the_same_window_set(result, eval_workdir):
+    ws = result["window_set"]
+    assert ws["windows"] == len(ws["ids"]) == 6 and ws["digest"] == window_digest(ws["ids"])
+    rows = {n: m for n, m in result["models"].items() if m["kind"] != "test_ablation"}
+    assert set(rows) == {"thinkjepa", "jepa_only", "last_observed", "constant_velocity"}
+    for name, m in rows.items():
+        assert m["window_digest"] == ws["digest"] and sorted(m["per_window_ADE"]) == sorted(ws["ids"]), name
+    table = pq.read_table(eval_workdir.path(eval_workdir.eval.out) / "metrics.parquet").to_pylist()
+    per_model = {}
+    for r in table:
+        if r["table"] == "window" and r["model"] in rows:
+            per_model.setdefault((r["model"], r["seed"]), set()).add(r["window_id"])
+    assert len(per_model) == 2 + 2 + 2 and all(s == set(ws["ids"]) for s in per_model.values())
+
+
+def test_seeds_are_aggregated_and_compared_with_a_bootstrap(result, eval_workdir):
+    tj = result["models"]["thinkjepa"]
+    assert result["seeds"] == {"thinkjepa": [0, 1], "jepa_only": [0, 1]}
+    assert set(tj["per_seed"]) == {"0", "1"}
+    ades = [tj["per_seed"][s]["ADE"] for s in ("0", "1")]
+    assert tj["ADE"] == pytest.approx(np.mean(ades)) and tj["ADE_std"] == pytest.approx(np.std(ades, ddof=1))
+    assert len(tj["ADE_by_step"]) == len(tj["ADE_by_step_std"]) == 8
+    c = tj["vs_jepa_only"]
+    assert c["lo"] <= c["mean_diff"] <= c["hi"] and c["windows"] == 6
+    assert c["significant"] == (c["lo"] > 0 or c["hi"] < 0)
+    assert "vs_jepa_only" not in result["models"]["jepa_only"]
+    for seed, info in result["checkpoints"]["thinkjepa"].items():
+        run = eval_workdir.path(eval_workdir.train.out) / "thinkjepa" / f"seed-{seed}"
+        assert info["path"] == str(run / "best.pt")
+        assert info["step"] == json.loads((run / "summary.json").read_text())["best_step"]
+
+
+def test_rollout_reports_the_steps_the_episodes_allow(result):
+    rs = result["rollout_window_set"]
+    # windows at t = 8, 16, 24 of 32-frame episodes: only t=8 has 3 blocks of 8 frames left
+    assert rs["requested_steps"] == 4 and rs["steps"] == 3 and rs["windows"] == 2
+    assert rs["modes"] == ["shifted", "predicted"]
+    assert any("4 steps were asked for" in n for n in result["notes"])
+    for name in ("thinkjepa", "jepa_only", "last_observed", "constant_velocity"):
+        for mode in rs["modes"]:
+            ro = result["models"][name]["rollout"][mode]
+            assert ro["steps"] == 3 and len(ro["per_step"]) == 3 and len(ro["ADE_by_frame"]) == 24
+    lat = [s["latent"] for s in result["models"]["thinkjepa"]["rollout"]["shifted"]["per_step"]]
+    # every step has encoded targets: the window's own future, then those of the windows 8 and 16 frames later
+    assert [x["windows_with_target"] for x in lat] == [2, 2, 2]
+    assert all(x["L1"] > 0 and x["health_reference"] == "own" and x["norm_ratio"] > 0 for x in lat)
+    # the baselines do not depend on the mode; one-shot step 1 of a rollout is the forecast itself
+    b = result["models"]["constant_velocity"]["rollout"]
+    assert b["shifted"]["per_step"] == b["predicted"]["per_step"]
+
+
+def test_guidance_ablations_and_breakdowns(result, eval_workdir):
+    models = result["models"]
+    for kind in ("zeroed", "shuffled", "same_clip"):
+        m = models[f"thinkjepa:{kind}"]
+        assert m["kind"] == "test_ablation" and "vs_thinkjepa" in m and set(m["per_seed"]) == {"0", "1"}
+    assert models["thinkjepa:same_clip"]["windows"] == 6  # every clip has three windows
+    assert set(models["thinkjepa"]["by_joint_group"]) == {"wrists", "fingertips", "rest"}
+    assert len(models["thinkjepa"]["by_task"]) == 1  # one task per split in the tiny data
+    gates = result["gates"]["thinkjepa"]["0"]
+    assert len(gates) == eval_workdir.model.pred_depth and gates == pytest.approx(
+        gate_values(eval_workdir.path(eval_workdir.train.out) / "thinkjepa" / "seed-0"))
+    assert result["gates"]["jepa_only"]["0"] is None
+
+
+def test_report_files(result, eval_workdir):
+    out = eval_workdir.path(eval_workdir.eval.out)
+    md = (out / "report.md").read_text()
+    for heading in ("## Verdict", "## One-shot forecasts", "## Recursive rollouts", "## Guidance ablations at test time",
+                    "## Training-time ablations", "## Per joint group", "## Per task", "## Figures"):
+        assert heading in md, heading
+    assert "| constant_velocity |" in md and "| shuffled |" in md
+    for f in result["figures"]:
+        assert f"]({f})" in md and (out / f).stat().st_size > 2000
+    assert {"overlay_gain.png", "overlay_loss.png", "ade_diff_hist.png", "horizon_rollout_shifted.png"} <= set(result["figures"])
+    page = (out / "report.html").read_text()
+    srcs = re.findall(r'src="([^"]+)"', page)
+    assert len(srcs) == len(result["figures"]) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_tj_eval_json_prints_metrics_json(eval_workdir, tmp_path, result):
+    from thinkjepa.cli.eval_cmd import app
+
+    save_config(eval_workdir, tmp_path, "pipelines.yaml")
+    res = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--json", "--set", "eval.bootstrap=200"])
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout)
+    on_disk = json.loads((eval_workdir.path(eval_workdir.eval.out) / "metrics.json").read_text())
+    assert printed == on_disk
+    assert printed["models"]["thinkjepa"]["ADE"] == result["models"]["thinkjepa"]["ADE"]  # deterministic
+
+
+def test_a_window_missing_for_one_variant_is_an_error_naming_it(eval_workdir, write_vlm_cache, all_window_ids, tmp_path):
+    from thinkjepa.evaluate.windows import common_window_set
+
+    cfg = eval_workdir.model_copy(update={"thinker": eval_workdir.thinker.model_copy(update={"cache": str(tmp_path / "vlm.zarr")})})
+    test_ids = all_window_ids(cfg, ("test",))
+    write_vlm_cache(cfg, [k for k in all_window_ids(cfg) if k != test_ids[0]])
+    with pytest.raises(ValueError, match=re.escape(test_ids[0]) + r".*missing for variant 'thinkjepa'.*jepa_only"):
+        common_window_set(cfg, ["thinkjepa", "jepa_only"], "test")
+    assert len(common_window_set(cfg, ["jepa_only"], "test")) == len(test_ids)
