@@ -213,7 +213,7 @@ def build(base: Path, n: int):
     from thinkjepa.extract.layers import LAYER_CONVENTION
     from thinkjepa.extract.runner import fingerprint_of, plan_clips, vlm_store_meta
     from thinkjepa.extract.shards import shard_of
-    from thinkjepa.train.encode import entry_fingerprint, jepa_store_meta, plan_encode
+    from thinkjepa.train.encode import fingerprints, jepa_store_meta, plan_encode
 
     _seed_prompt_cache(cfg, [h for _, h in sources])
     plans = plan_clips(cfg, shards=PARTS)
@@ -221,8 +221,9 @@ def build(base: Path, n: int):
                  vlm_store_meta(cfg, layers=cfg.thinker.layers, layer_convention=LAYER_CONVENTION, hidden_size=16),
                  [(it.key, fingerprint_of(cfg, it), p.shard) for p in plans for it in p.items])
     items, _ = plan_encode(cfg)
+    fps = fingerprints(cfg.encoder, items)
     _write_store(cfg.url(cfg.encoder.cache), jepa_store_meta(cfg, 16),
-                 [(it.key, entry_fingerprint(cfg.encoder, it.window), shard_of(it.clip_id, PARTS)) for it in items])
+                 [(it.key, fps[it.key], shard_of(it.clip_id, PARTS)) for it in items])
     for name in ("train", "eval"):  # their outputs, as a finished run leaves them
         for out in pipeline._stage(name).outputs(cfg):
             Path(out).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from thinkjepa.cache_schema.schema import (
     TOKEN_VISION,
     CacheError,
     JEPAEntry,
+    RecordError,
     SchemaMismatchError,
     StoreMeta,
     VLMEntry,
@@ -18,7 +19,8 @@ from thinkjepa.cache_schema.schema import (
     unescape_key,
 )
 from thinkjepa.cache_schema.stats import cache_stats
-from thinkjepa.cache_schema.store import store_exists
+from thinkjepa.cache_schema.repair import RepairReport, repair
+from thinkjepa.cache_schema.store import PartLock, lock_part, store_exists
 from thinkjepa.cache_schema.verify import Problem, verify
 from thinkjepa.cache_schema.writer import CacheWriter
 
@@ -31,12 +33,17 @@ __all__ = [
     "CacheReader",
     "CacheWriter",
     "JEPAEntry",
+    "PartLock",
     "Problem",
+    "RecordError",
+    "RepairReport",
     "SchemaMismatchError",
     "StoreMeta",
     "VLMEntry",
     "cache_stats",
     "escape_key",
+    "lock_part",
+    "repair",
     "store_exists",
     "unescape_key",
     "verify",

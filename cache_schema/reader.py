@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,10 +32,13 @@ from thinkjepa.cache_schema.schema import (
     StoreMeta,
     VLMEntry,
     chunk_keys,
+    parse_record,
     parse_record_path,
     record_path,
 )
 from thinkjepa.cache_schema.store import open_backend, read_meta
+
+log = logging.getLogger(__name__)
 
 MEAN_FIELDS = ("prefill_mean", "generated_mean")
 TOKEN_FIELDS = TOKEN_STREAMS
@@ -157,24 +161,36 @@ class CacheReader:
         parts = self._parts_of().get(key)
         if not parts:
             raise KeyError(f"{key!r} is not committed in cache {self.url}")
-        found = [json.loads(raw) for raw in self._b.get_many([record_path(p, key) for p in parts]) if raw]
+        rels = [record_path(p, key) for p in parts]
+        found, errors = [], []
+        for p, rel, raw in zip(parts, rels, self._b.get_many(rels)):
+            try:
+                found.append(parse_record(raw, p, key, rel))
+            except CacheError as e:
+                errors.append(e)
         if not found:
-            raise CacheError(f"{key}: its commit record vanished from {self.url} (store changed; refresh())")
+            raise errors[0]
         rec = max(found, key=lambda r: r.get("committed_at", 0))
         self._records[key] = rec
         return rec
 
     def records(self) -> list[dict]:
-        """Every commit record (key, part, path, fingerprint, arrays, tokens, committed_at, ...)."""
+        """Every trustworthy commit record (key, part, path, fingerprint, arrays, tokens,
+        committed_at, ...). A torn or refused record is left out (its key counts as not
+        committed, so its stage redoes it) and logged naming its file; ``record(key)`` raises."""
         listing = self._parts_of()
         todo = [(k, p) for k, parts in listing.items() if k not in self._records for p in parts]
-        raws = self._b.get_many([record_path(p, k) for k, p in todo])
+        rels = [record_path(p, k) for k, p in todo]
+        raws = self._b.get_many(rels)
         newest: dict[str, dict] = {}
-        for (k, _p), raw in zip(todo, raws):
-            if raw:
-                r = json.loads(raw)
-                if k not in newest or r.get("committed_at", 0) > newest[k].get("committed_at", 0):
-                    newest[k] = r
+        for (k, p), rel, raw in zip(todo, rels, raws):
+            try:
+                r = parse_record(raw, p, k, rel)
+            except CacheError as e:
+                log.warning("cache %s: %s", self.url, e)
+                continue
+            if k not in newest or r.get("committed_at", 0) > newest[k].get("committed_at", 0):
+                newest[k] = r
         self._records.update(newest)
         return [self._records[k] for k in sorted(listing) if k in self._records]
 
@@ -183,16 +199,22 @@ class CacheReader:
         (``briefs``: from ``briefs()``, so no commit record is read again)."""
         rels = [r for r in self._b.list_files(FAILURES) if parse_record_path(r)]
         out: dict[str, tuple[float, str]] = {}
-        for raw in self._b.get_many(rels):
-            if not raw:
+        for rel, raw in zip(rels, self._b.get_many(rels)):
+            try:
+                doc = json.loads(raw) if raw else None
+                key, at = doc["key"], float(doc.get("at", 0))
+            except (ValueError, TypeError, KeyError):
+                log.warning("cache %s: unreadable failure record %s ignored", self.url, rel)
                 continue
-            doc = json.loads(raw)
-            key, at = doc["key"], float(doc.get("at", 0))
             if briefs is not None:
                 if key in briefs and briefs[key][1] >= at:
                     continue
-            elif key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
-                continue
+            else:
+                try:
+                    if key in self._parts_of() and self.record(key).get("committed_at", 0) >= at:
+                        continue
+                except CacheError:
+                    pass  # a torn commit record: the failure stands, the key is redone
             if key not in out or at > out[key][0]:
                 out[key] = (at, doc.get("reason", ""))
         return {k: v[1] for k, v in sorted(out.items())}
@@ -206,7 +228,8 @@ class CacheReader:
         try:
             return zarr.open_array(store=self._zstore, path=path, mode="r", zarr_format=3)
         except Exception as e:
-            raise CacheError(f"{key}: array {name!r} of the entry is unreadable ({type(e).__name__}: {e})") from e
+            raise CacheError(f"{key}: array {name!r} of the entry is unreadable (folder {path}; {type(e).__name__}: "
+                             f"{e}); run `tj cache verify --repair`") from e
 
     def _read(self, key: str, name: str, selection: Any = Ellipsis) -> np.ndarray:
         arr = self._array(key, name)
@@ -215,7 +238,8 @@ class CacheReader:
                 return arr.get_orthogonal_selection(selection)
             return arr[selection]
         except Exception as e:
-            raise CacheError(f"{key}: reading {name!r} failed ({type(e).__name__}: {e})") from e
+            raise CacheError(f"{key}: reading {name!r} failed (folder {self.record(key)['path']}/{name}; "
+                             f"{type(e).__name__}: {e}); run `tj cache verify --repair`") from e
 
     def _float(self, key: str, name: str, selection: Any = Ellipsis) -> np.ndarray:
         return from_storage(self._read(key, name, selection), self.meta.storage_dtype)
@@ -269,6 +293,7 @@ class CacheReader:
         if not all(shape) or (ndim >= 2 and take == 0):
             return dst
         rel = f"{rec['path']}/{name}/{chunk_keys(shape, shard or chunks)[0]}"
+        what = f"{key}: {name} (file {rel})"
         try:
             if shard is None:
                 raw = self._b.get(rel)
@@ -313,7 +338,13 @@ class CacheReader:
                     put(dst[i, lo:hi], data[: hi - lo])
             return dst
         except FileNotFoundError as e:
-            raise CacheError(f"{what}: data missing ({e})") from e
+            raise CacheError(f"{what}: data file missing; run `tj cache verify --repair`") from e
+        except (OSError, ValueError, IndexError) as e:
+            if isinstance(e, CacheError):
+                raise CacheError(f"{e}; run `tj cache verify --repair`") from e
+            # a short shard file: the index or a chunk lies past its end
+            raise CacheError(f"{what}: unreadable, the file is short or damaged ({type(e).__name__}: {e}); "
+                             "run `tj cache verify --repair`") from e
 
     def get(self, key: str) -> VLMEntry | JEPAEntry:
         """The whole entry, float arrays as float32."""

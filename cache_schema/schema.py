@@ -49,8 +49,33 @@ Commit protocol (one writer per part, so no two processes ever touch the same ob
 write the entry folder, then the index record. The record is the only thing readers list,
 so an entry is visible exactly when complete. A writer killed at any point leaves at most an
 unreferenced entry folder or a temp file, which the next writer of that part deletes on start.
-Nothing is fsync'ed: this survives a crashed or killed process (the page cache outlives it),
-not a power cut on a local disk; object stores make each put durable themselves.
+
+One writer per part is enforced, not promised: local stores hold an ``flock`` on
+``locks/<part>.lock`` (dropped by the kernel when the writer dies); fsspec stores hold a lease
+object at the same path, created with a conditional put and renewed while the writer lives
+(``store.Lease``); a store that cannot do conditional puts is refused for writing. Runners take
+the lock before starting an engine (``store.lock_part``).
+
+What survives a power cut (or a kernel crash), per store kind:
+
+- local folder, ``durable`` (the default): each data file is fsync'ed when written, then every
+  folder of the entry and the folder holding it, then the record (temp file, fsync, rename,
+  fsync of ``index/<part>/``). So a record on disk implies complete data: a power cut loses at
+  most the entries whose records had not been renamed into place, and those are redone.
+  Damage that happens anyway (a disk that lies about fsync, bit rot) is caught by the crc32c
+  of every chunk (``verify``) and un-committed by ``repair`` so the stage redoes exactly it.
+- local folder with ``THINKJEPA_CACHE_FSYNC=0`` (scratch stores): survives killed processes
+  only (the page cache outlives them); after a power cut, records may point at torn chunks --
+  run ``tj cache verify --repair`` before trusting such a store.
+- object stores through fsspec (S3, GCS, Azure): every put is atomic and durable once it
+  returns (the service's guarantee), and the record is put after all data objects returned,
+  so the same "record implies data" holds without fsync.
+- ``memory://``: nothing survives the process (tests, scratch).
+
+A record is only trusted after ``check_record``: it must name its own key and part, and its
+``path`` must be an entry folder of that part (``clips/<part>/<ekey>.<gen>``); a record that
+names any other path is refused, so a crafted record cannot make a writer delete, or a reader
+read, anything outside its part.
 
 Readers list ``index/`` once (keys come from the file names, records are read on demand) and
 decode arrays straight from the chunk bytes (``CacheReader._fetch``, twice zarr-python's
@@ -98,11 +123,21 @@ CHUNK_TARGET_BYTES = 1 << 20
 CHUNK_SEP = "."
 
 _PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_GEN_RE = re.compile(r"^[0-9a-f]{8,32}$")
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 class CacheError(ValueError):
     """A cache cannot be opened, written or read as asked; the message names the entry and cause."""
+
+
+class RecordError(CacheError):
+    """A commit record is torn, unreadable or untrustworthy; ``rel`` is its path in the store."""
+
+    def __init__(self, key: str, rel: str, cause: str) -> None:
+        self.key, self.rel, self.cause = key, rel, cause
+        super().__init__(f"{key}: commit record {rel} {cause}; run `tj cache verify --repair` to un-commit it "
+                         "so its stage redoes it")
 
 
 class SchemaMismatchError(CacheError):
@@ -247,6 +282,35 @@ def entry_path(part: str, key: str, gen: str) -> str:
 
 def record_path(part: str, key: str) -> str:
     return f"{INDEX}/{part}/{escape_key(key)}{RECORD_SUFFIX}"
+
+
+def check_record(rec: Any, part: str, key: str, rel: str) -> dict:
+    """``rec`` if it is a record of ``key`` in ``part`` that may be trusted; RecordError if not."""
+    if not isinstance(rec, dict):
+        raise RecordError(key, rel, f"is not a JSON object ({type(rec).__name__})")
+    if rec.get("key") != key or rec.get("part") != part:
+        raise RecordError(key, rel, f"names key {rec.get('key')!r} part {rec.get('part')!r}")
+    path = rec.get("path")
+    prefix = f"{CLIPS}/{part}/{escape_key(key)}."
+    if not isinstance(path, str) or not path.startswith(prefix) or not _GEN_RE.match(path[len(prefix):]):
+        raise RecordError(key, rel, f"names path {path!r}, which is not an entry folder of its part "
+                                    f"({prefix}<generation>); refusing it")
+    if not isinstance(rec.get("arrays"), dict) or not isinstance(rec.get("fingerprint"), str):
+        raise RecordError(key, rel, "lacks its arrays or fingerprint")
+    return rec
+
+
+def parse_record(raw: bytes | None, part: str, key: str, rel: str) -> dict:
+    """Decode and check the record bytes at ``rel`` (None: the object is gone)."""
+    if raw is None:
+        raise RecordError(key, rel, "vanished (the store changed while reading; refresh())")
+    if not raw:
+        raise RecordError(key, rel, "is empty (torn by a crash or power cut)")
+    try:
+        rec = json.loads(raw)
+    except ValueError as e:
+        raise RecordError(key, rel, f"is not valid JSON ({len(raw)} bytes, torn or damaged: {e})") from e
+    return check_record(rec, part, key, rel)
 
 
 def failure_path(part: str, key: str) -> str:

@@ -1,23 +1,43 @@
 """Byte-level access to a cache location: a local folder or any fsspec URL.
 
 Two backends share one small interface. The local one makes small objects atomic with a temp
-file + ``os.replace`` and guards each part with an ``flock`` (released by the kernel when the
-writer dies, even by SIGKILL). The fsspec one relies on a single put being atomic, which holds
-for object stores (S3, GCS, Azure) and ``memory://``; it has no lock, so "one writer per part"
-is then the caller's promise (extraction shards are disjoint by construction).
+file + ``os.replace`` (``thinkjepa.fsio``), fsyncs data files, folders and records when
+``durable`` (the default; see the power-cut guarantees in ``schema``), and guards each part
+with an ``flock`` (released by the kernel when the writer dies, even by SIGKILL). The fsspec
+one relies on a single put being atomic, which holds for object stores (S3, GCS, Azure) and
+``memory://``, and guards each part with a *lease*: an object created with a conditional put
+(``If-None-Match: *``), renewed in the background and taken over only once it has expired. A
+store that cannot do a conditional put is refused for writing, with the reason.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkjepa.cache_schema.schema import LOCKS, ROOT_ATTR, TMP_MARK, ZARR_JSON, CacheError, StoreMeta
+from thinkjepa.cache_schema.schema import LOCKS, ROOT_ATTR, TMP_MARK, ZARR_JSON, CacheError, StoreMeta, dumps
+from thinkjepa.fsio import atomic_write_bytes, fsync_dir
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 120.0
+"""Lifetime of an object-store writer lease; it is renewed every third of it while the writer lives."""
+
+FSYNC_ENV = "THINKJEPA_CACHE_FSYNC"
+"""Set to ``0`` to skip fsync on local stores (scratch caches that need not survive a power cut)."""
+
+
+def durable_default() -> bool:
+    return os.environ.get(FSYNC_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 try:
     import fcntl
@@ -33,9 +53,40 @@ def _tmp_name(name: str) -> str:
     return f".{name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
 
 
+def _holder() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+
+def _describe_holder(raw: bytes | None) -> str:
+    try:
+        h = json.loads(raw) if raw else {}
+        return f" (held by pid {h['pid']} on {h['host']})"
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 class PartLock:
-    def __init__(self, fd: int | None) -> None:
-        self._fd = fd
+    """The right to write one part: an flock (local) or a lease (object stores)."""
+
+    url: str = ""
+    part: str = ""
+
+    def check(self) -> None:
+        """Raise CacheError when the right was lost (a lease that could not be renewed in time)."""
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> PartLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class FlockLock(PartLock):
+    def __init__(self, fd: int | None, url: str, part: str) -> None:
+        self._fd, self.url, self.part = fd, url, part
 
     def release(self) -> None:
         if self._fd is not None:
@@ -46,22 +97,146 @@ class PartLock:
         self.release()
 
 
+class Lease(PartLock):
+    """A lease object ``locks/<part>.lock`` = {owner, host, pid, expires}.
+
+    Created only if absent (conditional put), so of several writers starting at once exactly
+    one gets it. A thread rewrites ``expires`` every ``ttl / 3``; a lease whose ``expires`` has
+    passed (its writer died) may be taken over. ``check()`` -- called before every commit
+    record -- refuses once our own view of the lease has lapsed or another owner was seen, so
+    a writer that lost its lease (paused, partitioned) never commits over its successor.
+    """
+
+    def __init__(self, backend: FsspecBackend, part: str, ttl: float) -> None:
+        self._b, self.part, self.url, self.ttl = backend, part, backend.url, float(ttl)
+        self.rel = f"{LOCKS}/{part}.lock"
+        self.owner = uuid.uuid4().hex
+        self._lost: str | None = None
+        self._valid_until = 0.0
+        self._stop = threading.Event()
+        self._acquire()
+        self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{part}", daemon=True)
+        self._thread.start()
+
+    def _doc(self) -> bytes:
+        return dumps({"owner": self.owner, **_holder(), "expires": time.time() + self.ttl})
+
+    def _create(self) -> bool:
+        t = time.time()
+        try:
+            self._b.fs.pipe_file(self._b._p(self.rel), self._doc(), mode="create")
+        except FileExistsError:
+            return False
+        except Exception as e:  # noqa: BLE001 - a store without conditional puts
+            if "precondition" in str(e).lower() or "PreconditionFailed" in type(e).__name__:
+                return False
+            raise CacheError(
+                f"cache {self.url} cannot hold a writer lease for part {self.part!r}: the store does not support "
+                f"conditional (create-only) puts ({type(e).__name__}: {e}); refusing to write, because two writers "
+                "of one part would delete each other's work") from e
+        self._valid_until = t + self.ttl
+        return True
+
+    def _read(self) -> dict | None:
+        raw = self._b.get(self.rel)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _acquire(self) -> None:
+        if self._create():
+            self._confirm()
+            return
+        cur = self._read()
+        if cur is not None and float(cur.get("expires", 0)) > time.time():
+            raise CacheError(
+                f"part {self.part!r} of cache {self.url} is being written by another live process "
+                f"(one writer per part; lease held by pid {cur.get('pid')} on {cur.get('host')} until "
+                f"{time.strftime('%H:%M:%S', time.localtime(float(cur['expires'])))})")
+        # expired (its writer died) or unreadable: take it over; of several that try, one creates it
+        self._b.delete(self.rel)
+        if not self._create():
+            raise CacheError(f"part {self.part!r} of cache {self.url} is being written by another live process "
+                             "(one writer per part; it took over the expired lease first)")
+        self._confirm()
+
+    def _confirm(self) -> None:
+        # A store that silently ignores the condition would let a second creator overwrite us.
+        cur = self._read()
+        if cur is None or cur.get("owner") != self.owner:
+            raise CacheError(f"part {self.part!r} of cache {self.url}: another writer took the lease "
+                             "at the same moment (one writer per part)")
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                cur = self._read()
+                if cur is None or cur.get("owner") != self.owner:
+                    self._lost = "another writer holds it now"
+                    return
+                t = time.time()
+                self._b.put_atomic(self.rel, self._doc())
+                self._valid_until = t + self.ttl
+            except Exception as e:  # noqa: BLE001 - keep trying until the lease lapses
+                log.warning("cache %s: renewing the lease of part %s failed: %s", self.url, self.part, e)
+
+    def check(self) -> None:
+        if self._lost is None and time.time() >= self._valid_until:
+            self._lost = "it expired before it could be renewed"
+        if self._lost is not None:
+            raise CacheError(f"part {self.part!r} of cache {self.url}: this writer lost its lease "
+                             f"({self._lost}); nothing more is committed")
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            cur = self._read()
+            if cur is not None and cur.get("owner") == self.owner:
+                self._b.delete(self.rel)
+        except Exception as e:  # noqa: BLE001 - an expired lease frees the part anyway
+            log.warning("cache %s: releasing the lease of part %s failed: %s", self.url, self.part, e)
+
+
 class LocalBackend:
     is_local = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durable: bool | None = None) -> None:
         path = url[len("file://"):] if url.startswith("file://") else url
         self.root = Path(path).expanduser().absolute()
         self.url = str(self.root)
+        self.durable = durable_default() if durable is None else bool(durable)
         self._made_dirs: set[Path] = set()
 
     def _p(self, rel: str) -> Path:
         return self.root / rel if rel else self.root
 
     def _mkdir(self, d: Path) -> None:
-        if d not in self._made_dirs:
-            d.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(d)
+        if d in self._made_dirs:
+            return
+        new = []
+        p = d
+        while not p.exists():
+            new.append(p)
+            p = p.parent
+        d.mkdir(parents=True, exist_ok=True)
+        if self.durable:
+            # a new folder's name lives in its parent: fsync parents top-down
+            for q in reversed(new):
+                fsync_dir(q.parent)
+        self._made_dirs.add(d)
+
+    def sync_tree(self, rel: str) -> None:
+        """fsync every folder under ``rel`` (bottom-up) and ``rel``'s parent: after this, the
+        files written there (each fsync'ed by ``write_objects``) are reachable after a power cut."""
+        if not self.durable:
+            return
+        base = self._p(rel)
+        for dirpath, _dirs, _files in os.walk(base, topdown=False):
+            fsync_dir(dirpath)
+        fsync_dir(base.parent)
 
     def get(self, rel: str) -> bytes | None:
         try:
@@ -89,24 +264,25 @@ class LocalBackend:
         return self._p(rel).exists()
 
     def put_atomic(self, rel: str, data: bytes) -> None:
+        """Atomic; with ``durable``, the new object and its name survive a power cut on return."""
         dst = self._p(rel)
         self._mkdir(dst.parent)
-        tmp = dst.parent / _tmp_name(dst.name)
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(dst, data, durable=self.durable)
 
     def put_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` unless it exists (atomic: a hard link cannot overwrite)."""
         dst = self._p(rel)
         self._mkdir(dst.parent)
         tmp = dst.parent / _tmp_name(dst.name)
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
         try:
             os.link(tmp, dst)
+            if self.durable:
+                fsync_dir(dst.parent)
             return True
         except FileExistsError:
             return False
@@ -127,6 +303,9 @@ class LocalBackend:
             with open(dst, "wb") as f:
                 for b in bufs:
                     total += f.write(b)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
         return total
 
     def list_files(self, prefix: str) -> list[str]:
@@ -143,8 +322,15 @@ class LocalBackend:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def delete(self, rel: str) -> None:
-        self._p(rel).unlink(missing_ok=True)
+    def delete(self, rel: str, durable: bool = False) -> None:
+        """Remove ``rel``; ``durable``: the removal itself survives a power cut (un-commits)."""
+        p = self._p(rel)
+        try:
+            p.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if durable and self.durable:
+            fsync_dir(p.parent)
 
     def delete_tree(self, rel: str) -> None:
         shutil.rmtree(self._p(rel), ignore_errors=True)
@@ -155,9 +341,9 @@ class LocalBackend:
 
         return LocalStore(self.root, read_only=read_only)
 
-    def lock(self, part: str) -> PartLock:
+    def lock(self, part: str, lease_s: float = LEASE_S) -> PartLock:
         if fcntl is None:  # pragma: no cover
-            return PartLock(None)
+            return FlockLock(None, self.url, part)
         path = self._p(f"{LOCKS}/{part}.lock")
         self._mkdir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -166,8 +352,10 @@ class LocalBackend:
         except BlockingIOError as e:
             os.close(fd)
             raise CacheError(f"part {part!r} of cache {self.url} is being written by another live process "
-                             "(one writer per part)") from e
-        return PartLock(fd)
+                             f"(one writer per part){_describe_holder(path.read_bytes())}") from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, dumps(_holder()), 0)  # who holds it, for the refusal above; the flock is the lock
+        return FlockLock(fd, self.url, part)
 
 
 class FsspecBackend:
@@ -210,9 +398,20 @@ class FsspecBackend:
     def put_atomic(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self._p(rel), data)
 
+    def sync_tree(self, rel: str) -> None:
+        """Nothing to do: an object store makes each completed put durable by itself."""
+
     def put_exclusive(self, rel: str, data: bytes) -> bool:
-        # Check-then-put: object stores without conditional writes cannot do better. The writer
-        # re-reads the root after creating it, so a lost race is still detected as a mismatch.
+        """Create ``rel`` unless it exists: a conditional put where the store has one, else
+        check-then-put (the writer re-reads the root, so a lost race is still a mismatch)."""
+        try:
+            self.fs.pipe_file(self._p(rel), data, mode="create")
+            return True
+        except FileExistsError:
+            return False
+        except Exception as e:  # noqa: BLE001
+            if "precondition" in str(e).lower():
+                return False
         if self.fs.exists(self._p(rel)):
             return False
         self.fs.pipe_file(self._p(rel), data)
@@ -240,7 +439,7 @@ class FsspecBackend:
             return []
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory")
 
-    def delete(self, rel: str) -> None:
+    def delete(self, rel: str, durable: bool = False) -> None:
         try:
             self.fs.rm_file(self._p(rel))
         except FileNotFoundError:
@@ -257,8 +456,8 @@ class FsspecBackend:
 
         return FsspecStore.from_url(self.url, read_only=read_only)
 
-    def lock(self, part: str) -> PartLock:
-        return PartLock(None)
+    def lock(self, part: str, lease_s: float = LEASE_S) -> PartLock:
+        return Lease(self, part, lease_s)
 
 
 Backend = LocalBackend | FsspecBackend
@@ -282,8 +481,20 @@ def store_exists(url: str | os.PathLike) -> bool:
     return open_backend(url).get(ZARR_JSON) is not None
 
 
-def open_backend(url: str | os.PathLike) -> Backend:
+def open_backend(url: str | os.PathLike, durable: bool | None = None) -> Backend:
+    """``durable`` (local stores): fsync what is written; default on, off with THINKJEPA_CACHE_FSYNC=0."""
     url = os.fspath(url)
     if not url:
         raise CacheError("empty cache URL")
-    return LocalBackend(url) if _is_local(url) else FsspecBackend(url)
+    return LocalBackend(url, durable) if _is_local(url) else FsspecBackend(url)
+
+
+def lock_part(url: str | os.PathLike, part: str, lease_s: float = LEASE_S) -> PartLock:
+    """Take the writer lock of ``part`` of the cache at ``url`` (the store need not exist yet).
+
+    Raises CacheError when another live writer holds it, or when the store cannot lock. Take
+    it before any expensive start-up (an engine), then hand it to ``CacheWriter(lock=...)``.
+    """
+    from thinkjepa.cache_schema.schema import check_part
+
+    return open_backend(url).lock(check_part(part), lease_s)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -25,6 +24,8 @@ from thinkjepa.cache_schema.schema import (
     StoreMeta,
     array_names,
     chunk_keys,
+    RecordError,
+    parse_record,
     parse_record_path,
     zarr_dtype,
 )
@@ -37,9 +38,14 @@ class Problem:
     """schema | record | missing | shape | corrupt | nonfinite | content | orphan | partial | duplicate"""
     key: str | None
     detail: str
+    file: str | None = None
+    """The object at fault, relative to the store root (a record, chunk/shard file or folder)."""
+    part: str | None = None
+    """The part whose record names the damaged entry (what ``repair`` un-commits)."""
 
     def __str__(self) -> str:
-        return f"[{self.code}] {self.key + ': ' if self.key else ''}{self.detail}"
+        where = f" [{self.file}]" if self.file else ""
+        return f"[{self.code}] {self.key + ': ' if self.key else ''}{self.detail}{where}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +77,8 @@ def verify(url: str, check_data: bool = True, progress: Callable[[int, int], Non
     for rel in b.list_files(INDEX) + b.list_files(FAILURES):
         name = rel.rsplit("/", 1)[-1]
         if name.startswith("."):
-            problems.append(Problem("partial", None, f"leftover temp file {rel} (an interrupted write)"))
+            problems.append(Problem("partial", None, f"leftover temp file {rel} (an interrupted write)", rel,
+                                    rel.split("/")[1] if rel.count("/") >= 2 else None))
         elif rel.startswith(INDEX + "/"):
             if parse_record_path(rel) is None:
                 problems.append(Problem("record", None, f"unexpected object {rel} in the index"))
@@ -81,19 +88,15 @@ def verify(url: str, check_data: bool = True, progress: Callable[[int, int], Non
     for i, rel in enumerate(record_rels):
         part, key = parse_record_path(rel)  # type: ignore[misc]
         by_key.setdefault(key, []).append(part)
-        raw = b.get(rel)
         try:
-            rec = json.loads(raw) if raw is not None else None
-        except ValueError:
-            rec = None
-        if not isinstance(rec, dict):
-            problems.append(Problem("record", key, f"commit record {rel} is unreadable"))
-        elif rec.get("key") != key or rec.get("part") != part:
-            problems.append(Problem("record", key, f"commit record {rel} names key {rec.get('key')!r} "
-                                                   f"part {rec.get('part')!r}"))
+            rec = parse_record(b.get(rel), part, key, rel)
+        except RecordError as e:
+            problems.append(Problem("record", key, f"commit record {e.cause}", rel, part))
         else:
-            referenced.add(rec.get("path", ""))
-            problems.extend(_check_entry(zarr, zstore, b, meta, key, rec, check_data))
+            referenced.add(rec["path"])
+            for p in _check_entry(zarr, zstore, b, meta, key, rec, check_data):
+                p.part = part
+                problems.append(p)
         if progress is not None:
             progress(i + 1, len(record_rels))
 
@@ -106,7 +109,8 @@ def verify(url: str, check_data: bool = True, progress: Callable[[int, int], Non
             path = f"{CLIPS}/{part}/{name}"
             if path not in referenced:
                 problems.append(Problem("orphan", None, f"{path} has no commit record (an interrupted or "
-                                                        "replaced write; the next writer of that part removes it)"))
+                                                        "replaced write; the next writer of that part removes it)",
+                                        path, part))
     return problems
 
 
@@ -116,7 +120,7 @@ def _check_entry(zarr, zstore, b, meta: StoreMeta, key: str, rec: dict, check_da
     if rec.get("schema_version") != SCHEMA_VERSION:
         out.append(Problem("record", key, f"record schema_version {rec.get('schema_version')}"))
     if not b.exists(f"{path}/{ZARR_JSON}"):
-        return out + [Problem("missing", key, f"entry group {path} is missing")]
+        return out + [Problem("missing", key, f"entry group {path} is missing", f"{path}/{ZARR_JSON}")]
     names = array_names(meta.kind)
     recorded = rec.get("arrays", {})
     if set(recorded) != set(names):
@@ -128,22 +132,25 @@ def _check_entry(zarr, zstore, b, meta: StoreMeta, key: str, rec: dict, check_da
         want = recorded.get(name)
         if want is None:
             continue
-        if f"{path}/{name}/{ZARR_JSON}" not in files:
-            out.append(Problem("missing", key, f"array {name!r} is missing"))
+        adir = f"{path}/{name}"
+        if f"{adir}/{ZARR_JSON}" not in files:
+            out.append(Problem("missing", key, f"array {name!r} is missing", f"{adir}/{ZARR_JSON}"))
             continue
         try:
-            arr = zarr.open_array(store=zstore, path=f"{path}/{name}", mode="r", zarr_format=3)
+            arr = zarr.open_array(store=zstore, path=adir, mode="r", zarr_format=3)
         except Exception as e:
-            out.append(Problem("corrupt", key, f"array {name!r} metadata unreadable: {type(e).__name__}: {e}"))
+            out.append(Problem("corrupt", key, f"array {name!r} metadata unreadable: {type(e).__name__}: {e}",
+                               f"{adir}/{ZARR_JSON}"))
             continue
         shape = tuple(arr.shape)
         if list(shape) != list(want["shape"]) or str(arr.dtype) != want["dtype"]:
             out.append(Problem("shape", key, f"{name}: stored {list(shape)} {arr.dtype}, record says "
-                                             f"{want['shape']} {want['dtype']}"))
+                                             f"{want['shape']} {want['dtype']}", f"{adir}/{ZARR_JSON}"))
             continue
-        lost = [c for c in chunk_keys(shape, tuple(arr.shards or arr.chunks)) if f"{path}/{name}/{c}" not in files]
+        stored = chunk_keys(shape, tuple(arr.shards or arr.chunks))
+        lost = [c for c in stored if f"{adir}/{c}" not in files]
         if lost:
-            out.append(Problem("missing", key, f"{name}: {len(lost)} chunk file(s) missing, e.g. {lost[0]}"))
+            out.append(Problem("missing", key, f"{name}: {len(lost)} chunk file(s) missing", f"{adir}/{lost[0]}"))
             continue
         if name in VLM_FLOAT_ARRAYS or name in JEPA_FLOAT_ARRAYS:
             if str(arr.dtype) != zarr_dtype(meta.storage_dtype):
@@ -155,17 +162,37 @@ def _check_entry(zarr, zstore, b, meta: StoreMeta, key: str, rec: dict, check_da
             try:
                 data[name] = arr[...]
             except Exception as e:
-                out.append(Problem("corrupt", key, f"{name}: unreadable chunk ({type(e).__name__}: {e})"))
+                bad = _bad_file(b, adir, stored)
+                out.append(Problem("corrupt", key, f"{name}: unreadable chunk ({type(e).__name__}: {e})",
+                                   bad or adir))
     if not check_data:
         return out
     for name, a in data.items():
         if name in VLM_FLOAT_ARRAYS or name in JEPA_FLOAT_ARRAYS or name in VLM_MEAN_ARRAYS:
             f = from_storage(a, meta.storage_dtype) if name not in VLM_MEAN_ARRAYS else a
             if not np.isfinite(f).all():
-                out.append(Problem("nonfinite", key, f"{name} holds {int((~np.isfinite(f)).sum())} NaN/Inf values"))
+                out.append(Problem("nonfinite", key, f"{name} holds {int((~np.isfinite(f)).sum())} NaN/Inf values",
+                                   f"{path}/{name}"))
     if meta.kind == "vlm":
-        out.extend(_check_vlm_content(key, rec, data))
+        for p in _check_vlm_content(key, rec, data):
+            p.file = p.file or path
+            out.append(p)
     return out
+
+
+def _bad_file(b, adir: str, stored: list[str]) -> str | None:
+    """The chunk/shard file of an array that fails its checksum (the first one), if it can be told."""
+    from thinkjepa.cache_schema.encoding import checked
+
+    if len(stored) == 1:
+        return f"{adir}/{stored[0]}"
+    for c in stored:
+        raw = b.get(f"{adir}/{c}")
+        try:
+            checked(raw or b"", c)
+        except CacheError:
+            return f"{adir}/{c}"
+    return None
 
 
 def _expected_shape(meta: StoreMeta, name: str, shape: tuple, L: int, H: int) -> tuple | None:

@@ -44,10 +44,11 @@ from thinkjepa.cache_schema.schema import (
     entry_path,
     failure_path,
     group_zarr_json,
+    parse_record,
     parse_record_path,
     record_path,
 )
-from thinkjepa.cache_schema.store import open_backend, read_meta
+from thinkjepa.cache_schema.store import LEASE_S, PartLock, open_backend, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +79,26 @@ class CacheWriter:
     """Writes entries of one ``part`` of the cache at ``url`` (created on first use).
 
     Opening refuses a store made with other settings (SchemaMismatchError listing each field),
-    takes the part's lock (local stores), and deletes what a killed writer of this part left
-    behind: entry folders no record names, and temp files.
+    takes the part's lock (an flock on local stores, a lease on object stores; or uses ``lock``,
+    taken earlier with ``store.lock_part``, and releases it on close), and deletes what a killed
+    writer of this part left behind: entry folders no record names, and temp files.
+    ``durable`` (local stores): fsync data, folders and records (default: on unless
+    THINKJEPA_CACHE_FSYNC=0; see the guarantees in ``schema``).
     """
 
-    def __init__(self, url: str, meta: StoreMeta, part: str = "main") -> None:
+    def __init__(self, url: str, meta: StoreMeta, part: str = "main", *, lock: PartLock | None = None,
+                 durable: bool | None = None, lease_s: float = LEASE_S) -> None:
         meta.validate()
         self.part = check_part(part)
         self.meta = meta
-        self._b = open_backend(url)
+        self._b = open_backend(url, durable)
         self.url = self._b.url
         self._pool: ThreadPoolExecutor | None = None
-        self._ensure_root()
-        self._lock = self._b.lock(part)
+        if lock is not None and (lock.part != self.part or lock.url != self.url):
+            raise CacheError(f"the lock given is for part {lock.part!r} of {lock.url}, not {self.part!r} of {self.url}")
+        self._lock = lock if lock is not None else self._b.lock(part, lease_s)
         try:
+            self._ensure_root()
             for rel in (f"{CLIPS}/{ZARR_JSON}", f"{CLIPS}/{part}/{ZARR_JSON}"):
                 if not self._b.exists(rel):
                     self._b.put_atomic(rel, dumps(group_zarr_json({})))
@@ -120,15 +127,13 @@ class CacheWriter:
                 self._b.delete(rel)  # temp file of an interrupted record write
                 continue
             parsed = parse_record_path(rel)
-            if parsed is None:
+            if parsed is None or parsed[0] != self.part:
                 continue
-            raw = self._b.get(rel)
             try:
-                rec = json.loads(raw) if raw is not None else None
-            except ValueError:
-                rec = None
-            if not isinstance(rec, dict) or rec.get("key") != parsed[1]:
-                log.warning("cache %s: ignoring unreadable commit record %s (its key will be redone)", self.url, rel)
+                rec = parse_record(self._b.get(rel), self.part, parsed[1], rel)
+            except CacheError as e:
+                # Never followed: a torn or crafted record must not steer a delete.
+                log.warning("cache %s: ignoring %s (its key will be redone)", self.url, e)
                 continue
             records[parsed[1]] = rec
         return records
@@ -161,9 +166,12 @@ class CacheWriter:
                 if parsed and parsed[0] != self.part:
                     self._other_parts.setdefault(parsed[1], []).append(parsed[0])
         for other in self._other_parts.get(key, []):
-            raw = self._b.get(record_path(other, key))
-            if raw is not None and json.loads(raw).get("fingerprint") == fingerprint:
-                return True
+            rel = record_path(other, key)
+            try:
+                if parse_record(self._b.get(rel), other, key, rel)["fingerprint"] == fingerprint:
+                    return True
+            except CacheError:
+                continue  # torn elsewhere: not done
         return False
 
     # -- writing ------------------------------------------------------------------------
@@ -189,6 +197,7 @@ class CacheWriter:
         try:
             arrays, tokens = (self._write_vlm if want == "vlm" else self._write_jepa)(entry, entry_dir)
             self._b.write_objects([(f"{entry_dir}/{ZARR_JSON}", [dumps(group_zarr_json(attrs))])])
+            self._b.sync_tree(entry_dir)  # data and folders durable before the record names them
             record = {
                 "schema_version": SCHEMA_VERSION,
                 "key": key,
@@ -201,6 +210,7 @@ class CacheWriter:
                 "committed_at": time.time(),
                 "writer": {"host": socket.gethostname(), "pid": os.getpid()},
             }
+            self._lock.check()  # a writer that lost its lease must not commit over its successor
             self._b.put_atomic(record_rel, dumps(record))
         except BaseException:
             self._b.delete_tree(entry_dir)

@@ -4,7 +4,8 @@ The runner skips a window whose entry was committed with the same fingerprint an
 when anything below changed (the entry is *stale*). Settings that change the shape of the
 whole store (layers, convention, hidden size, storage dtype) are also checked by
 ``StoreMeta``; they are in the fingerprint as well so an entry stands on its own.
-Things that do not change the numbers (clips per call, tensor parallelism, memory
+The episode's content fingerprint is in it too, so an edited video or HDF5 makes exactly
+that episode's windows stale. Things that do not change the numbers (clips per call, tensor parallelism, memory
 settings) are deliberately left out: changing them must not trigger a re-extraction.
 """
 
@@ -18,8 +19,9 @@ from typing import Any
 from thinkjepa.cache_schema import SCHEMA_VERSION
 from thinkjepa.config import ThinkerConfig
 
-FINGERPRINT_VERSION = 1
-"""Bump when the extraction code changes what it stores for the same settings."""
+FINGERPRINT_VERSION = 2
+"""Bump when the extraction code changes what it stores for the same settings.
+2: the episode's content fingerprint (``thinkjepa.data.content``) is part of it."""
 
 
 def fingerprint_payload(
@@ -28,6 +30,7 @@ def fingerprint_payload(
     layer_convention: str,
     user_text: str,
     frame_indices: Sequence[int],
+    episode: str = "",
 ) -> dict[str, Any]:
     """The fields hashed by ``entry_fingerprint`` (also kept in the entry's provenance)."""
     return {
@@ -46,6 +49,7 @@ def fingerprint_payload(
         "prompt_template": thinker.prompt_template,
         "user_text": user_text,
         "frame_indices": [int(x) for x in frame_indices],
+        "episode": episode,
     }
 
 
@@ -55,32 +59,37 @@ def entry_fingerprint(
     layer_convention: str,
     user_text: str,
     frame_indices: Sequence[int],
+    episode: str = "",
 ) -> str:
     """Stable hex digest of ``fingerprint_payload``."""
     payload = fingerprint_payload(
-        thinker, layer_convention=layer_convention, user_text=user_text, frame_indices=frame_indices
+        thinker, layer_convention=layer_convention, user_text=user_text, frame_indices=frame_indices, episode=episode
     )
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
 class Fingerprinter:
     """``entry_fingerprint`` for many windows of one config at a fraction of the cost (planning
-    a 100k-clip manifest): the JSON of the fixed fields is made once and the two per-window
-    fields are spliced in, giving byte-for-byte the same text and so the same digest."""
+    a 100k-clip manifest): the JSON of the fixed fields is made once and the per-window fields
+    (frames, user text, episode) are spliced in, giving byte-for-byte the same text and so the
+    same digest."""
 
-    _MARK_FRAMES = "\x00frames\x00"
-    _MARK_TEXT = "\x00text\x00"
+    _MARKS = {"frame_indices": "\x00frames\x00", "user_text": "\x00text\x00", "episode": "\x00episode\x00"}
 
     def __init__(self, thinker: ThinkerConfig, *, layer_convention: str) -> None:
-        payload = fingerprint_payload(thinker, layer_convention=layer_convention, user_text=self._MARK_TEXT,
-                                      frame_indices=[])
-        payload["frame_indices"] = self._MARK_FRAMES
+        payload = fingerprint_payload(thinker, layer_convention=layer_convention, user_text="", frame_indices=[])
+        payload.update(self._MARKS)
         text = json.dumps(payload, sort_keys=True)
-        head, rest = text.split(json.dumps(self._MARK_FRAMES))
-        middle, tail = rest.split(json.dumps(self._MARK_TEXT))
-        self._parts = (head, middle, tail)
+        # the fixed text between the per-window fields, in the order sort_keys puts them
+        self._order = sorted(self._MARKS, key=lambda f: text.index(json.dumps(self._MARKS[f])))
+        parts = []
+        for f in self._order:
+            head, text = text.split(json.dumps(self._MARKS[f]))
+            parts.append(head)
+        self._parts = (*parts, text)
 
-    def __call__(self, *, user_text: str, frame_indices: Sequence[int]) -> str:
-        head, middle, tail = self._parts
-        text = head + json.dumps([int(x) for x in frame_indices]) + middle + json.dumps(user_text) + tail
+    def __call__(self, *, user_text: str, frame_indices: Sequence[int], episode: str = "") -> str:
+        values = {"frame_indices": json.dumps([int(x) for x in frame_indices]), "user_text": json.dumps(user_text),
+                  "episode": json.dumps(episode)}
+        text = "".join(part + values[f] for part, f in zip(self._parts, self._order)) + self._parts[-1]
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]

@@ -135,11 +135,11 @@ def read_clip_metadata(annotation_path: str | Path) -> dict[str, Any]:
     """The HDF5 file attributes of one episode (task, description, llm_objects, ...).
 
     Reads attributes only, not the pose arrays, so planning a large manifest stays cheap.
-    A missing or unreadable file gives ``{}``: the prompt then uses the manifest's fields
-    and defaults, and the clip's real problem surfaces where its frames are decoded.
+    A missing or unreadable file raises ValueError naming it: a default prompt would silently
+    give the clip other guidance than its own metadata (the runner records it as failed).
     """
     try:
         with h5py.File(annotation_path, "r") as f:
             return {k: v for k, v in f.attrs.items()}
-    except (OSError, ValueError, KeyError):
-        return {}
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"unreadable HDF5 {annotation_path} at prompt planning: {type(e).__name__}: {e}") from e

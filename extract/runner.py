@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thinkjepa.cache_schema import CacheReader, CacheWriter, SchemaMismatchError, StoreMeta, VLMEntry, store_exists
+from thinkjepa.cache_schema import (
+    CacheReader,
+    CacheWriter,
+    SchemaMismatchError,
+    StoreMeta,
+    VLMEntry,
+    lock_part,
+    store_exists,
+)
 from thinkjepa.config import PipelineConfig
 from thinkjepa.data.egodex import decode_frames
 from thinkjepa.data.video import VideoError
@@ -47,6 +55,8 @@ class WorkItem:
     video_path: str
     fps: float
     user_text: str
+    episode: str = ""
+    """Content fingerprint of the episode (``thinkjepa.data.content``)."""
 
     @property
     def frame_indices(self) -> list[int]:
@@ -60,23 +70,23 @@ class ClipPlan:
     items: list[WorkItem] = field(default_factory=list)
     problem: str | None = None
     """Why the clip yields no window (too short for the sampling rule), if so."""
+    failed_keys: list[str] = field(default_factory=list)
+    """Windows that exist but cannot be planned (unreadable HDF5): failures of this stage."""
 
 
 ExtractSummary = ShardSummary
 
 
 def fingerprints_of(cfg: PipelineConfig, items: Sequence[WorkItem]) -> list[str]:
-    """``fingerprint_of`` of many items (one ``Fingerprinter`` for all)."""
+    """The extraction fingerprint of each item: what the runner commits and what status and
+    training compare against (one ``Fingerprinter`` for all; the episode's content
+    fingerprint, set by ``plan_clips``, is part of it)."""
     fp = Fingerprinter(cfg.thinker, layer_convention=LAYER_CONVENTION)
-    return [fp(user_text=it.user_text, frame_indices=it.window.thinker) for it in items]
+    return [fp(user_text=it.user_text, frame_indices=it.window.thinker, episode=it.episode) for it in items]
 
 
 def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
-    return entry_fingerprint(
-        cfg.thinker, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices
-    )
-
-
+    return fingerprints_of(cfg, [item])[0]
 
 
 class PromptCache:
@@ -160,11 +170,12 @@ def clip_windows(cfg: PipelineConfig) -> Callable[[str, int], list[Window]]:
     return windows
 
 
-def annotation_digest(cfg: PipelineConfig) -> str | None:
-    """A digest that changes when an annotation file the manifest names may have changed:
-    prompts come from their attributes, so a plan computed earlier holds while it is equal.
+def episode_files_digest(cfg: PipelineConfig) -> str | None:
+    """A digest that changes when an episode file (annotation or video) the manifest names may
+    have changed: prompts come from the annotations' attributes and entry fingerprints hold
+    each episode's content fingerprint, so a status computed earlier holds while it is equal.
     The dataset listing of ``data.root`` (``pipeline.dataset_listing``, cached by folder
-    mtimes), else one stat per annotation file."""
+    mtimes), else one stat per episode file."""
     import hashlib
 
     import pyarrow.parquet as pq
@@ -174,11 +185,11 @@ def annotation_digest(cfg: PipelineConfig) -> str | None:
 
         return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
     try:
-        paths = pq.read_table(cfg.path(cfg.data.manifest), columns=["annotation_path"]).column(0).to_pylist()
+        table = pq.read_table(cfg.path(cfg.data.manifest), columns=["annotation_path", "video_path"])
     except (OSError, KeyError, ValueError):
         return None
     h = hashlib.sha256()
-    for p in paths:
+    for p in (*table.column(0).to_pylist(), *table.column(1).to_pylist()):
         try:
             st = os.stat(p)
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}\n".encode())
@@ -190,9 +201,13 @@ def annotation_digest(cfg: PipelineConfig) -> str | None:
 def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = None) -> list[ClipPlan]:
     """Every clip of the manifest (or of shard ``only_shard`` of ``shards``) with its work
     items, in clip-id order. Reads the manifest and each clip's HDF5 attributes (through
-    ``PromptCache``), no video."""
+    ``PromptCache``), no video; each episode's content fingerprint comes from the workdir's
+    memo (``thinkjepa.data.content``: a stat per file unless the file changed)."""
+    from thinkjepa.data.content import episode_or_placeholder, for_workdir
+
     validate_template(cfg.thinker.prompt_template)
     prompts = PromptCache(Path(listing_cache_dir(cfg)) / "prompts.json", cfg.thinker.prompt_template)
+    content = for_workdir(cfg.workdir)
     windows_of = clip_windows(cfg)
     plans = []
     for row in manifest_rows(cfg):
@@ -207,11 +222,19 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
         except TooShortError as e:
             plan.problem = f"too short for the sampling rule: {str(e).removeprefix(clip_id + ': ')}"
             continue
-        user_text = prompts.user_text(clip_id, row)
+        try:
+            user_text = prompts.user_text(clip_id, row)
+        except ValueError as e:  # unreadable HDF5: its windows fail here, with the cause
+            plan.problem = str(e)
+            plan.failed_keys = [w.window_id for w in windows]
+            continue
+        episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
         plan.items = [
-            WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text) for w in windows
+            WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text, episode)
+            for w in windows
         ]
     prompts.save()
+    content.save()
     return plans
 
 
@@ -363,28 +386,32 @@ def run_shard(
     plans, items, todo, reader = plan_shard(cfg, (i, n))
     for p in plans:
         if p.problem:
-            summary.failed[p.clip_id] = p.problem
+            for key in p.failed_keys or [p.clip_id]:
+                summary.failed[key] = p.problem
     todo_keys = {it.key for it in todo}
     summary.skipped = [it.key for it in items if it.key not in todo_keys]
 
     if todo:
+        # The part's lock first: a second writer of this part is refused before it pays for an engine.
+        lock = lock_part(url, summary.part)
         own_backend = backend is None
-        if own_backend:
-            from thinkjepa.extract.backends import make_backend
-
-            backend = make_backend(cfg.thinker)
-        assert backend is not None
         try:
+            if own_backend:
+                from thinkjepa.extract.backends import make_backend
+
+                backend = make_backend(cfg.thinker)
+            assert backend is not None
             _check_backend(cfg, backend)
             meta = vlm_store_meta(
                 cfg, layers=backend.layers, layer_convention=backend.layer_convention, hidden_size=backend.hidden_size
             )
-            with CacheWriter(url, meta, part=summary.part) as writer:
+            with CacheWriter(url, meta, part=summary.part, lock=lock) as writer:
                 for clip_id, problem in summary.failed.items():
                     writer.record_failure(clip_id, problem)
                 _run_items(cfg, todo, backend, writer, summary, total=len(items), progress=progress)
         finally:
-            if own_backend:
+            lock.release()
+            if own_backend and backend is not None:
                 backend.close()
     elif summary.failed and reader is not None:
         # Nothing to extract, but clips that yield no window are still reported in the store.
@@ -430,7 +457,8 @@ def _run_items(
                 else:
                     fp = fingerprint_of(cfg, item)
                     prov = fingerprint_payload(
-                        th, layer_convention=LAYER_CONVENTION, user_text=item.user_text, frame_indices=item.frame_indices
+                        th, layer_convention=LAYER_CONVENTION, user_text=item.user_text,
+                        frame_indices=item.frame_indices, episode=item.episode,
                     )
                     prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size))
                     try:

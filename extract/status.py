@@ -2,7 +2,8 @@
 
 Computed from the manifest, the config and the store alone (no engine start): a window is
 *done* when the store holds it with the fingerprint the current config gives it, *stale*
-when it holds it with another fingerprint (prompt template, frames, token budget... changed),
+when it holds it with another fingerprint (prompt template, frames, token budget, the
+episode's content... changed: the runner's own ``plan_clips`` + ``fingerprints_of``),
 *failed* when its last attempt failed, *pending* otherwise. Entries the store holds for
 windows the manifest no longer yields are *orphans* (kept, never read by training). The
 counting rule is ``stage_run.tally_windows``, shared with the encode stage and `tj status`.
@@ -14,7 +15,7 @@ from typing import Any
 
 from thinkjepa.config import PipelineConfig
 from thinkjepa.extract.fingerprint import FINGERPRINT_VERSION
-from thinkjepa.extract.runner import annotation_digest, fingerprints_of, open_reader, plan_clips
+from thinkjepa.extract.runner import episode_files_digest, fingerprints_of, open_reader, plan_clips
 from thinkjepa.stage_run import (
     PlannedClip, cached_status, file_identity, infer_shard_count, listing_cache_dir, tally_windows,
 )
@@ -29,7 +30,7 @@ def extraction_status(cfg: PipelineConfig, shards: int | None = None, list_limit
     url = cfg.url(cfg.thinker.cache)
     reader = open_reader(url)
     inputs = {
-        "manifest": file_identity(cfg.path(cfg.data.manifest)), "annotations": annotation_digest(cfg),
+        "manifest": file_identity(cfg.path(cfg.data.manifest)), "episodes": episode_files_digest(cfg),
         "settings": cfg.section_fingerprint("thinker", "sampling"), "version": FINGERPRINT_VERSION,
         "shards": shards, "list_limit": list_limit,
     }

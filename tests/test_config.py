@@ -46,3 +46,19 @@ def test_section_fingerprints_change_only_with_their_section():
     b = load_config(None, ["train.epochs=1"], use_default_file=False)
     assert a.section_fingerprint("thinker") == b.section_fingerprint("thinker")
     assert a.section_fingerprint("train") != b.section_fingerprint("train")
+
+
+def test_variant_typos_and_unsafe_names_fail_when_the_config_loads():
+    import pytest as _pytest
+
+    from thinkjepa.config import PipelineConfig
+
+    with _pytest.raises(ValueError, match="variant 'fast' does not apply"):
+        PipelineConfig.model_validate({"variants": {"fast": {"model.strams": "prefill"}}})
+    with _pytest.raises(ValueError, match="variant name '../escape'"):
+        PipelineConfig.model_validate({"variants": {"../escape": {"model.streams": "prefill"}}})
+    with _pytest.raises(ValueError, match=r"eval.variants names unknown variant\(s\) \['jepa_onyl'\]"):
+        PipelineConfig.model_validate({"eval": {"variants": ["thinkjepa", "jepa_onyl"]}})
+    cfg = PipelineConfig.model_validate({"variants": {"prefill_only": {"model.streams": "prefill"}},
+                                         "eval": {"variants": ["thinkjepa", "prefill_only"]}})
+    assert cfg.for_variant("prefill_only").model.streams == "prefill"

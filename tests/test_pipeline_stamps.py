@@ -112,7 +112,7 @@ def test_window_status_is_reused_only_while_the_store_and_manifest_are_unchanged
     import numpy as np
 
     from thinkjepa.cache_schema import CacheWriter, JEPAEntry
-    from thinkjepa.train.encode import encode_status, entry_fingerprint, jepa_store_meta, plan_encode
+    from thinkjepa.train.encode import encode_status, fingerprints, jepa_store_meta, plan_encode
 
     pipeline.run(cfg, ["index"])
     items, _ = plan_encode(cfg)
@@ -125,7 +125,7 @@ def test_window_status_is_reused_only_while_the_store_and_manifest_are_unchanged
                                future_frames=np.asarray(it.window.future, np.int32), provenance={},
                                fingerprint=fingerprint))
 
-    commit(items[0], entry_fingerprint(cfg.encoder, items[0].window))
+    commit(items[0], fingerprints(cfg.encoder, items)[items[0].key])
     _age_store(url)
     assert encode_status(cfg)["totals"]["done"] == 1
     kept = cfg.path("{workdir}/state/listing") / "status-encode-None-None.json"

@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_CONFIG_FILE = "pipelines.yaml"
 REFERENCE_LAYERS = [0, 4, 8, 12, 16, 20, 24, 27]
@@ -209,6 +210,17 @@ class DemoConfig(_Section):
     seed: int = 0
 
 
+BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_variant_name(name: str) -> str:
+    """Variant names become run-folder names: one plain path component, nothing else."""
+    if not isinstance(name, str) or not _VARIANT_RE.match(name) or name in (".", ".."):
+        raise ValueError(f"variant name {name!r} must match {_VARIANT_RE.pattern} (it names a run folder)")
+    return name
+
+
 class PipelineConfig(_Section):
     workdir: str = "runs/default"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -226,10 +238,32 @@ class PipelineConfig(_Section):
     @classmethod
     def _variant_keys_are_dotted(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, overrides in v.items():
+            check_variant_name(name)
             for key in overrides:
                 if "." not in key:
                     raise ValueError(f"variant {name!r}: override key {key!r} must be dotted, e.g. model.streams")
         return v
+
+    @model_validator(mode="after")
+    def _variants_apply(self) -> PipelineConfig:
+        # Typos surface when the config loads, not hours into a run: every named variant must
+        # apply cleanly, and every variant to evaluate must exist.
+        known = set(self.variants) | set(BUILTIN_VARIANTS)
+        unknown = [v for v in self.eval.variants if v not in known]
+        if unknown:
+            raise ValueError(f"eval.variants names unknown variant(s) {unknown}; known: {sorted(known)}")
+        for name, overrides in self.variants.items():
+            if not overrides:
+                continue
+            data = self.model_dump()
+            data["variants"] = {k: {} for k in self.variants}  # names kept, not re-applied
+            try:
+                for key, value in overrides.items():
+                    _set_dotted(data, key, value)
+                PipelineConfig.model_validate(data)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"variant {name!r} does not apply: {e}") from e
+        return self
 
     def path(self, template: str) -> Path:
         """Expand ``{workdir}`` in a path field."""

@@ -5,8 +5,12 @@ torch CPU and CUDA) of every process (``ranks``, one record per rank with its da
 the step, the data position (epoch and batch within it), the best
 validation score so far, and what is needed to rebuild the model without the caches
 (``model_args`` and the model config). Files are written to a temp name in the same folder,
-flushed to disk, then renamed over the old one, so a kill at any moment leaves either the
-previous checkpoint or the new one, never a torn file.
+fsync'ed, renamed over the old one, and the folder fsync'ed (``thinkjepa.fsio``), so a kill or
+a power cut at any moment leaves either the previous checkpoint or the new one, never a torn
+file.
+
+The payload holds only tensors and plain types (the NumPy RNG state travels as a tensor), so
+it loads with ``torch.load(weights_only=True)``: a crafted ``.pt`` cannot run code on load.
 
 A run folder (``seed_run_dir``: ``<train.out>/<variant>/seed-<s>``) keeps two, beside its resolved ``config.yaml``: ``last.pt`` (the newest, for
 resuming) and ``best.pt`` (lowest validation ADE, for evaluation).
@@ -24,7 +28,8 @@ import torch
 
 LAST = "last.pt"
 BEST = "best.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: loadable with weights_only=True (plain types and tensors only)."""
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
@@ -53,7 +58,7 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
+    random.setstate(_as_tuples(state["python"]))
     n = state["numpy"]
     if isinstance(n, dict):
         np.random.set_state((n["name"], np.asarray(n["key"], np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
@@ -81,11 +86,19 @@ def rank_record(rank: int, train_state: dict[str, Any]) -> dict[str, Any]:
             "rng": capture_rng()}
 
 
+def _as_tuples(x: Any) -> Any:
+    # random.setstate wants (version, tuple_of_ints, gauss); a round trip may give lists
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    """``torch.save`` to a unique temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
+    from thinkjepa.fsio import clean_stale_temps, fsync_dir, temp_name
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    clean_stale_temps(path.parent)
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
@@ -94,15 +107,26 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
     return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint payload, loaded with ``weights_only=True`` (tensors and plain types only)."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train that variant first (`tj-train --variant NAME` or `tj run`)")
-    # our own files; they hold RNG tuples and numpy state, which weights_only refuses
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refusing to load a checkpoint that holds more than tensors and plain types "
+                         f"(made by an older version, or crafted): {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable checkpoint (torn or damaged): {e}") from e
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__})")
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
     return payload
@@ -119,15 +143,18 @@ def build_payload(
     variant: str,
     fingerprint: str,
     ranks: list[dict[str, Any]] | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``ranks``: every process's data position and RNG state (``rank_record`` of each, in
-    rank order); default: this process alone."""
+    rank order); default: this process alone. ``inputs``: digest of the data the run reads
+    (``train.run_inputs.digest``)."""
     if ranks is None:
         ranks = [rank_record(0, train_state)]
     return {
         "format_version": FORMAT_VERSION,
         "variant": variant,
         "fingerprint": fingerprint,
+        "inputs": dict(inputs or {}),
         "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
         "optimizer": optimizer_state,
         "scheduler": scheduler_state,

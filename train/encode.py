@@ -32,8 +32,9 @@ from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, pro
 LAYER_CONVENTION = "encoder_last"
 """What a JEPA entry holds: the encoder's final (layer-normed) token states, no predictor."""
 
-FINGERPRINT_VERSION = 1
-"""Bump when this module changes what it stores for the same settings."""
+FINGERPRINT_VERSION = 2
+"""Bump when this module changes what it stores for the same settings.
+2: the episode's content fingerprint (``thinkjepa.data.content``) is part of it."""
 
 
 EncodeSummary = ShardSummary
@@ -45,9 +46,11 @@ class EncodeItem:
     clip_id: str
     window: Window
     video_path: str
+    episode: str = ""
+    """Content fingerprint of the episode (``thinkjepa.data.content``)."""
 
 
-def entry_fingerprint(enc: EncoderConfig, window: Window) -> str:
+def entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "") -> str:
     """Everything a JEPA entry's arrays depend on (settings of the whole store included, so an
     entry stands on its own)."""
     payload = {
@@ -60,6 +63,7 @@ def entry_fingerprint(enc: EncoderConfig, window: Window) -> str:
         "layer_convention": LAYER_CONVENTION,
         "past": [int(f) for f in window.past],
         "future": [int(f) for f in window.future],
+        "episode": episode,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -135,41 +139,65 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
     i, n = validate_shard(*shard)
     items: list[EncodeItem] = []
     problems: dict[str, str] = {}
-    for clip_id, s, windows, problem, row in _plan_rows(cfg, n):
-        if s != i:
-            continue
+    for clip_id, s, clip_items, problem in _plan_clips(cfg, n, only_shard=i):
         if problem is not None:
             problems[clip_id] = problem
-            continue
-        items += [EncodeItem(w.window_id, clip_id, w, str(row["video_path"])) for w in windows]
+        items += clip_items
     return items, problems
 
 
-def _plan_rows(cfg: PipelineConfig, n: int):
-    """``(clip_id, shard, windows, problem, row)`` of every manifest clip under ``n`` shards."""
+def _plan_clips(cfg: PipelineConfig, n: int, only_shard: int | None = None):
+    """``(clip_id, shard, items, problem)`` of every manifest clip under ``n`` shards (of shard
+    ``only_shard`` only, if given). The runner and ``encode_status`` both plan through this, so
+    the items (and with them ``fingerprints``) are the same for both: each carries its
+    episode's content fingerprint from the workdir's memo (``thinkjepa.data.content``)."""
+    from thinkjepa.data.content import episode_or_placeholder, for_workdir
     from thinkjepa.extract.runner import clip_windows
 
     windows_of = clip_windows(cfg)
+    content = for_workdir(cfg.workdir)
     for row in manifest_rows(cfg):
         clip_id = str(row["clip_id"])
+        s = shard_of(clip_id, n)
+        if only_shard is not None and s != only_shard:
+            continue
         try:
-            windows, problem = windows_of(clip_id, int(row["n_frames"])), None
+            windows = windows_of(clip_id, int(row["n_frames"]))
         except TooShortError as e:
-            windows, problem = [], f"too short: {e}"
-        yield clip_id, shard_of(clip_id, n), windows, problem, row
+            yield clip_id, s, [], f"too short: {e}"
+            continue
+        episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
+        yield clip_id, s, [EncodeItem(w.window_id, clip_id, w, str(row["video_path"]), episode) for w in windows], None
+    content.save()
+
+
+def fingerprints(enc: EncoderConfig, items: Sequence[EncodeItem]) -> dict[str, str]:
+    """``{key: entry_fingerprint}`` of ``items``: what the runner commits and status compares
+    against (memoised: the frames and the episode are all that vary, shared by many windows)."""
+    memo: dict[tuple, str] = {}
+    out: dict[str, str] = {}
+    for it in items:
+        k = (it.window.past, it.window.future, it.episode)
+        got = memo.get(k)
+        if got is None:
+            got = memo[k] = entry_fingerprint(enc, it.window, it.episode)
+        out[it.key] = got
+    return out
 
 
 def encode_status(cfg: PipelineConfig, shards: int | None = None, list_limit: int | None = None) -> dict[str, Any]:
     """Done / stale / failed / pending windows of the JEPA store per shard (the rule of
     ``stage_run.tally_windows``, as ``tj-extract status`` counts the VLM store)."""
     from thinkjepa.cache_schema import CacheReader, store_exists
+    from thinkjepa.extract.runner import episode_files_digest
     from thinkjepa.stage_run import cached_status, file_identity
 
     url = cfg.url(cfg.encoder.cache)
     reader = CacheReader(url) if store_exists(url) else None
     inputs = {
         "manifest": file_identity(cfg.path(cfg.data.manifest)), "settings": cfg.section_fingerprint("encoder", "sampling"),
-        "version": FINGERPRINT_VERSION, "shards": shards, "list_limit": list_limit,
+        "episodes": episode_files_digest(cfg), "version": FINGERPRINT_VERSION, "shards": shards,
+        "list_limit": list_limit,
     }
     return cached_status(cfg, "encode", reader, inputs, lambda: _encode_status(cfg, url, reader, shards, list_limit))
 
@@ -180,18 +208,10 @@ def _encode_status(cfg: PipelineConfig, url: str, reader: Any, shards: int | Non
     briefs = reader.briefs(listing_cache_dir(cfg)) if reader is not None else {}
     failures = reader.failures(briefs) if reader is not None else {}
     n = shards or infer_shard_count(b[2] for b in briefs.values())
-    memo: dict[tuple, str] = {}  # the fingerprint depends on the frames only, shared by most clips
-
-    def fingerprint(w: Window) -> str:
-        got = memo.get((w.past, w.future))
-        if got is None:
-            got = memo[(w.past, w.future)] = entry_fingerprint(cfg.encoder, w)
-        return got
-
-    planned = [
-        PlannedClip(clip_id, s, [(w.window_id, fingerprint(w)) for w in windows], problem)
-        for clip_id, s, windows, problem, _ in _plan_rows(cfg, n)
-    ]
+    planned = []
+    for clip_id, s, items, problem in _plan_clips(cfg, n):
+        fps = fingerprints(cfg.encoder, items)
+        planned.append(PlannedClip(clip_id, s, [(it.key, fps[it.key]) for it in items], problem))
     tally = tally_windows(planned, n, {k: b[0] for k, b in briefs.items()}, failures, list_limit)
     return {"cache": url, "manifest": str(cfg.path(cfg.data.manifest)), "store_exists": reader is not None, **tally}
 
@@ -223,7 +243,7 @@ def run_encode(
         for clip_id, why in problems.items():
             summary.failed[clip_id] = why
             writer.record_failure(clip_id, why)
-        fps = {it.key: entry_fingerprint(enc, it.window) for it in items}
+        fps = fingerprints(enc, items)
         done_before = {it.key for it in items if writer.is_done(it.key, fps[it.key])}
         summary.skipped = [it.key for it in items if it.key in done_before]
         todo = [it for it in items if it.key not in done_before]
@@ -302,6 +322,7 @@ __all__ = [
     "LAYER_CONVENTION",
     "encode_status",
     "entry_fingerprint",
+    "fingerprints",
     "jepa_store_meta",
     "plan_encode",
     "run_encode",

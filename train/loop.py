@@ -13,12 +13,19 @@ is never opened here, so it cannot leak into model selection). The run folder
 ``windows.json`` (which windows trained and validated), ``summary.json`` and TensorBoard logs
 under ``tb/``.
 
-Resuming: a run folder with a ``last.pt`` made by the same settings continues from it and ends
+Resuming: a run folder with a ``last.pt`` made by the same settings *and the same data* (manifest,
+cache ids, the entry of every window, the content of every episode: ``train.run_inputs``)
+continues from it and ends
 with the same weights as a run that was never interrupted (on CPU, bit for bit): data order
 is a function of ``(seed, epoch)`` and the position inside the epoch is restored, as are the
 optimizer, scheduler and every rank's RNG streams (on another number of processes, see
 ``_rank_rng``). SIGTERM / SIGINT finish the current step, write
 ``last.pt`` and raise ``TrainingStopped``; a second SIGINT stops at once.
+
+``resume`` (``tj-train --resume / --restart``): ``auto`` resumes when settings and data match,
+starts afresh (old checkpoints kept as ``*.stale-*``) when the settings changed, and refuses
+when the data changed, saying what changed; ``resume`` refuses unless it can resume exactly;
+``restart`` always starts afresh.
 """
 
 from __future__ import annotations
@@ -50,6 +57,16 @@ from thinkjepa.train.checkpoint import (
     save_atomic,
     seed_run_dir,
 )
+from thinkjepa.train.run_inputs import (
+    StaleInputError,
+    check_caches,
+    check_entries,
+    describe_changes,
+    digest,
+    load_inputs,
+    run_inputs,
+    save_inputs,
+)
 from thinkjepa.train.dataset import (
     EpochBatchSampler,
     GuidanceMode,
@@ -72,6 +89,8 @@ _NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples"
 # Where launchers put the world size: torchrun / accelerate launch, then the MPI launchers
 # accelerate reads for multi-CPU runs.
 _WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+RESUME_MODES = ("auto", "resume", "restart")
 
 
 class TrainingStopped(RuntimeError):
@@ -246,6 +265,7 @@ def run_training(
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
     seed: int | None = None,
+    resume: str = "auto",
 ) -> Path:
     """Train ``variant`` (a built-in name or a key of ``cfg.variants``); returns the run folder.
 
@@ -253,6 +273,9 @@ def run_training(
     needs, see ``guidance_mode_for``). ``on_step(step)`` is called after every optimizer step
     (and after that step's checkpoint, if any). ``seed`` (default ``train.seed``) picks the
     run: it becomes ``train.seed`` and the folder ``<train.out>/<variant>/seed-<seed>``.
+    ``resume`` (``RESUME_MODES``): ``auto`` resumes ``last.pt`` when settings and data match,
+    starts afresh when the settings changed and refuses when the data changed; ``resume``
+    refuses unless it can resume; ``restart`` sets the old checkpoints aside.
     """
     from accelerate.utils import set_seed
 
@@ -283,6 +306,7 @@ def run_training(
         val_ds = None
     if val_ds is not None and val_ds.dims != train_ds.dims:
         raise ValueError(f"val windows have shapes {val_ds.dims}, train windows {train_ds.dims}")
+    inputs = _inputs_of(vcfg, train_ds, val_ds)
 
     sampler = EpochBatchSampler(len(train_ds), tc.batch_size, tc.seed, shuffle=True, rank=rank, world=world)
     steps_per_epoch = sampler.batches_per_epoch()
@@ -300,7 +324,10 @@ def run_training(
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val_ade": None, "best_step": None,
                              "last_val_step": None, "val": None, "val_history": []}
     rng_state = None
-    _set_aside_stale(run_dir, fingerprint, main)
+    aside = _resume_decision(run_dir, fingerprint, inputs, resume)  # every rank: a refusal stops all
+    accelerator.wait_for_everyone()
+    if main:
+        _set_aside(run_dir, aside)
     accelerator.wait_for_everyone()
     last = checkpoint_path(run_dir, "last")
     if last.exists():
@@ -317,6 +344,7 @@ def run_training(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(vcfg, run_dir)
+        save_inputs(run_dir, inputs)
         (run_dir / "windows.json").write_text(json.dumps(
             {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else [],
              "missing": {"train": train_ds.missing, "val": val_ds.missing if val_ds else []}}, indent=1))
@@ -346,6 +374,7 @@ def run_training(
                 variant=variant,
                 fingerprint=fingerprint,
                 ranks=ranks,
+                inputs=digest(inputs),
             )
             save_atomic(payload, checkpoint_path(run_dir, which))
         accelerator.wait_for_everyone()
@@ -492,20 +521,22 @@ def train_seeds(
     *,
     skip_finished: bool = False,
     progress: bool = True,
+    resume: str = "auto",
 ) -> dict[int, tuple[Path, bool]]:
     """Train ``variant`` once per seed (default ``train.seeds``): ``{seed: (run_dir, ran)}``.
 
     With ``skip_finished`` a seed whose run finished under the settings it would get now
     (``summary.json`` carries the same fingerprint) is not touched: ``tj run`` reruns only the
-    seeds whose inputs changed."""
+    seeds whose inputs changed. ``resume`` is passed to every ``run_training`` (``restart``
+    also retrains finished seeds)."""
     out: dict[int, tuple[Path, bool]] = {}
     for seed in cfg.train.seeds if seeds is None else seeds:
         vcfg = _with_seed(cfg.for_variant(variant), seed)
         run_dir = seed_run_dir(cfg.path(vcfg.train.out), variant, seed)
-        if skip_finished and _finished(run_dir, run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))):
+        if skip_finished and resume != "restart" and _finished(run_dir, run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))):
             out[seed] = (run_dir, False)
             continue
-        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress), True)
+        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=resume), True)
     return out
 
 
@@ -521,18 +552,70 @@ def _gates_tanh(model: torch.nn.Module) -> list[float] | None:
     return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]
 
 
-def _set_aside_stale(run_dir: Path, fingerprint: str, main: bool) -> None:
-    """Rename checkpoints made with other settings (``*.stale-<time>.pt``): the run starts
-    afresh, and evaluation can never pick up a ``best.pt`` of another configuration."""
-    if not main:
-        return
+def _inputs_of(cfg: PipelineConfig, train_ds: WindowDataset, val_ds: WindowDataset | None) -> dict:
+    """Check the caches against the config, then describe the data this run reads."""
+    from thinkjepa.cache_schema import CacheReader
+
+    jepa = CacheReader(train_ds.jepa_url)
+    vlm = CacheReader(train_ds.vlm_url) if train_ds.vlm_url else None
+    check_caches(cfg, jepa, vlm)
+    refs = [*train_ds.refs, *(val_ds.refs if val_ds else [])]
+    check_entries(cfg, refs, jepa, vlm)
+    ids = {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else []}
+    episodes = {r.window.clip_id: (r.video_path, r.annotation_path) for r in refs}
+    return run_inputs(cfg, ids, train_ds.jepa_url, train_ds.vlm_url, episodes)
+
+
+def _resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str) -> list[Path]:
+    """The checkpoints to set aside before starting (none: resume ``last.pt`` or start afresh
+    in an empty folder); StaleInputError when ``resume`` forbids what the folder holds."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    present = [p for p in (checkpoint_path(run_dir, w) for w in ("last", "best")) if p.exists()]
+    if resume == "restart":
+        return present
+    last = checkpoint_path(run_dir, "last")
+    if not last.exists():
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: nothing to resume (no {last.name}); drop --resume to start")
+        return [p for p in present if _fingerprint_of(p) != fingerprint]
+    payload = _load_or_none(last)
+    if payload is None or payload["fingerprint"] != fingerprint:
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: {last.name} was made with other settings; refusing to resume "
+                                  "(--restart starts over)")
+        return present
+    changes = describe_changes(payload.get("inputs") or None, digest(inputs), load_inputs(run_dir), inputs)
+    if changes:
+        raise StaleInputError(
+            f"{run_dir}: the data changed since {last.name} was written: {'; '.join(changes)}. "
+            "Refusing to resume on other data: pass --restart to start over (the old checkpoints are kept as "
+            "*.stale-*), or restore the data to resume")
+    return [p for p in present if _fingerprint_of(p) != fingerprint]
+
+
+def _load_or_none(path: Path) -> dict | None:
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:  # an older format (not weights_only-safe) or damaged: never resumed
+        warnings.warn(str(e), stacklevel=3)
+        return None
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    payload = _load_or_none(path)
+    return None if payload is None else payload["fingerprint"]
+
+
+def _set_aside(run_dir: Path, paths: list[Path]) -> None:
+    """Rename checkpoints that will not be resumed (``*.stale-<time>.pt``): evaluation can never
+    pick up a ``best.pt`` of another configuration or other data."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for which in ("last", "best"):
-        path = checkpoint_path(run_dir, which)
-        if path.exists() and load_checkpoint(path)["fingerprint"] != fingerprint:
-            stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
-            path.rename(stale)
-            warnings.warn(f"{run_dir}: {path.name} was made with other settings; kept as {stale.name}", stacklevel=3)
+    for path in paths:
+        stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
+        path.rename(stale)
+        warnings.warn(f"{run_dir}: {path.name} was made with other settings or data; kept as {stale.name}",
+                      stacklevel=3)
 
 
 def _gather_rank_records(record: dict[str, Any], world: int) -> list[dict[str, Any]]:
@@ -602,6 +685,8 @@ def _stop_requested(stop: _StopFlag, accelerator) -> bool:
 
 __all__ = [
     "LaunchError",
+    "RESUME_MODES",
+    "StaleInputError",
     "TrainingStopped",
     "check_world",
     "evaluate_loader",

@@ -73,3 +73,23 @@ def write_sequence(url: str, part: str, n: int, seed: int, progress=None, start=
             if progress is not None:
                 with progress.get_lock():
                     progress.value += 1
+
+
+def race_for_part(url: str, part: str, n: int, seed: int, start, release, results, idx: int, kw: dict) -> None:
+    """One of several processes racing to write ``part``: report ("won", commits) or ("refused", why)."""
+    from thinkjepa.cache_schema import CacheError
+
+    start.wait()
+    try:
+        w = CacheWriter(url, vlm_meta(hidden=kw.get("hidden", HIDDEN)), part=part)
+    except CacheError as e:
+        results.put((idx, "refused", str(e)))
+        return
+    with w:
+        n_new = 0
+        for i, key in enumerate(crash_keys(n)):
+            if not w.is_done(key, "fp-1"):
+                w.commit(vlm_entry(key, seed + i, **kw))
+                n_new += 1
+        results.put((idx, "won", n_new))
+        release.wait(300)

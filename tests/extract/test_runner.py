@@ -303,3 +303,17 @@ def test_a_reused_engine_must_match_the_config(tmp_path: Path, egodex_manifest: 
     with pytest.raises(ValueError, match="max_new_tokens"):
         run_shard(cfg, (0, 1), backend=hf_thinker, progress=False)
     assert not store_exists(cfg.url(cfg.thinker.cache))
+
+
+def test_a_second_writer_of_a_shard_is_refused_before_any_engine_starts(tmp_path: Path, egodex_manifest: Path) -> None:
+    from thinkjepa.cache_schema import CacheError, lock_part
+
+    # No model exists at this path: an engine start would fail with another error.
+    no_model = ThinkerConfig(model=str(tmp_path / "no-model"), backend="transformers")
+    cfg = load_config(write_config(tmp_path / "c.yaml", tmp_path / "run", egodex_manifest, no_model))
+    with lock_part(cfg.url(cfg.thinker.cache), part_name(0, 1)):
+        with pytest.raises(CacheError, match="being written by another live process"):
+            run_shard(cfg, (0, 1), progress=False)
+    with pytest.raises(Exception) as e:  # lock free: it now gets as far as the (missing) engine
+        run_shard(cfg, (0, 1), progress=False)
+    assert "being written" not in str(e.value)

@@ -27,7 +27,7 @@ TINY = {
     "data": {"split_seed": 0, "split_fractions": [0.34, 0.33, 0.33]},
     "sampling": {"mode": "stride", "past_frames": 8, "future_frames": 8, "stride": 1, "thinker_frames": 4,
                  "windows_per_clip": 2, "window_hop": 4},
-    "thinker": {"model": "tiny-thinker", "layers": VLM_LAYERS, "frame_size": 64},
+    "thinker": {"model": "tiny-thinker", "layers": VLM_LAYERS, "frame_size": 64, "storage_dtype": "float32"},
     "encoder": {"frame_size": 64, "batch_size": 4, "storage_dtype": "float32"},
     "model": {"pred_depth": 3, "pred_width": 32, "pred_heads": 4, "dropout": 0.1, "drop_path": 0.1,
               "guidance_dim": 16, "film_hidden": 32, "guidance_tokens": 8, "head_hidden": 32, "head_heads": 2},
@@ -47,8 +47,11 @@ def tiny_config(workdir: Path, root: Path, vjepa: Path, **sections) -> PipelineC
 
 
 def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) -> None:
-    """A VLM cache with random states of the right layout for ``keys``."""
-    from thinkjepa.extract.runner import store_extra
+    """A VLM cache with random states of the right layout for ``keys``, each committed with the
+    fingerprint extraction would give it (training refuses stale entries)."""
+    from thinkjepa.extract.runner import fingerprint_of, plan_clips, store_extra
+
+    fps = {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items}
 
     meta = StoreMeta(kind="vlm", model=cfg.thinker.model, revision=None, layers=list(cfg.thinker.layers),
                      layer_convention="decoder_output_prenorm", hidden_size=VLM_HIDDEN,
@@ -67,7 +70,7 @@ def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) 
                 generated=rng.normal(size=(L, n_gen, VLM_HIDDEN)).astype(np.float32),
                 prefill_ids=rng.integers(0, 100, n_pre).astype(np.int32),
                 generated_ids=rng.integers(0, 100, n_gen).astype(np.int32),
-                prefill_kind=kind, frame_index=frame, text="random", provenance={}, fingerprint="random",
+                prefill_kind=kind, frame_index=frame, text="random", provenance={}, fingerprint=fps.get(key, "random"),
             ))
 
 

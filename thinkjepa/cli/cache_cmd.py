@@ -35,27 +35,47 @@ def verify_cmd(
     path: PathArg,
     json_out: JsonOpt = False,
     quick: Annotated[bool, typer.Option("--quick", help="Check structure only; do not read the data.")] = False,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Un-commit every damaged entry (and remove temp files and orphans) so the next run of its "
+                         "stage redoes exactly those; takes each affected part's writer lock.")] = False,
     progress: ProgressOpt = True,
 ) -> None:
-    """Check schema, entries (readable, shapes, no NaN/Inf) and orphans; exit 1 listing problems."""
-    from thinkjepa.cache_schema import verify
+    """Check schema, entries (readable, shapes, no NaN/Inf) and orphans; exit 1 listing problems
+    (with --repair: exit 0 once everything found was repaired)."""
+    from thinkjepa.cache_schema import CacheError, verify
+    from thinkjepa.cache_schema import repair as do_repair
 
     with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   transient=True, disable=json_out or not progress) as bar:
         task = bar.add_task("verify", total=None)
         problems = verify(path, check_data=not quick,
                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    report = None
+    if repair and problems:
+        try:
+            report = do_repair(path, problems=problems)
+        except CacheError as e:
+            console.print(f"[red]repair refused:[/red] {e}")
+            raise typer.Exit(2) from e
     if json_out:
-        print(json.dumps({"path": path, "ok": not problems, "problems": [p.to_dict() for p in problems]}, indent=2))
+        doc = {"path": path, "ok": not problems, "problems": [p.to_dict() for p in problems]}
+        if report is not None:
+            doc["repair"] = report.to_dict()
+        print(json.dumps(doc, indent=2))
     elif problems:
         table = Table(title=f"{len(problems)} problem(s) in {path}")
-        for col in ("code", "key", "detail"):
+        for col in ("code", "key", "file", "detail"):
             table.add_column(col)
         for p in problems:
-            table.add_row(p.code, p.key or "-", p.detail)
+            table.add_row(p.code, p.key or "-", p.file or "-", p.detail)
         out.print(table)
+        if report is not None:
+            out.print(f"repaired: {len(report.uncommitted)} entries un-committed (their stage redoes them), "
+                      f"{len(report.removed)} leftovers removed, {len(report.left)} problem(s) left as they are")
     else:
         out.print(f"[green]OK[/green] {path}")
+    if report is not None:
+        raise typer.Exit(1 if any(p.code != "duplicate" for p in report.left) else 0)
     raise typer.Exit(1 if problems else 0)
 
 

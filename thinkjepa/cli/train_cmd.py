@@ -61,17 +61,25 @@ def train(
     seed: Annotated[
         Optional[int], typer.Option("--seed", help="Train this seed only (default: every seed in train.seeds).")
     ] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Only continue last.pt: refuse if settings or data changed, or there is none.")] = False,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="Start afresh; existing checkpoints are kept as *.stale-*.pt.")] = False,
     progress: ProgressOpt = True,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Train one variant for every seed of train.seeds, each into <train.out>/<variant>/seed-<s>/;
-    resumes from its last.pt when the settings match."""
+    resumes from its last.pt when its settings and data match, starts afresh when the settings
+    changed, and refuses when the data changed (saying what changed) unless --restart is given."""
     from thinkjepa.train.loop import train_seeds
 
+    if resume and restart:
+        raise UsageError("--resume and --restart exclude each other")
     cfg = load(config, set_, verbose)
     name = check_variant(cfg, variant or cfg.model.variant)
-    runs = train_seeds(cfg, name, None if seed is None else [seed], progress=progress and not json_out)
+    mode = "resume" if resume else "restart" if restart else "auto"
+    runs = train_seeds(cfg, name, None if seed is None else [seed], progress=progress and not json_out, resume=mode)
     rows = []
     for s, (run_dir, _) in runs.items():
         summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}

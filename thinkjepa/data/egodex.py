@@ -206,6 +206,8 @@ def _check_arrays(clip_id: str, a: dict[str, Any]) -> None:
         raise EpisodeError(clip_id, f"joint transforms have shape {tr.shape}, expected ({T}, 52, 4, 4) like {CAMERA_KEY}")
     if conf.shape != (T, len(JOINTS)):
         raise EpisodeError(clip_id, f"confidences have shape {conf.shape}, expected ({T}, 52)")
+    if conf is not None:
+        _check_confidences(clip_id, conf)
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise EpisodeError(clip_id, f"{INTRINSIC_KEY} is not a valid 3x3 K matrix: {K.tolist()}")
     for name, arr in (("joint transforms", tr), ("camera poses", cam)):
@@ -219,6 +221,18 @@ def _check_arrays(clip_id: str, a: dict[str, Any]) -> None:
             raise EpisodeError(
                 clip_id, f"NaN/Inf in {name}{where} at {bad.sum()} frame(s), first {frames[:5].tolist()}"
             )
+
+
+def _check_confidences(clip_id: str, conf: np.ndarray) -> None:
+    """Confidences weight the loss: NaN or values outside [0, 1] would silently skew it."""
+    bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
+    if bad.any():
+        frames, joints = np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
+        vals = conf[bad]
+        raise EpisodeError(
+            clip_id, f"confidences must be finite and in [0, 1]: {int(bad.sum())} value(s) are not "
+            f"(e.g. {vals[:3].tolist()}), joints {', '.join(JOINTS[j] for j in joints[:5])}, "
+            f"first frames {frames[:5].tolist()}")
 
 
 def read_episode(

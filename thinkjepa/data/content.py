@@ -1,0 +1,152 @@
+"""Content fingerprints of episodes: what the video stream and the HDF5 arrays hold.
+
+Stage fingerprints include the fingerprint of the episode a window comes from, so an edited
+episode (re-encoded video, corrected poses) makes exactly its windows stale, while touching a
+file without changing it (copying the dataset, ``touch``) does not.
+
+Fast path: a memo ``{path: [size, mtime_ns, digest]}`` per workdir; a file whose size and
+mtime are unchanged is not read again. When either changed, the content is hashed: the HDF5
+file's datasets (name, dtype, shape, bytes) and attributes, in name order, and the video's
+first video stream (codec parameters and every packet's bytes, no decoding), so a remux into
+another container with the same stream keeps the fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from thinkjepa.fsio import atomic_write_json
+
+VERSION = 1
+MEMO_NAME = "content-fingerprints.json"
+
+
+def hash_hdf5(path: str | os.PathLike) -> str:
+    import h5py
+
+    h = hashlib.sha256(b"hdf5-v1")
+
+    def value(v) -> None:
+        a = np.asarray(v)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        # object arrays (variable-length strings) hold pointers: hash their values instead
+        h.update(repr(a.tolist()).encode() if a.dtype.kind == "O" else np.ascontiguousarray(a).tobytes())
+
+    def attrs(obj) -> None:
+        for k in sorted(obj.attrs):
+            h.update(k.encode())
+            value(obj.attrs[k])
+
+    def visit(name: str, obj) -> None:
+        h.update(name.encode())
+        attrs(obj)
+        if isinstance(obj, h5py.Dataset):
+            value(obj[()])
+
+    with h5py.File(path, "r") as f:
+        attrs(f)
+        names: list[str] = []
+        f.visit(names.append)
+        for name in sorted(names):
+            visit(name, f[name])
+    return h.hexdigest()[:24]
+
+
+def hash_video(path: str | os.PathLike) -> str:
+    import av
+
+    h = hashlib.sha256(b"video-v1")
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            raise ValueError(f"{path}: no video stream")
+        s = c.streams.video[0]
+        cc = s.codec_context
+        h.update(f"{cc.name}|{cc.width}x{cc.height}|{s.average_rate}|{s.time_base}".encode())
+        if cc.extradata:
+            h.update(bytes(cc.extradata))
+        for pkt in c.demux(s):
+            if pkt.size:
+                h.update(f"{pkt.pts}|{pkt.dts}|".encode())
+                h.update(bytes(pkt))
+    return h.hexdigest()[:24]
+
+
+class ContentFingerprints:
+    """Memoised content digests of episode files (see the module doc). Thread-safe."""
+
+    def __init__(self, memo_path: str | os.PathLike | None = None) -> None:
+        self.memo_path = Path(memo_path) if memo_path is not None else None
+        self._lock = threading.Lock()
+        self._memo: dict[str, list] = {}
+        self._dirty = False
+        self.hashed = 0
+        """Files whose content was read (memo misses) by this object."""
+        if self.memo_path is not None and self.memo_path.is_file():
+            try:
+                doc = json.loads(self.memo_path.read_text())
+                if doc.get("version") == VERSION:
+                    self._memo = doc["files"]
+            except (ValueError, KeyError, TypeError):
+                self._memo = {}  # a damaged memo only costs re-hashing
+
+    def file(self, path: str | os.PathLike) -> str:
+        p = os.path.abspath(path)
+        st = os.stat(p)
+        with self._lock:
+            hit = self._memo.get(p)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = hash_hdf5(p) if p.endswith((".hdf5", ".h5")) else hash_video(p)
+        with self._lock:
+            self._memo[p] = [st.st_size, st.st_mtime_ns, digest]
+            self._dirty = True
+            self.hashed += 1
+        return digest
+
+    def episode(self, video_path: str | os.PathLike, annotation_path: str | os.PathLike) -> str:
+        """One digest for what a window of this episode can depend on: video stream and HDF5."""
+        both = f"{self.file(video_path)}|{self.file(annotation_path)}"
+        return hashlib.sha256(both.encode()).hexdigest()[:16]
+
+    def save(self) -> None:
+        """Write the memo (merged with what other processes added meanwhile)."""
+        if self.memo_path is None or not self._dirty:
+            return
+        merged: dict[str, list] = {}
+        try:
+            doc = json.loads(self.memo_path.read_text())
+            if doc.get("version") == VERSION:
+                merged.update(doc["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        with self._lock:
+            merged.update(self._memo)
+            self._dirty = False
+        atomic_write_json(self.memo_path, {"version": VERSION, "files": merged}, indent=None)
+
+
+def for_workdir(workdir: str | os.PathLike) -> ContentFingerprints:
+    """The memo of a pipeline workdir (``<workdir>/.thinkjepa/content-fingerprints.json``)."""
+    return ContentFingerprints(Path(workdir) / ".thinkjepa" / MEMO_NAME)
+
+
+def episode_or_placeholder(fps: ContentFingerprints, video_path: str, annotation_path: str) -> str:
+    """``fps.episode`` or, for files that cannot be read, a marker from their size and mtime
+    (the stage then fails that clip with its own error, and retries it when the file changes)."""
+    try:
+        return fps.episode(video_path, annotation_path)
+    except Exception:  # noqa: BLE001 - any unreadable file; the stage reports the cause
+        parts = []
+        for p in (video_path, annotation_path):
+            try:
+                st = os.stat(p)
+                parts.append(f"{st.st_size}-{st.st_mtime_ns}")
+            except OSError:
+                parts.append("missing")
+        return "unreadable:" + ":".join(parts)

@@ -1,0 +1,175 @@
+"""What a training run read: manifest, caches, the entries of its windows, its episodes.
+
+``run_inputs`` describes the data of a run; its ``digest`` goes into every checkpoint and the
+full description into ``inputs.json`` of the run folder. A run resumes ``last.pt`` only when
+both its settings (``loop.run_fingerprint``) and its inputs are unchanged; otherwise
+``describe_changes`` says what changed (the manifest, a cache replaced, windows re-extracted
+or re-encoded, added or removed, an episode edited). ``check_caches`` refuses caches written
+by another model or with other settings than the config names, before any step is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from thinkjepa.cache_schema import CacheReader
+from thinkjepa.config import PipelineConfig
+
+INPUTS_FILE = "inputs.json"
+
+
+class StaleInputError(ValueError):
+    """The data under a run changed since its checkpoint, or does not match the config."""
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def store_id(reader: CacheReader) -> str:
+    """A cache's identity: its location and its root metadata (fixed when it was created)."""
+    return f"{reader.url}#{_sha(reader.meta.to_dict())}"
+
+
+def check_caches(cfg: PipelineConfig, jepa: CacheReader, vlm: CacheReader | None) -> None:
+    """Refuse caches that were written with other models or settings than ``cfg`` names."""
+    problems = []
+    want = {"model": cfg.encoder.model, "revision": cfg.encoder.revision, "storage_dtype": cfg.encoder.storage_dtype}
+    problems += [f"JEPA cache {jepa.url}: {k} is {getattr(jepa.meta, k)!r}, config encoder.{k} is {v!r}"
+                 for k, v in want.items() if getattr(jepa.meta, k) != v]
+    if vlm is not None:
+        th = cfg.thinker
+        want = {"model": th.model, "revision": th.revision, "storage_dtype": th.storage_dtype}
+        problems += [f"VLM cache {vlm.url}: {k} is {getattr(vlm.meta, k)!r}, config thinker.{k} is {v!r}"
+                     for k, v in want.items() if getattr(vlm.meta, k) != v]
+        if list(vlm.meta.layers) != [int(x) for x in th.layers]:
+            problems.append(f"VLM cache {vlm.url}: layers {vlm.meta.layers}, config thinker.layers {list(th.layers)}")
+    if problems:
+        raise StaleInputError("the caches do not match the config (" + "; ".join(problems) + "); rerun encode/"
+                              "extract into these paths, or point the config at the caches it describes")
+
+
+def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: CacheReader | None = None) -> None:
+    """Refuse entries whose fingerprint is not what encoding / extracting them now would give
+    (other settings, another prompt, or an episode edited since): training would learn from
+    stale latents or guidance."""
+    from thinkjepa.data.content import episode_or_placeholder, for_workdir
+    from thinkjepa.train.encode import entry_fingerprint
+
+    content = for_workdir(cfg.workdir)
+    want = {ref.key: entry_fingerprint(cfg.encoder, ref.window,
+                                       episode_or_placeholder(content, ref.video_path, ref.annotation_path))
+            for ref in refs}
+    content.save()
+    _refuse_stale(jepa, want, "JEPA", "encoded", "tj encode")
+    if vlm is not None:
+        from thinkjepa.extract.runner import fingerprint_of, plan_clips
+
+        used = set(want)
+        _refuse_stale(vlm, {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items
+                            if it.key in used}, "VLM", "extracted", "tj-extract run")
+
+
+def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: str, redo: str) -> None:
+    recs = {rec["key"]: rec["fingerprint"] for rec in reader.records()}
+    stale = sorted(k for k, fp in want.items() if k in recs and recs[k] != fp)
+    if stale:
+        raise StaleInputError(f"{len(stale)} of {len(want)} windows in the {name} cache {reader.url} are stale "
+                              f"({verb} with other settings or from an episode edited since; first: "
+                              f"{', '.join(stale[:3])}); rerun `{redo}` to redo exactly them")
+
+
+def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], jepa_url: str, vlm_url: str | None,
+               episodes: dict[str, tuple[str, str]] | None = None) -> dict:
+    """Manifest digest, store ids, per-window entry identity (fingerprint + generation) in each
+    cache, the windows of each split, and the content fingerprint of every episode used
+    (``episodes``: clip id -> (video, annotation); the targets come from the HDF5)."""
+    from thinkjepa.data.content import episode_or_placeholder, for_workdir
+    from thinkjepa.data.manifest import read_manifest
+
+    manifest = cfg.path(cfg.data.manifest)
+    readers = {"jepa": CacheReader(jepa_url)}
+    if vlm_url is not None:
+        readers["vlm"] = CacheReader(vlm_url)
+    used = sorted({k for ids in window_ids.values() for k in ids})
+    entries: dict[str, dict[str, str]] = {}
+    for name, r in readers.items():
+        recs = {rec["key"]: rec for rec in r.records()}
+        entries[name] = {k: f"{recs[k]['fingerprint']}@{recs[k]['path'].rsplit('.', 1)[-1]}"
+                         for k in used if k in recs}
+    content = for_workdir(cfg.workdir)
+    eps = {c: episode_or_placeholder(content, v, a) for c, (v, a) in sorted((episodes or {}).items())}
+    content.save()
+    table = read_manifest(manifest)
+    rows = table.to_pylist() if hasattr(table, "to_pylist") else table.to_dict("records")
+    return {
+        "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()[:16],
+        "manifest_rows": {str(r["clip_id"]): _sha({k: str(v) for k, v in sorted(r.items())}) for r in rows},
+        "stores": {name: store_id(r) for name, r in readers.items()},
+        "entries": entries,
+        "windows": {s: list(ids) for s, ids in window_ids.items()},
+        "episodes": eps,
+    }
+
+
+def digest(inputs: dict) -> dict[str, str]:
+    """Small form for checkpoints: one hash per component."""
+    return {
+        "manifest": inputs["manifest"],
+        "stores": _sha(inputs["stores"]),
+        "entries": _sha(inputs["entries"]),
+        "windows": _sha(inputs["windows"]),
+        "episodes": _sha(inputs["episodes"]),
+    }
+
+
+def save_inputs(run_dir: Path, inputs: dict) -> None:
+    from thinkjepa.fsio import atomic_write_json
+
+    atomic_write_json(Path(run_dir) / INPUTS_FILE, inputs, indent=None)
+
+
+def load_inputs(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / INPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _keys_diff(what: str, old: dict[str, str], new: dict[str, str]) -> list[str]:
+    out = []
+    changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+    added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    for label, keys in (("rewritten", changed), ("added", added), ("gone", removed)):
+        if keys:
+            out.append(f"{what}: {len(keys)} {label} (first: {', '.join(keys[:3])})")
+    return out
+
+
+def describe_changes(old_digest: dict | None, new_digest: dict, old: dict | None, new: dict) -> list[str]:
+    """Human-readable list of what differs; empty when nothing does."""
+    if old_digest == new_digest:
+        return []
+    if old_digest is None:
+        return ["the checkpoint records no inputs (made by an older version)"]
+    if old is None or digest(old) != old_digest:  # no matching inputs.json: only components can be named
+        return [f"{k} changed" for k in new_digest if old_digest.get(k) != new_digest[k]]
+    out = []
+    if old["manifest"] != new["manifest"]:
+        rows = _keys_diff("manifest clips", old.get("manifest_rows", {}), new.get("manifest_rows", {}))
+        out += rows or [f"manifest {old['manifest']} -> {new['manifest']}"]
+    for name in sorted(set(old["stores"]) | set(new["stores"])):
+        if old["stores"].get(name) != new["stores"].get(name):
+            out.append(f"{name.upper()} cache replaced: {old['stores'].get(name)} -> {new['stores'].get(name)}")
+    for name in sorted(set(old["entries"]) | set(new["entries"])):
+        out += _keys_diff(f"{name.upper()} cache entries", old["entries"].get(name, {}), new["entries"].get(name, {}))
+    out += _keys_diff("episodes (content)", old.get("episodes", {}), new.get("episodes", {}))
+    for split in sorted(set(old["windows"]) | set(new["windows"])):
+        a, b = old["windows"].get(split, []), new["windows"].get(split, [])
+        if a != b:
+            out += _keys_diff(f"{split} windows", dict.fromkeys(a, ""), dict.fromkeys(b, "")) or [
+                f"{split} windows reordered"]
+    return out or [f"{k} changed" for k in new_digest if old_digest.get(k) != new_digest[k]]
