@@ -262,6 +262,10 @@ def damage(url: str, rng: random.Random) -> str:
     return rec["key"]
 
 
+# the caches a trial of each stage starts with (what the stages before it in `tj run` wrote)
+KEEP = {"extract": (), "encode": ("vlm",), "train": ("vlm", "jepa"), "run": ()}
+
+
 # -- the soak -------------------------------------------------------------------------------
 
 
@@ -291,7 +295,9 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
     shutil.copytree(base, ref)
     seconds = {}
     used = set(kill_stages[:kills]) | (set(cut_stages) if power_cuts or damages else set())
-    needed = [s for s in ("extract", "encode", "train") if s in used or ({"train", "run"} & used)]
+    # a trial starts from the caches of the stages before it (KEEP), so those are needed too
+    kept = {st for u in used for c in KEEP[u] for st, cache in CACHE_OF.items() if cache == c}
+    needed = [s for s in ("extract", "encode", "train") if s in used | kept or ({"train", "run"} & used)]
     for stage in needed:
         rc, seconds[stage] = run_stage(cfg_file, stage, ref)
         if rc != 0:
@@ -304,8 +310,7 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
     def state_before(stage: str, name: str) -> Path:
         w = root / "trials" / name
         shutil.copytree(base, w)
-        keep = {"extract": (), "encode": ("vlm",), "train": ("vlm", "jepa"), "run": ()}[stage]
-        for c in keep:
+        for c in KEEP[stage]:
             shutil.copytree(ref / "cache" / f"{c}.zarr", w / "cache" / f"{c}.zarr")
         return w
 

@@ -136,5 +136,13 @@ def test_two_shards_then_train_eval_and_a_thinker_change_redoes_one_shard(projec
     tj("run", "train", "--config", config, "--set", changed, "--allow-partial")
     state = json.loads((cfg.path("{workdir}/state") / "train.json").read_text())
     assert "extract" in state["partial"] and "0/2" in state["partial"]["extract"]
+    # what it trained on: the fresh windows of shard 1 only; shard 0's stale guidance is left out
+    from thinkjepa.train.checkpoint import seed_run_dir
+    from thinkjepa.train.run_inputs import INPUTS_FILE
+
+    run = seed_run_dir(cfg.path(cfg.train.out), cfg.eval.variants[0], cfg.train.seeds[0])
+    used = json.loads((run / INPUTS_FILE).read_text())["windows"]
+    keys = [k for ids in used.values() for k in ids]
+    assert keys and {shard_of(k.rpartition("@")[0], 2) for k in keys} == {1}, used
     rows = status_rows(config, changed)
     assert rows["train"]["stale"] and any("--allow-partial" in r for r in rows["train"]["reasons"])

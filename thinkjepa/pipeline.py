@@ -89,12 +89,13 @@ def _raise_on_failures(stage: str, failed: dict[str, str], where: str) -> None:
         )
 
 
-def _run_train(cfg: PipelineConfig) -> dict[str, Any]:
+def _run_train(cfg: PipelineConfig, partial: bool = False) -> dict[str, Any]:
     from thinkjepa.train.loop import train_seeds
 
     results = {}
     for variant in cfg.eval.variants:
-        for seed, (_, ran) in train_seeds(cfg, variant, skip_finished=True).items():
+        # partial: the pending shards' entries are stale, and are left out rather than refused
+        for seed, (_, ran) in train_seeds(cfg, variant, skip_finished=True, allow_stale=partial).items():
             results[f"{variant}/seed-{seed}"] = "trained" if ran else "unchanged, kept"
     return results
 
@@ -558,6 +559,8 @@ def run(
         event(stage.name, "start", {"reasons": row["reasons"], "shard": part, "partial": partial or None})
         if stage.name in SHARDABLE:
             result = stage.run(cfg, shard=shard or (0, 1))  # type: ignore[call-arg]
+        elif stage.name == "train":
+            result = stage.run(cfg, partial=bool(partial))  # type: ignore[call-arg]
         else:
             result = stage.run(cfg)
         if partial:

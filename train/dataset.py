@@ -78,9 +78,12 @@ def split_windows(cfg: PipelineConfig, split: str) -> list[WindowRef]:
 
 def _check_model(reader: CacheReader, want: str, url: str, what: str, section: str, stage: str) -> None:
     if reader.meta.model != want:
-        raise ValueError(
-            f"the {what} cache at {url} holds states of model {reader.meta.model!r}, but {section}.model is "
-            f"{want!r}: set {section}.model back, or point {section}.cache at a new path and run `{stage}`"
+        from thinkjepa.train.run_inputs import StaleInputError
+
+        raise StaleInputError(
+            f"the {what} cache {url}: model is {reader.meta.model!r}, config {section}.model is {want!r} "
+            f"(the cache holds states of another model): set {section}.model back, or point {section}.cache "
+            f"at a new path and run `{stage}`"
         )
 
 

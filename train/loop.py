@@ -266,8 +266,12 @@ def run_training(
     progress: bool = True,
     seed: int | None = None,
     resume: str = "auto",
+    allow_stale: bool = False,
 ) -> Path:
     """Train ``variant`` (a built-in name or a key of ``cfg.variants``); returns the run folder.
+
+    ``allow_stale``: leave out windows whose cache entries are stale instead of refusing
+    (``tj run --allow-partial`` while shards of a changed upstream stage are pending).
 
     ``guidance`` overrides how guidance is read from the VLM cache (default: what the model
     needs, see ``guidance_mode_for``). ``on_step(step)`` is called after every optimizer step
@@ -306,7 +310,7 @@ def run_training(
         val_ds = None
     if val_ds is not None and val_ds.dims != train_ds.dims:
         raise ValueError(f"val windows have shapes {val_ds.dims}, train windows {train_ds.dims}")
-    inputs = _inputs_of(vcfg, train_ds, val_ds)
+    train_ds, val_ds, inputs = _inputs_of(vcfg, train_ds, val_ds, allow_stale)
 
     sampler = EpochBatchSampler(len(train_ds), tc.batch_size, tc.seed, shuffle=True, rank=rank, world=world)
     steps_per_epoch = sampler.batches_per_epoch()
@@ -522,6 +526,7 @@ def train_seeds(
     skip_finished: bool = False,
     progress: bool = True,
     resume: str = "auto",
+    allow_stale: bool = False,
 ) -> dict[int, tuple[Path, bool]]:
     """Train ``variant`` once per seed (default ``train.seeds``): ``{seed: (run_dir, ran)}``.
 
@@ -536,7 +541,8 @@ def train_seeds(
         if skip_finished and resume != "restart" and _finished(run_dir, run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))):
             out[seed] = (run_dir, False)
             continue
-        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=resume), True)
+        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=resume,
+                                  allow_stale=allow_stale), True)
     return out
 
 
@@ -552,18 +558,37 @@ def _gates_tanh(model: torch.nn.Module) -> list[float] | None:
     return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]
 
 
-def _inputs_of(cfg: PipelineConfig, train_ds: WindowDataset, val_ds: WindowDataset | None) -> dict:
-    """Check the caches against the config, then describe the data this run reads."""
+def _inputs_of(
+    cfg: PipelineConfig, train_ds: WindowDataset, val_ds: WindowDataset | None, allow_stale: bool = False
+) -> tuple[WindowDataset, WindowDataset | None, dict]:
+    """Check the caches against the config, then describe the data this run reads. With
+    ``allow_stale`` stale windows are left out (with a warning) instead of refused: the
+    datasets returned are the ones to train on."""
     from thinkjepa.cache_schema import CacheReader
 
     jepa = CacheReader(train_ds.jepa_url)
     vlm = CacheReader(train_ds.vlm_url) if train_ds.vlm_url else None
     check_caches(cfg, jepa, vlm)
     refs = [*train_ds.refs, *(val_ds.refs if val_ds else [])]
-    check_entries(cfg, refs, jepa, vlm)
+    stale = check_entries(cfg, refs, jepa, vlm, allow_stale=allow_stale)
+    if stale:
+        warnings.warn(f"--allow-partial: {len(stale)} of {len(refs)} windows are stale in the caches (their shards "
+                      f"are pending) and are left out (first: {sorted(stale)[:3]})", stacklevel=2)
+
+        def fresh(ds: WindowDataset, split: str) -> WindowDataset | None:
+            keep = [r for r in ds.refs if r.key not in stale]
+            if not keep:
+                return None
+            return WindowDataset(cfg, split, guidance=ds.guidance, memoize=cfg.train.cache_samples, windows=keep)
+
+        train_ds = fresh(train_ds, "train")
+        if train_ds is None:
+            raise StaleInputError("--allow-partial: every train window is stale; run the pending shards first")
+        val_ds = fresh(val_ds, "val") if val_ds is not None else None
+        refs = [*train_ds.refs, *(val_ds.refs if val_ds else [])]
     ids = {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else []}
     episodes = {r.window.clip_id: (r.video_path, r.annotation_path) for r in refs}
-    return run_inputs(cfg, ids, train_ds.jepa_url, train_ds.vlm_url, episodes)
+    return train_ds, val_ds, run_inputs(cfg, ids, train_ds.jepa_url, train_ds.vlm_url, episodes)
 
 
 def _resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str) -> list[Path]:

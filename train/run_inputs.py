@@ -52,10 +52,12 @@ def check_caches(cfg: PipelineConfig, jepa: CacheReader, vlm: CacheReader | None
                               "extract into these paths, or point the config at the caches it describes")
 
 
-def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: CacheReader | None = None) -> None:
+def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: CacheReader | None = None,
+                  *, allow_stale: bool = False) -> set[str]:
     """Refuse entries whose fingerprint is not what encoding / extracting them now would give
     (other settings, another prompt, or an episode edited since): training would learn from
-    stale latents or guidance."""
+    stale latents or guidance. ``allow_stale`` (``tj run --allow-partial``, while shards of a
+    changed stage are pending): return the stale keys instead, for the caller to leave out."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
     from thinkjepa.train.encode import entry_fingerprint
 
@@ -64,22 +66,25 @@ def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: Cache
                                        episode_or_placeholder(content, ref.video_path, ref.annotation_path))
             for ref in refs}
     content.save()
-    _refuse_stale(jepa, want, "JEPA", "encoded", "tj encode")
+    stale = _refuse_stale(jepa, want, "JEPA", "encoded", "tj encode", allow_stale)
     if vlm is not None:
         from thinkjepa.extract.runner import fingerprint_of, plan_clips
 
         used = set(want)
-        _refuse_stale(vlm, {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items
-                            if it.key in used}, "VLM", "extracted", "tj-extract run")
+        stale |= _refuse_stale(vlm, {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items
+                                     if it.key in used}, "VLM", "extracted", "tj-extract run", allow_stale)
+    return stale
 
 
-def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: str, redo: str) -> None:
+def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: str, redo: str,
+                  allow_stale: bool) -> set[str]:
     recs = {rec["key"]: rec["fingerprint"] for rec in reader.records()}
     stale = sorted(k for k, fp in want.items() if k in recs and recs[k] != fp)
-    if stale:
+    if stale and not allow_stale:
         raise StaleInputError(f"{len(stale)} of {len(want)} windows in the {name} cache {reader.url} are stale "
                               f"({verb} with other settings or from an episode edited since; first: "
                               f"{', '.join(stale[:3])}); rerun `{redo}` to redo exactly them")
+    return set(stale)
 
 
 def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], jepa_url: str, vlm_url: str | None,

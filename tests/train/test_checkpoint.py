@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from thinkjepa.train.checkpoint import build_payload, capture_rng, load_checkpoint, restore_rng, save_atomic
+from thinkjepa.train.checkpoint import build_payload, capture_rng, load_checkpoint, rank_states, restore_rng, save_atomic
 
 
 def _payload() -> dict:
@@ -21,7 +21,8 @@ def _payload() -> dict:
     sched.step()
     return build_payload(model_state=model.state_dict(), optimizer_state=opt.state_dict(),
                          scheduler_state=sched.state_dict(),
-                         train_state={"step": 1, "val": {"ADE": 0.1}, "val_history": [], "best_val_ade": None},
+                         train_state={"step": 1, "epoch": 0, "batch_in_epoch": 1, "val": {"ADE": 0.1}, "val_history": [],
+                                      "best_val_ade": None},
                          model_args={"latent_dim": 4}, model_cfg={"variant": "thinkjepa"}, variant="thinkjepa",
                          fingerprint="abc")
 
@@ -33,7 +34,9 @@ def test_roundtrip_with_weights_only_restores_every_rng(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp left behind
     want = (random.random(), np.random.rand(), torch.rand(1).item())
     loaded = load_checkpoint(path)
-    restore_rng(loaded["rng"])
+    (record,) = rank_states(loaded)
+    assert (record["rank"], record["epoch"], record["batch_in_epoch"]) == (0, 0, 1)
+    restore_rng(record["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
     assert torch.equal(loaded["model"]["weight"], payload["model"]["weight"])
     assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.95)
@@ -58,4 +61,4 @@ def test_a_payload_that_would_run_code_is_refused(tmp_path):
 
 def test_capture_rng_is_plain():
     state = capture_rng()
-    assert isinstance(state["numpy"][1], torch.Tensor) and state["numpy"][0] == "MT19937"
+    assert isinstance(state["numpy"]["key"], torch.Tensor) and state["numpy"]["name"] == "MT19937"

@@ -146,7 +146,7 @@ def test_nothing_to_serve_names_the_cause_and_the_next_command(tiny_pipeline, tm
 
     cfg = tiny_pipeline
     other = cfg.model_copy(update={"thinker": cfg.thinker.model_copy(update={"model": "someone/else"})})
-    with pytest.raises(ValueError, match=r"holds states of model .*thinker\.model is 'someone/else'.*tj-extract run"):
+    with pytest.raises(ValueError, match=r"config thinker\.model is 'someone/else' .*another model.*tj-extract run"):
         WindowDataset(other, "train", guidance="means")
     # a manifest whose test split is empty: the message says so (not "run extract first")
     m = tmp_path / "m.parquet"
