@@ -250,15 +250,18 @@ def _touch_one_percent(cfg, n: int) -> None:
 
 
 def measure(cfg, base: Path, n: int, with_index: bool) -> dict[str, float]:
+    # imported before the clock starts: imports are not what is measured
+    import h5py  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import zarr  # noqa: F401
     from typer.testing import CliRunner
 
+    import thinkjepa.extract.status  # noqa: F401
+    import thinkjepa.train.encode  # noqa: F401
     from thinkjepa.cache_schema import CacheReader
     from thinkjepa.cli.main import app
     from thinkjepa.extract.runner import plan_shard
     from thinkjepa.stage_run import listing_cache_dir
-
-    import h5py, pyarrow.parquet, zarr  # noqa: E401, F401 - imports are not what is measured
-    import thinkjepa.extract.status, thinkjepa.train.encode  # noqa: E401, F401
 
     runner = CliRunner()
     sets = ["--config", str(_config_file(base))] + [a for o in _overrides(base, n) for a in ("--set", o)]

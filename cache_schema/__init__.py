@@ -4,6 +4,7 @@ Nothing outside this package touches cache paths or Zarr internals.
 """
 
 from thinkjepa.cache_schema.reader import CacheReader
+from thinkjepa.cache_schema.repair import RepairReport, repair
 from thinkjepa.cache_schema.schema import (
     SCHEMA_VERSION,
     TOKEN_GENERATED,
@@ -19,7 +20,6 @@ from thinkjepa.cache_schema.schema import (
     unescape_key,
 )
 from thinkjepa.cache_schema.stats import cache_stats
-from thinkjepa.cache_schema.repair import RepairReport, repair
 from thinkjepa.cache_schema.store import PartLock, lock_part, store_exists
 from thinkjepa.cache_schema.verify import Problem, verify
 from thinkjepa.cache_schema.writer import CacheWriter

@@ -247,10 +247,10 @@ class CacheReader:
     def _positions(self, key: str, layers: Sequence[int] | None) -> list[int] | None:
         if layers is None:
             return None
-        missing = [l for l in layers if l not in self._layer_pos]
+        missing = [layer for layer in layers if layer not in self._layer_pos]
         if missing:
             raise CacheError(f"{key}: layers {missing} are not stored in {self.url} (it holds {self.meta.layers})")
-        return [self._layer_pos[l] for l in layers]
+        return [self._layer_pos[layer] for layer in layers]
 
     def _need(self, kind: str) -> None:
         if self.meta.kind != kind:

@@ -10,7 +10,6 @@ paired bootstrap over windows (per-window values averaged over seeds) against ``
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ import numpy as np
 from thinkjepa.config import PipelineConfig
 from thinkjepa.evaluate.ablations import GuidanceSwap, same_clip_sources, shuffled_sources
 from thinkjepa.evaluate.errors import by_frame, by_group, by_step, by_task, per_window, scores
-from thinkjepa.evaluate.latent import LatentStep
 from thinkjepa.evaluate.predict import ModelRun, Rollout, find_runs, gates_of, load_run, run_model, variant_dataset
 from thinkjepa.evaluate.stats import comparison, mean_std, window_digest
 from thinkjepa.evaluate.windows import (

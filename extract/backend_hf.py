@@ -21,8 +21,8 @@ from thinkjepa.extract.thinker_io import (
     check_request,
     finalize_output,
     hf_video_metadata,
-    open_thinker,
     name_error,
+    open_thinker,
 )
 
 

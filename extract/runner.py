@@ -34,7 +34,7 @@ from thinkjepa.cache_schema import (
 from thinkjepa.config import PipelineConfig
 from thinkjepa.data.egodex import decode_frames
 from thinkjepa.data.video import VideoError
-from thinkjepa.extract.fingerprint import Fingerprinter, entry_fingerprint, fingerprint_payload
+from thinkjepa.extract.fingerprint import Fingerprinter, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
 from thinkjepa.extract.shards import part_name, shard_of, validate_shard

@@ -17,7 +17,12 @@ from thinkjepa.config import PipelineConfig
 from thinkjepa.extract.fingerprint import FINGERPRINT_VERSION
 from thinkjepa.extract.runner import episode_files_digest, fingerprints_of, open_reader, plan_clips
 from thinkjepa.stage_run import (
-    PlannedClip, cached_status, file_identity, infer_shard_count, listing_cache_dir, tally_windows,
+    PlannedClip,
+    cached_status,
+    file_identity,
+    infer_shard_count,
+    listing_cache_dir,
+    tally_windows,
 )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from thinkjepa.config import REFERENCE_LAYERS, load_config, save_config
-from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -139,7 +139,7 @@ def plan_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> tuple[l
     i, n = validate_shard(*shard)
     items: list[EncodeItem] = []
     problems: dict[str, str] = {}
-    for clip_id, s, clip_items, problem in _plan_clips(cfg, n, only_shard=i):
+    for clip_id, _s, clip_items, problem in _plan_clips(cfg, n, only_shard=i):
         if problem is not None:
             problems[clip_id] = problem
         items += clip_items

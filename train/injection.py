@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 from .predictor import LN_EPS, Inject, init_weights
 
-
 InjectionInit = Literal["zero_out", "zero_gate"]
 
 

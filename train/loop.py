@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
-from thinkjepa.stage_run import progress_bar
 from thinkjepa.config import PipelineConfig, TrainConfig, save_config
+from thinkjepa.stage_run import progress_bar
 from thinkjepa.train.checkpoint import (
     build_payload,
     checkpoint_path,
@@ -57,6 +57,15 @@ from thinkjepa.train.checkpoint import (
     save_atomic,
     seed_run_dir,
 )
+from thinkjepa.train.dataset import (
+    EpochBatchSampler,
+    GuidanceMode,
+    Prefetcher,
+    WindowDataset,
+    guidance_mode_for,
+    make_loader,
+    train_statistics,
+)
 from thinkjepa.train.run_inputs import (
     StaleInputError,
     check_caches,
@@ -66,15 +75,6 @@ from thinkjepa.train.run_inputs import (
     load_inputs,
     run_inputs,
     save_inputs,
-)
-from thinkjepa.train.dataset import (
-    EpochBatchSampler,
-    GuidanceMode,
-    Prefetcher,
-    WindowDataset,
-    guidance_mode_for,
-    make_loader,
-    train_statistics,
 )
 
 LOG_EVERY = 10

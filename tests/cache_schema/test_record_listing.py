@@ -6,8 +6,7 @@ import os
 
 from cache_testdata import vlm_entry, vlm_meta
 
-from thinkjepa.cache_schema import CacheReader, CacheWriter
-from thinkjepa.cache_schema import record_listing
+from thinkjepa.cache_schema import CacheReader, CacheWriter, record_listing
 
 
 def _commit(url: str, part: str, keys: list[str], fingerprint: str, seed: int = 0) -> None:

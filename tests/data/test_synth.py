@@ -115,7 +115,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     for rel in files:
         with h5py.File(a / rel) as fa, h5py.File(b / rel) as fb, h5py.File(c / rel) as fc:
             names: list[str] = []
-            fa.visit(lambda n: names.append(n) if isinstance(fa[n], h5py.Dataset) else None)
+            fa.visit(lambda n, names=names: names.append(n) if isinstance(fa[n], h5py.Dataset) else None)
             for n in names:
                 assert fa[n][()].tobytes() == fb[n][()].tobytes(), n
                 differs |= fa[n][()].tobytes() != fc[n][()].tobytes()

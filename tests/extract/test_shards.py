@@ -16,8 +16,8 @@ from thinkjepa.extract.shards import (
     part_name,
     plan_shards,
     select_shard,
-    validate_shard,
     shard_of,
+    validate_shard,
 )
 
 

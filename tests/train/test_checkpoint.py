@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from thinkjepa.train.checkpoint import build_payload, capture_rng, load_checkpoint, rank_states, restore_rng, save_atomic
+from thinkjepa.train.checkpoint import (
+    build_payload,
+    capture_rng,
+    load_checkpoint,
+    rank_states,
+    restore_rng,
+    save_atomic,
+)
 
 
 def _payload() -> dict:

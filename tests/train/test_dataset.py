@@ -8,11 +8,9 @@ import torch
 
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.data.egodex import read_episode
-from thinkjepa.train.dataset import EpochBatchSampler, WindowDataset, make_loader, split_windows
-from thinkjepa.train.targets import window_targets
-
 from thinkjepa.sampling import Window
-from thinkjepa.train.dataset import WindowRef
+from thinkjepa.train.dataset import EpochBatchSampler, WindowDataset, WindowRef, make_loader, split_windows
+from thinkjepa.train.targets import window_targets
 
 
 def _shapes(cfg, B: int, L: int, H: int) -> dict[str, tuple[int, ...]]:

@@ -3,8 +3,6 @@ entries, over exactly the keys asked for."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 

@@ -8,7 +8,6 @@ whole file runs in seconds on CPU.
 from __future__ import annotations
 
 import copy
-
 import itertools
 import math
 

@@ -6,13 +6,22 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from thinkjepa.cli.common import (
-    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, WorkFailed, cli_command, console, load,
+    ConfigOpt,
+    JsonOpt,
+    ProgressOpt,
+    SetOpt,
+    UsageError,
+    VerboseOpt,
+    WorkFailed,
+    cli_command,
+    console,
+    load,
 )
 
 app = typer.Typer(
@@ -30,7 +39,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same arrays).")] = 0,
     frames: Annotated[int, typer.Option("--frames", min=8, help="Frames per episode.")] = 64,
     size: Annotated[int, typer.Option(help="Square frame size in pixels (even).")] = 128,
-    tasks: Annotated[Optional[int], typer.Option(help="Task folders, 1-4 (default: one per 4 episodes).")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Task folders, 1-4 (default: one per 4 episodes).")] = None,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -65,8 +74,8 @@ def synth(
 @app.command()
 @cli_command("tj data index")
 def index(
-    root: Annotated[Optional[Path], typer.Argument(help="EgoDex-layout root (default: data.root of the config).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Manifest file (default: data.manifest).")] = None,
+    root: Annotated[Path | None, typer.Argument(help="EgoDex-layout root (default: data.root of the config).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Manifest file (default: data.manifest).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel workers (threads or processes) on this machine.")] = 1,
     scheduler: Annotated[
         str,

@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from thinkjepa.cli.common import (
-    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, WorkFailed, cli_command, console, load, parse_shard,
+    ConfigOpt,
+    JsonOpt,
+    ProgressOpt,
+    SetOpt,
+    UsageError,
+    VerboseOpt,
+    WorkFailed,
+    cli_command,
+    console,
+    load,
+    parse_shard,
 )
 
 app = typer.Typer(
@@ -36,9 +46,8 @@ def run(
 
     Windows already committed with the same extraction fingerprint are skipped; failed, stale and pending ones are (re)done. Exits 1 if any window failed (reasons in `tj-extract status`).
     """
-    from thinkjepa.extract.runner import run_shard
-
     from thinkjepa.extract.prompt import validate_template
+    from thinkjepa.extract.runner import run_shard
 
     i, n = parse_shard(shard)
     cfg = load(config, set_, verbose)
@@ -79,7 +88,7 @@ def status(
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     shards: Annotated[
-        Optional[int], typer.Option(help="Group by this shard count (default: the count the store was written with).")
+        int | None, typer.Option(help="Group by this shard count (default: the count the store was written with).")
     ] = None,
 ) -> None:
     """Per shard: done / stale / failed / pending windows, failure reasons, stale entries.

@@ -6,14 +6,23 @@ import enum
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from thinkjepa.cli import cache_cmd, data_cmd, eval_cmd, extract_cmd, train_cmd
 from thinkjepa.cli.common import (
-    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, VerboseOpt, cli_command, console, load, parse_shard, start_logging,
+    ConfigOpt,
+    JsonOpt,
+    ProgressOpt,
+    SetOpt,
+    VerboseOpt,
+    cli_command,
+    console,
+    load,
+    parse_shard,
+    start_logging,
 )
 from thinkjepa.pipeline import STAGE_NAMES
 
@@ -31,7 +40,7 @@ app.command("encode", help="Encode past/future windows with frozen V-JEPA2 into 
 
 StageName = enum.Enum("StageName", {n: n for n in STAGE_NAMES}, type=str)
 StagesArg = Annotated[
-    Optional[list[StageName]],
+    list[StageName] | None,
     typer.Argument(help="Stages to consider (default: all, in order).", show_default=False),
 ]
 
@@ -72,7 +81,7 @@ def run(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Run the named stages even if fresh (their stamps are replaced).")] = False,
-    shard: Annotated[Optional[str], typer.Option(
+    shard: Annotated[str | None, typer.Option(
         "--shard", help="Run only shard I/N (zero-based) of extract and encode; train and eval wait for every shard.",
     )] = None,
     allow_partial: Annotated[bool, typer.Option(
@@ -113,7 +122,7 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
 @app.command()
 @cli_command("tj demo")
 def demo(
-    data_root: Annotated[Optional[Path], typer.Option(help="EgoDex-layout folder; default: synthesise one.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="EgoDex-layout folder; default: synthesise one.")] = None,
     workdir: Annotated[Path, typer.Option(help="Folder for every output of the demo.")] = Path("runs/demo"),
     set_: SetOpt = None,
     progress: ProgressOpt = True,

@@ -11,12 +11,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from thinkjepa.cli.common import (
-    ConfigOpt, JsonOpt, ProgressOpt, SetOpt, UsageError, VerboseOpt, cli_command, console, load, parse_shard,
+    ConfigOpt,
+    JsonOpt,
+    ProgressOpt,
+    SetOpt,
+    UsageError,
+    VerboseOpt,
+    cli_command,
+    console,
+    load,
+    parse_shard,
 )
 
 BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
@@ -57,9 +66,9 @@ app = typer.Typer(
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    variant: Annotated[Optional[str], typer.Option("--variant", "-v", help=variant_help())] = None,
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help=variant_help())] = None,
     seed: Annotated[
-        Optional[int], typer.Option("--seed", help="Train this seed only (default: every seed in train.seeds).")
+        int | None, typer.Option("--seed", help="Train this seed only (default: every seed in train.seeds).")
     ] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Only continue last.pt: refuse if settings or data changed, or there is none.")] = False,

@@ -49,7 +49,10 @@ def project_points(
     return np.stack([u, v], axis=-1), z
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
+_WORLD_UP = np.array([0.0, 1.0, 0.0])
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = _WORLD_UP) -> np.ndarray:
     """Camera-to-world pose of a camera at ``eye`` looking at ``target`` (world ``up`` is +y, as in EgoDex)."""
     eye = np.asarray(eye, dtype=np.float64)
     forward = np.asarray(target, dtype=np.float64) - eye

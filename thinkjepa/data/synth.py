@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from thinkjepa.data.camera import look_at, project_points
-from thinkjepa.joints import FINGERS, FINGER_SEGMENTS, HANDS, THUMB
+from thinkjepa.joints import FINGER_SEGMENTS, FINGERS, HANDS, THUMB
 
 N_CUES = 4
 FPS = 30
@@ -144,7 +144,7 @@ def _camera_poses(rng: np.random.Generator, T: int, motion: str, amp: float = 1.
         look[:, 0] += 0.04 * s
     else:
         raise ValueError(f"unknown camera motion {motion!r}")
-    return np.stack([look_at(e, l) for e, l in zip(eye, look)]).astype(np.float32)
+    return np.stack([look_at(e, at) for e, at in zip(eye, look)]).astype(np.float32)
 
 
 def _episode_motion(rng: np.random.Generator, T: int, cue: int, reach_start: int) -> dict[str, np.ndarray]:
