@@ -281,235 +281,311 @@ def run_training(
     starts afresh when the settings changed and refuses when the data changed; ``resume``
     refuses unless it can resume; ``restart`` sets the old checkpoints aside.
     """
-    from accelerate.utils import set_seed
+    trainer = Trainer(cfg, variant, guidance=guidance, seed=seed, allow_stale=allow_stale)
+    trainer.resume(resume)
+    trainer.write_run_files()
+    trainer.prepare()
+    trainer.fit(on_step=on_step, progress=progress)
+    trainer.finish()
+    return trainer.run_dir
 
-    from thinkjepa.train.losses import compute_loss
-    from thinkjepa.train.model import ThinkJEPA
 
-    vcfg = _with_seed(cfg.for_variant(variant), seed)
-    tc = vcfg.train
-    mode = guidance or guidance_mode_for(vcfg)
-    run_dir = seed_run_dir(cfg.path(tc.out), variant, tc.seed)
-    accelerator = make_accelerator(tc.mixed_precision, tc.dist_timeout_s)
-    device = accelerator.device
-    rank, world = accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
-    if not main:
-        warnings.filterwarnings("ignore")  # one copy of every message: rank 0's
-    fingerprint = run_fingerprint(vcfg, variant, mode)
+class Trainer:
+    """One training run, in the parts ``run_training`` calls in this order (torchtitan's
+    trainer has the same shape):
 
-    # Train and val only: the test split is never constructed here.
-    threads_before = torch.get_num_threads()
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    train_ds = WindowDataset(vcfg, "train", guidance=mode, memoize=tc.cache_samples)
-    try:
-        val_ds: WindowDataset | None = WindowDataset(vcfg, "val", guidance=mode, memoize=tc.cache_samples)
-    except ValueError as e:
-        warnings.warn(f"no validation ({e}); best.pt will not be written", stacklevel=2)
-        val_ds = None
-    if val_ds is not None and val_ds.dims != train_ds.dims:
-        raise ValueError(f"val windows have shapes {val_ds.dims}, train windows {train_ds.dims}")
-    train_ds, val_ds, inputs = _inputs_of(vcfg, train_ds, val_ds, allow_stale)
+    - ``__init__`` builds: accelerator, train / val datasets, model with its train-split
+      statistics, optimizer, schedule, the fresh train state;
+    - ``resume`` sets aside what will not be resumed and loads ``last.pt`` if it continues;
+    - ``write_run_files`` (rank 0) writes config, inputs and ``windows.json``;
+    - ``prepare`` wraps model and optimizer, makes the loaders and restores the RNG streams;
+    - ``fit`` runs ``train_step`` per batch, with ``validate`` and ``save`` at their steps;
+    - ``finish`` writes ``summary.json``.
 
-    sampler = EpochBatchSampler(len(train_ds), tc.batch_size, tc.seed, shuffle=True, rank=rank, world=world)
-    steps_per_epoch = sampler.batches_per_epoch()
-    total = tc.max_steps if tc.max_steps is not None else tc.epochs * steps_per_epoch
-    if total < 1:
-        raise ValueError(f"nothing to train: {tc.epochs} epochs x {steps_per_epoch} steps, max_steps={tc.max_steps}")
+    The order is load-bearing: it is the order the RNG streams are drawn from (model init
+    after ``set_seed``, per-rank reseeding after the resume decision, the restored streams
+    last), so a resumed run ends bit for bit where an uninterrupted one does.
+    """
 
-    set_seed(tc.seed)
-    model = ThinkJEPA(vcfg.model, **train_ds.dims)
-    # Train-split statistics become buffers (saved in every checkpoint; a resume loads them back).
-    stats = train_statistics(train_ds)
-    model.set_statistics(stats)
-    optimizer = torch.optim.AdamW(param_groups(model, tc))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(total, tuple(tc.lr_milestones), tc.lr_gamma))
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val_ade": None, "best_step": None,
-                             "last_val_step": None, "val": None, "val_history": []}
-    rng_state = None
-    aside = _resume_decision(run_dir, fingerprint, inputs, resume)  # every rank: a refusal stops all
-    accelerator.wait_for_everyone()
-    if main:
-        _set_aside(run_dir, aside)
-    accelerator.wait_for_everyone()
-    last = checkpoint_path(run_dir, "last")
-    if last.exists():
-        payload = load_checkpoint(last)
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        state.update(payload["train_state"])
-        rng_state = _rank_rng(payload, rank, world, tc.seed)
-    elif world > 1:
-        set_seed(tc.seed + rank)  # per-rank dropout noise; the init above was shared
+    def __init__(self, cfg: PipelineConfig, variant: str, *, guidance: GuidanceMode | None, seed: int | None,
+                 allow_stale: bool) -> None:
+        from accelerate.utils import set_seed
 
-    model_args = dict(train_ds.dims)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(vcfg, run_dir)
-        save_inputs(run_dir, inputs)
-        (run_dir / "windows.json").write_text(json.dumps(
+        from thinkjepa.train.model import ThinkJEPA
+
+        self.variant = variant
+        self.cfg = vcfg = _with_seed(cfg.for_variant(variant), seed)
+        self.tc = tc = vcfg.train
+        self.mode = guidance or guidance_mode_for(vcfg)
+        self.run_dir = seed_run_dir(cfg.path(tc.out), variant, tc.seed)
+        self.accelerator = make_accelerator(tc.mixed_precision, tc.dist_timeout_s)
+        self.device = self.accelerator.device
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process
+        if not self.main:
+            warnings.filterwarnings("ignore")  # one copy of every message: rank 0's
+        self.fingerprint = run_fingerprint(vcfg, variant, self.mode)
+
+        self.threads_before = torch.get_num_threads()
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        self.train_ds, self.val_ds, self.inputs = self._datasets(allow_stale)
+
+        self.sampler = EpochBatchSampler(len(self.train_ds), tc.batch_size, tc.seed, shuffle=True, rank=self.rank,
+                                         world=self.world)
+        steps_per_epoch = self.sampler.batches_per_epoch()
+        self.total = tc.max_steps if tc.max_steps is not None else tc.epochs * steps_per_epoch
+        if self.total < 1:
+            raise ValueError(f"nothing to train: {tc.epochs} epochs x {steps_per_epoch} steps, max_steps={tc.max_steps}")
+
+        set_seed(tc.seed)
+        self.model = ThinkJEPA(vcfg.model, **self.train_ds.dims)
+        # Train-split statistics become buffers (saved in every checkpoint; a resume loads them back).
+        self.stats = train_statistics(self.train_ds)
+        self.model.set_statistics(self.stats)
+        self.model_args = dict(self.train_ds.dims)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, tc))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(self.total, tuple(tc.lr_milestones), tc.lr_gamma))
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val_ade": None,
+                                      "best_step": None, "last_val_step": None, "val": None, "val_history": []}
+        self.rng_state: dict[str, Any] | None = None
+        self.tb = None
+        self.timing = {"steps": 0, "wait": 0.0, "total": 0.0}
+
+    def _datasets(self, allow_stale: bool) -> tuple[WindowDataset, WindowDataset | None, dict]:
+        """Train and val only: the test split is never constructed here."""
+        vcfg, tc, mode = self.cfg, self.tc, self.mode
+        train_ds = WindowDataset(vcfg, "train", guidance=mode, memoize=tc.cache_samples)
+        try:
+            val_ds: WindowDataset | None = WindowDataset(vcfg, "val", guidance=mode, memoize=tc.cache_samples)
+        except ValueError as e:
+            warnings.warn(f"no validation ({e}); best.pt will not be written", stacklevel=4)
+            val_ds = None
+        if val_ds is not None and val_ds.dims != train_ds.dims:
+            raise ValueError(f"val windows have shapes {val_ds.dims}, train windows {train_ds.dims}")
+        return _inputs_of(vcfg, train_ds, val_ds, allow_stale)
+
+    def resume(self, resume: str) -> None:
+        """Set aside the checkpoints ``resume`` does not continue, then load ``last.pt`` if one is
+        left (its RNG streams are restored in ``prepare``, after everything else drew)."""
+        from accelerate.utils import set_seed
+
+        accelerator = self.accelerator
+        aside = _resume_decision(self.run_dir, self.fingerprint, self.inputs, resume)  # every rank: a refusal stops all
+        accelerator.wait_for_everyone()
+        if self.main:
+            _set_aside(self.run_dir, aside)
+        accelerator.wait_for_everyone()
+        last = checkpoint_path(self.run_dir, "last")
+        if last.exists():
+            payload = load_checkpoint(last)
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.state.update(payload["train_state"])
+            self.rng_state = _rank_rng(payload, self.rank, self.world, self.tc.seed)
+        elif self.world > 1:
+            set_seed(self.tc.seed + self.rank)  # per-rank dropout noise; the init above was shared
+
+    def write_run_files(self) -> None:
+        """Rank 0: the resolved config, the inputs record and which windows train and validate."""
+        if not self.main:
+            return
+        train_ds, val_ds = self.train_ds, self.val_ds
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir)
+        save_inputs(self.run_dir, self.inputs)
+        (self.run_dir / "windows.json").write_text(json.dumps(
             {"train": train_ds.window_ids, "val": val_ds.window_ids if val_ds else [],
              "missing": {"train": train_ds.missing, "val": val_ds.missing if val_ds else []}}, indent=1))
 
-    model, optimizer = accelerator.prepare(model, optimizer)
-    loader = make_loader(train_ds, sampler, tc.num_workers)
-    val_loader = None
-    if val_ds is not None:
-        val_sampler = EpochBatchSampler(len(val_ds), tc.batch_size, tc.seed, shuffle=False, rank=rank, world=world,
-                                        pad=False)
-        val_loader = make_loader(val_ds, val_sampler, min(tc.num_workers, 1))
-    if rng_state is not None:
-        restore_rng(rng_state)  # last: nothing above may draw from the restored streams
-    share_counts = None if world == 1 else (lambda c: accelerator.reduce(c, "mean"))
+    def prepare(self) -> None:
+        """Model and optimizer under accelerate, the loaders, then the restored RNG streams."""
+        accelerator, tc = self.accelerator, self.tc
+        self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
+        self.loader = make_loader(self.train_ds, self.sampler, tc.num_workers)
+        self.val_loader = None
+        if self.val_ds is not None:
+            val_sampler = EpochBatchSampler(len(self.val_ds), tc.batch_size, tc.seed, shuffle=False, rank=self.rank,
+                                            world=self.world, pad=False)
+            self.val_loader = make_loader(self.val_ds, val_sampler, min(tc.num_workers, 1))
+        if self.rng_state is not None:
+            restore_rng(self.rng_state)  # last: nothing above may draw from the restored streams
+        self.share_counts = None if self.world == 1 else (lambda c: accelerator.reduce(c, "mean"))
 
-    def save(which: str) -> None:
+    def save(self, which: str) -> None:
+        """``last.pt`` or ``best.pt``: every rank's record gathered, rank 0 writes atomically."""
+        accelerator = self.accelerator
         accelerator.wait_for_everyone()
-        ranks = _gather_rank_records(rank_record(rank, state), world)
-        if main:
+        ranks = _gather_rank_records(rank_record(self.rank, self.state), self.world)
+        if self.main:
             payload = build_payload(
-                model_state=accelerator.get_state_dict(model),
-                optimizer_state=optimizer.state_dict(),
-                scheduler_state=scheduler.state_dict(),
-                train_state=state,
-                model_args=model_args,
-                model_cfg=vcfg.model.model_dump(mode="json"),
-                variant=variant,
-                fingerprint=fingerprint,
+                model_state=accelerator.get_state_dict(self.model),
+                optimizer_state=self.optimizer.state_dict(),
+                scheduler_state=self.scheduler.state_dict(),
+                train_state=self.state,
+                model_args=self.model_args,
+                model_cfg=self.cfg.model.model_dump(mode="json"),
+                variant=self.variant,
+                fingerprint=self.fingerprint,
                 ranks=ranks,
-                inputs=digest(inputs),
+                inputs=digest(self.inputs),
             )
-            save_atomic(payload, checkpoint_path(run_dir, which))
+            save_atomic(payload, checkpoint_path(self.run_dir, which))
         accelerator.wait_for_everyone()
 
-    def validate() -> None:
-        if val_loader is None:
+    def validate(self) -> None:
+        """Val metrics summed over ranks into the state and TensorBoard; a new best saves ``best.pt``."""
+        if self.val_loader is None:
             return
-        res = evaluate_loader(accelerator.unwrap_model(model), val_loader, device, vcfg.eval.acc_threshold_m)
+        accelerator, state = self.accelerator, self.state
+        res = evaluate_loader(accelerator.unwrap_model(self.model), self.val_loader, self.device,
+                              self.cfg.eval.acc_threshold_m)
         sums, counts = accelerator.reduce(res["sums"], "sum"), accelerator.reduce(res["counts"], "sum")
         m = _metrics(sums, counts)
         state["val"], state["last_val_step"] = m, state["step"]
         state["val_history"] = [*state["val_history"], {"step": state["step"], **m}]
-        if tb is not None:
+        if self.tb is not None:
             for k in ("ADE", "FDE", "Acc"):
-                tb.add_scalar(f"val/{k}", m[k], state["step"])
+                self.tb.add_scalar(f"val/{k}", m[k], state["step"])
         if state["best_val_ade"] is None or m["ADE"] < state["best_val_ade"]:
             state["best_val_ade"], state["best_step"] = m["ADE"], state["step"]
-            save("best")
+            self.save("best")
 
-    tb = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on ``batch`` (on the device); returns this rank's loss logs."""
+        from thinkjepa.train.losses import compute_loss
 
-        tb = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"] or None)
-    timing = {"steps": 0, "wait": 0.0, "total": 0.0}
-    it: Prefetcher | None = None
-    stop = _StopFlag()
-    try:
-        with stop.installed(), progress_bar(progress and main, f"train {variant}") as bar:
-            task = bar.add_task("train", total=total, completed=state["step"], status="")
-            spe = sampler.batches_per_epoch()
-            left_in_epoch = spe - state["batch_in_epoch"]
-            more_epochs = math.ceil(max(0, total - state["step"] - left_in_epoch) / spe)
-            sampler.set_epoch(state["epoch"], state["batch_in_epoch"], n_epochs=1 + more_epochs)
-            # one iterator for the whole run: workers prefetch across epoch boundaries
-            it = Prefetcher(iter(loader)) if state["step"] < total else None
-            joint_scale = accelerator.unwrap_model(model).joint_scale
-            if state["step"] == 0 and state["last_val_step"] is None:
-                validate()  # the untrained model is a candidate too: best.pt never hides that training hurt
-            while state["step"] < total:
-                t0 = time.perf_counter()
-                batch = next(it)
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                t1 = time.perf_counter()
-                weight = _padding_weight(sampler, state["batch_in_epoch"], batch, device)
-                model.train()
-                out = model(batch)
-                loss, logs = compute_loss(out, batch, tc, joint_scale=joint_scale, sample_weight=weight,
-                                          share_counts=share_counts)
-                if not math.isfinite(logs["loss"]):
-                    raise FloatingPointError(f"step {state['step']}: loss is {logs['loss']} ({variant})")
-                accelerator.backward(loss)
-                if tc.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                state["batch_in_epoch"] += 1
-                t2 = time.perf_counter()
-                if state["step"] > WARMUP_STEPS:
-                    timing["steps"] += 1
-                    timing["wait"] += t1 - t0
-                    timing["total"] += t2 - t0
-                step = state["step"]
-                if step % LOG_EVERY == 0 or step == 1:
-                    logs = _mean_over_ranks(logs, accelerator)
-                if tb is not None and (step % LOG_EVERY == 0 or step == 1):
-                    for k, v in logs.items():
-                        tb.add_scalar(f"train/{k}", v, step)
-                    for g in optimizer.param_groups:
-                        tb.add_scalar(f"lr/{g['name']}", g["lr"], step)
-                    if timing["total"]:
-                        tb.add_scalar("perf/data_wait_frac", timing["wait"] / timing["total"], step)
-                bar.update(task, completed=step, status=f"loss {logs['loss']:.4f} ade {logs['ade']:.4f}")
-                if state["batch_in_epoch"] == spe:
-                    state["epoch"] += 1
-                    state["batch_in_epoch"] = 0
-                    if tc.val_every_steps is None and state["epoch"] % max(1, tc.eval_every) == 0:
-                        validate()
-                if tc.val_every_steps is not None and step % tc.val_every_steps == 0:
-                    validate()
-                # No extra save at epoch ends: a resume redoes the steps (and validations)
-                # since the last checkpoint exactly, so only the periodic ones are needed.
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                    save("last")
-                if on_step is not None:
-                    on_step(step)
-                if _stop_requested(stop, accelerator):
-                    save("last")
-                    raise TrainingStopped(
-                        f"{variant}: stopped by {stop.reason or 'a signal'} at step {step}; "
-                        f"checkpoint saved to {checkpoint_path(run_dir, 'last')}, rerun to resume"
-                    )
-            if state["last_val_step"] != state["step"]:
-                validate()
-            save("last")
-    finally:
-        if it is not None:
-            it.close()
-        if tb is not None:
-            tb.close()
+        model, state = self.model, self.state
+        weight = _padding_weight(self.sampler, state["batch_in_epoch"], batch, self.device)
+        model.train()
+        out = model(batch)
+        loss, logs = compute_loss(out, batch, self.tc, joint_scale=self.joint_scale, sample_weight=weight,
+                                  share_counts=self.share_counts)
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"step {state['step']}: loss is {logs['loss']} ({self.variant})")
+        self.accelerator.backward(loss)
+        if self.tc.grad_clip:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.tc.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["batch_in_epoch"] += 1
+        return logs
 
-    if main:
-        summary = {
-            "variant": variant,
-            "seed": tc.seed,
-            "fingerprint": fingerprint,
-            "guidance": mode,
-            "steps": state["step"],
-            "epochs": state["epoch"],
-            "best_val_ade": state["best_val_ade"],
-            "best_step": state["best_step"],
-            "val": state["val"],
-            "val_history": state["val_history"],
-            "offset_scale_m": stats["offset_scale"],
-            "gates_tanh": _gates_tanh(accelerator.unwrap_model(model)),
-            "device": str(device),
-            "processes": world,
-            "batch_size": tc.batch_size,
-            "batch_per_process": sampler.local_batch,
-            "mixed_precision": accelerator.mixed_precision,
-            # throughput of this call only (a resumed call measures its own steps)
-            "timed_steps": timing["steps"],
-            "steps_per_s": timing["steps"] / timing["total"] if timing["total"] else None,
-            "data_wait_frac": timing["wait"] / timing["total"] if timing["total"] else None,
-        }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    accelerator.wait_for_everyone()
-    torch.set_num_threads(threads_before)
-    return run_dir
+    def _log(self, logs: dict[str, float], bar, task) -> None:
+        step = self.state["step"]
+        if step % LOG_EVERY == 0 or step == 1:
+            logs = _mean_over_ranks(logs, self.accelerator)
+        if self.tb is not None and (step % LOG_EVERY == 0 or step == 1):
+            for k, v in logs.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+            for g in self.optimizer.param_groups:
+                self.tb.add_scalar(f"lr/{g['name']}", g["lr"], step)
+            if self.timing["total"]:
+                self.tb.add_scalar("perf/data_wait_frac", self.timing["wait"] / self.timing["total"], step)
+        bar.update(task, completed=step, status=f"loss {logs['loss']:.4f} ade {logs['ade']:.4f}")
+
+    def _after_step(self, spe: int, stop: _StopFlag, on_step: Callable[[int], None] | None) -> None:
+        """Epoch rollover, validation and checkpoint at their steps, the callback, a requested stop."""
+        state, tc = self.state, self.tc
+        step = state["step"]
+        if state["batch_in_epoch"] == spe:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            if tc.val_every_steps is None and state["epoch"] % max(1, tc.eval_every) == 0:
+                self.validate()
+        if tc.val_every_steps is not None and step % tc.val_every_steps == 0:
+            self.validate()
+        # No extra save at epoch ends: a resume redoes the steps (and validations)
+        # since the last checkpoint exactly, so only the periodic ones are needed.
+        if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+            self.save("last")
+        if on_step is not None:
+            on_step(step)
+        if _stop_requested(stop, self.accelerator):
+            self.save("last")
+            raise TrainingStopped(
+                f"{self.variant}: stopped by {stop.reason or 'a signal'} at step {step}; "
+                f"checkpoint saved to {checkpoint_path(self.run_dir, 'last')}, rerun to resume"
+            )
+
+    def fit(self, *, on_step: Callable[[int], None] | None, progress: bool) -> None:
+        """Train from the state's step to the total; validates at step 0 (a fresh run) and at the
+        end, and leaves ``last.pt`` at the last step."""
+        state, total, sampler, timing = self.state, self.total, self.sampler, self.timing
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=state["step"] or None)
+        it: Prefetcher | None = None
+        stop = _StopFlag()
+        try:
+            with stop.installed(), progress_bar(progress and self.main, f"train {self.variant}") as bar:
+                task = bar.add_task("train", total=total, completed=state["step"], status="")
+                spe = sampler.batches_per_epoch()
+                left_in_epoch = spe - state["batch_in_epoch"]
+                more_epochs = math.ceil(max(0, total - state["step"] - left_in_epoch) / spe)
+                sampler.set_epoch(state["epoch"], state["batch_in_epoch"], n_epochs=1 + more_epochs)
+                # one iterator for the whole run: workers prefetch across epoch boundaries
+                it = Prefetcher(iter(self.loader)) if state["step"] < total else None
+                self.joint_scale = self.accelerator.unwrap_model(self.model).joint_scale
+                if state["step"] == 0 and state["last_val_step"] is None:
+                    self.validate()  # the untrained model is a candidate too: best.pt never hides that training hurt
+                while state["step"] < total:
+                    t0 = time.perf_counter()
+                    batch = next(it)
+                    batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                    t1 = time.perf_counter()
+                    logs = self.train_step(batch)
+                    t2 = time.perf_counter()
+                    if state["step"] > WARMUP_STEPS:
+                        timing["steps"] += 1
+                        timing["wait"] += t1 - t0
+                        timing["total"] += t2 - t0
+                    self._log(logs, bar, task)
+                    self._after_step(spe, stop, on_step)
+                if state["last_val_step"] != state["step"]:
+                    self.validate()
+                self.save("last")
+        finally:
+            if it is not None:
+                it.close()
+            if self.tb is not None:
+                self.tb.close()
+
+    def finish(self) -> None:
+        """Rank 0 writes ``summary.json``; the thread count set for training is given back."""
+        state, tc, timing = self.state, self.tc, self.timing
+        if self.main:
+            summary = {
+                "variant": self.variant,
+                "seed": tc.seed,
+                "fingerprint": self.fingerprint,
+                "guidance": self.mode,
+                "steps": state["step"],
+                "epochs": state["epoch"],
+                "best_val_ade": state["best_val_ade"],
+                "best_step": state["best_step"],
+                "val": state["val"],
+                "val_history": state["val_history"],
+                "offset_scale_m": self.stats["offset_scale"],
+                "gates_tanh": _gates_tanh(self.accelerator.unwrap_model(self.model)),
+                "device": str(self.device),
+                "processes": self.world,
+                "batch_size": tc.batch_size,
+                "batch_per_process": self.sampler.local_batch,
+                "mixed_precision": self.accelerator.mixed_precision,
+                # throughput of this call only (a resumed call measures its own steps)
+                "timed_steps": timing["steps"],
+                "steps_per_s": timing["steps"] / timing["total"] if timing["total"] else None,
+                "data_wait_frac": timing["wait"] / timing["total"] if timing["total"] else None,
+            }
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.accelerator.wait_for_everyone()
+        torch.set_num_threads(self.threads_before)
 
 
 def _with_seed(vcfg: PipelineConfig, seed: int | None) -> PipelineConfig:
@@ -573,7 +649,7 @@ def _inputs_of(
     stale = check_entries(cfg, refs, jepa, vlm, allow_stale=allow_stale)
     if stale:
         warnings.warn(f"--allow-partial: {len(stale)} of {len(refs)} windows are stale in the caches (their shards "
-                      f"are pending) and are left out (first: {sorted(stale)[:3]})", stacklevel=2)
+                      f"are pending) and are left out (first: {sorted(stale)[:3]})", stacklevel=3)
 
         def fresh(ds: WindowDataset, split: str) -> WindowDataset | None:
             keep = [r for r in ds.refs if r.key not in stale]
@@ -623,7 +699,7 @@ def _load_or_none(path: Path) -> dict | None:
     try:
         return load_checkpoint(path)
     except ValueError as e:  # an older format (not weights_only-safe) or damaged: never resumed
-        warnings.warn(str(e), stacklevel=3)
+        warnings.warn(str(e), stacklevel=4)
         return None
 
 
@@ -640,7 +716,7 @@ def _set_aside(run_dir: Path, paths: list[Path]) -> None:
         stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
         path.rename(stale)
         warnings.warn(f"{run_dir}: {path.name} was made with other settings or data; kept as {stale.name}",
-                      stacklevel=3)
+                      stacklevel=4)
 
 
 def _gather_rank_records(record: dict[str, Any], world: int) -> list[dict[str, Any]]:
@@ -674,7 +750,7 @@ def _rank_rng(payload: dict[str, Any], rank: int, world: int, seed: int) -> dict
     if rank == 0:
         warnings.warn(
             f"resuming a {len(records)}-process checkpoint (step {ts['step']}) on {world} processes: weights, "
-            "optimizer, schedule and data position carry over; dropout noise is reseeded per rank", stacklevel=3)
+            "optimizer, schedule and data position carry over; dropout noise is reseeded per rank", stacklevel=4)
     set_seed(seed + 1_000_003 * (ts["step"] + 1) + rank)
     return None
 
@@ -712,6 +788,7 @@ __all__ = [
     "LaunchError",
     "RESUME_MODES",
     "StaleInputError",
+    "Trainer",
     "TrainingStopped",
     "check_world",
     "evaluate_loader",
