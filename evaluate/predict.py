@@ -20,6 +20,7 @@ from thinkjepa.evaluate.errors import joint_errors
 from thinkjepa.evaluate.latent import LatentStep
 from thinkjepa.train.checkpoint import checkpoint_path, load_trained_model, seed_run_dir
 from thinkjepa.train.dataset import WindowDataset, WindowRef
+from thinkjepa.train.model import gates_tanh
 
 
 def find_runs(cfg: PipelineConfig, variant: str) -> dict[int, Path]:
@@ -41,9 +42,7 @@ def gate_values(run_dir: str | Path, which: str = "best") -> list[float] | None:
 
 
 def gates_of(model: torch.nn.Module) -> list[float] | None:
-    from thinkjepa.train.loop import _gates_tanh  # one home: training logs the same values
-
-    return _gates_tanh(model)
+    return gates_tanh(model)
 
 
 @dataclass

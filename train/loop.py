@@ -558,6 +558,8 @@ class Trainer:
 
     def finish(self) -> None:
         """Rank 0 writes ``summary.json``; the thread count set for training is given back."""
+        from thinkjepa.train.model import gates_tanh
+
         state, tc, timing = self.state, self.tc, self.timing
         if self.main:
             summary = {
@@ -572,7 +574,7 @@ class Trainer:
                 "val": state["val"],
                 "val_history": state["val_history"],
                 "offset_scale_m": self.stats["offset_scale"],
-                "gates_tanh": _gates_tanh(self.accelerator.unwrap_model(self.model)),
+                "gates_tanh": gates_tanh(self.accelerator.unwrap_model(self.model)),
                 "device": str(self.device),
                 "processes": self.world,
                 "batch_size": tc.batch_size,
@@ -627,11 +629,6 @@ def _finished(run_dir: Path, fingerprint: str) -> bool:
     if not summary.exists() or not checkpoint_path(run_dir, "last").exists():
         return False
     return json.loads(summary.read_text()).get("fingerprint") == fingerprint
-
-
-def _gates_tanh(model: torch.nn.Module) -> list[float] | None:
-    gates = getattr(model, "gates", None)
-    return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]
 
 
 def _inputs_of(

@@ -197,3 +197,10 @@ class ThinkJEPA(nn.Module):
     def gates(self) -> Tensor | None:
         """The injection gates (tanh(g) scales each block's guidance); None without guidance."""
         return None if self.injection is None else self.injection.gates
+
+
+def gates_tanh(model: nn.Module) -> list[float] | None:
+    """``tanh(gate)`` per predictor block (how much guidance each lets in); None without
+    guidance. Training logs these and evaluation reports them."""
+    gates = getattr(model, "gates", None)
+    return None if gates is None else [float(x) for x in torch.tanh(gates.detach().float().cpu())]

@@ -43,6 +43,27 @@ def _args(args: list[str], tmp_path: Path) -> list[str]:
     return [str(tmp_path / a) if a in ("OUT", "ROOT") else a for a in args]
 
 
+def _registered(app, prog: str):
+    """(command path, callback) of every command an app (and its sub-apps) registers."""
+    for c in app.registered_commands:
+        yield f"{prog} {c.name or c.callback.__name__}", c.callback
+    for g in app.registered_groups:
+        yield from _registered(g.typer_instance, f"{prog} {g.name}")
+
+
+def test_every_registered_command_runs_under_cli_command_and_is_checked_here() -> None:
+    """A command added without ``cli_command`` (or left out of COMMANDS) fails here, before it
+    can drift to its own exit codes."""
+    checked = {c[0] for c in COMMANDS}
+    apps = [("tj", main.app), ("tj-extract", extract_cmd.app), ("tj-train", train_cmd.app), ("tj-eval", eval_cmd.app)]
+    seen = []
+    for prog, app in apps:
+        for path, callback in _registered(app, prog):
+            assert getattr(callback, "cli_name", None) in checked, f"{path} is not a cli_command in COMMANDS"
+            seen.append(callback.cli_name)
+    assert set(seen) == checked  # and every name checked here is a real command
+
+
 @pytest.mark.parametrize(("error", "code"), [
     (KeyboardInterrupt(), 130), (RuntimeError("the work broke"), 1), (FileNotFoundError("no such input"), 2),
 ])

@@ -11,7 +11,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from thinkjepa.cli.common import JsonOpt, ProgressOpt, UsageError, cli_command, console
+from thinkjepa.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JsonOpt,
+    ProgressOpt,
+    UsageError,
+    cli_command,
+    console,
+)
 
 app = typer.Typer(help="Inspect and verify feature caches.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -56,7 +65,7 @@ def verify_cmd(
             report = do_repair(path, problems=problems)
         except CacheError as e:
             console.print(f"[red]repair refused:[/red] {e}")
-            raise typer.Exit(2) from e
+            raise typer.Exit(EXIT_USAGE) from e
     if json_out:
         doc = {"path": path, "ok": not problems, "problems": [p.to_dict() for p in problems]}
         if report is not None:
@@ -75,8 +84,8 @@ def verify_cmd(
     else:
         out.print(f"[green]OK[/green] {path}")
     if report is not None:
-        raise typer.Exit(1 if any(p.code != "duplicate" for p in report.left) else 0)
-    raise typer.Exit(1 if problems else 0)
+        raise typer.Exit(EXIT_FAILED if any(p.code != "duplicate" for p in report.left) else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
 WindowKeyArg = Annotated[

@@ -106,6 +106,7 @@ def cli_command(name: str) -> Callable[[F], F]:
             finally:
                 logs.stop_capture()
 
+        wrapper.cli_name = name  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return deco

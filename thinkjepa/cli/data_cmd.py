@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from thinkjepa.cli.common import (
+    EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
     ProgressOpt,
@@ -110,7 +111,7 @@ def index(
         _print_summary(out, rows, problems)
     if not rows:
         if json_out:  # the JSON above already lists every problem
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_FAILED)
         errors = [p for p in problems if p.severity == "error"]
         raise WorkFailed(
             f"no usable episode under {root}: all {len(errors)} found are left out (reasons above; the most "

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from thinkjepa.cli.common import (
+    EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
     ProgressOpt,
@@ -60,7 +61,7 @@ def run(
         print(json.dumps({"part": summary.part, "done": summary.done, "skipped": summary.skipped,
                           "failed": summary.failed, "seconds": summary.seconds}))
         if summary.failed:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_FAILED)
         return
     if not summary.done and not summary.skipped and not summary.failed:
         console.print(f"[yellow]shard {i}/{n} holds no clip of the manifest[/yellow] (clips are assigned by a hash of their id)")

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from thinkjepa.cli.common import (
+    EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
     ProgressOpt,
@@ -136,7 +137,7 @@ def encode(
         if failed:
             console.print(f"fix the input (or leave it) and rerun `tj encode --shard {i}/{n}`: it retries only the failed windows")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":
