@@ -121,7 +121,7 @@ def _write_store(url: str, meta, windows: list[tuple[str, str, int]]) -> None:
 
     from thinkjepa.cache_schema import CacheWriter, JEPAEntry, VLMEntry
     from thinkjepa.cache_schema.schema import record_path
-    from thinkjepa.extract.shards import part_name
+    from thinkjepa.shards import part_name
 
     H = meta.hidden_size
     if meta.kind == "vlm":
@@ -212,7 +212,7 @@ def build(base: Path, n: int):
 
     from thinkjepa.extract.layers import LAYER_CONVENTION
     from thinkjepa.extract.runner import fingerprint_of, plan_clips, vlm_store_meta
-    from thinkjepa.extract.shards import shard_of
+    from thinkjepa.shards import shard_of
     from thinkjepa.train.encode import fingerprints, jepa_store_meta, plan_encode
 
     _seed_prompt_cache(cfg, [h for _, h in sources])

@@ -37,8 +37,8 @@ from thinkjepa.data.video import VideoError
 from thinkjepa.extract.fingerprint import Fingerprinter, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
-from thinkjepa.extract.shards import part_name, shard_of, validate_shard
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, failure_reason, listing_cache_dir, manifest_rows, progress_bar
 
 if TYPE_CHECKING:
@@ -174,14 +174,14 @@ def episode_files_digest(cfg: PipelineConfig) -> str | None:
     """A digest that changes when an episode file (annotation or video) the manifest names may
     have changed: prompts come from the annotations' attributes and entry fingerprints hold
     each episode's content fingerprint, so a status computed earlier holds while it is equal.
-    The dataset listing of ``data.root`` (``pipeline.dataset_listing``, cached by folder
+    The dataset listing of ``data.root`` (``data.listing.dataset_listing``, cached by folder
     mtimes), else one stat per episode file."""
     import hashlib
 
     import pyarrow.parquet as pq
 
     if cfg.data.root and Path(cfg.data.root).is_dir():
-        from thinkjepa.pipeline import dataset_listing
+        from thinkjepa.data.listing import dataset_listing
 
         return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
     try:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.cli.main import app
 from thinkjepa.demo import demo_config
-from thinkjepa.extract.shards import shard_of
+from thinkjepa.shards import shard_of
 
 runner = CliRunner()
 

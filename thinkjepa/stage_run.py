@@ -96,7 +96,7 @@ def tally_windows(
     store holds for windows no longer planned are *orphans*. One rule for extract and encode,
     so `tj status` and `tj-extract status` can never disagree.
     """
-    from thinkjepa.extract.shards import part_name
+    from thinkjepa.shards import part_name
 
     per_shard = [
         {"shard": part_name(i, shard_count), "index": i, "clips": 0, "windows": 0,
@@ -204,7 +204,7 @@ def infer_shard_count(parts: Any) -> int:
     """The shard count a store was written with (the most common one if it changed), else 1."""
     from collections import Counter
 
-    from thinkjepa.extract.shards import parse_part_name
+    from thinkjepa.shards import parse_part_name
 
     counts = Counter(p[1] for p in map(parse_part_name, parts) if p is not None)
     return counts.most_common(1)[0][0] if counts else 1

@@ -7,7 +7,7 @@ batch, and future clips share another; batch rows never interact. Frames are dec
 ``encoder.frame_size`` and preprocessed by the checkpoint's own video processor.
 
 Resumable and sharded like extraction: a window committed with the same fingerprint is
-skipped, clips are split across shards by ``thinkjepa.extract.shards`` (one partition rule for
+skipped, clips are split across shards by ``thinkjepa.shards`` (one partition rule for
 both stages), each shard writes its own store part, and a failing clip or window is recorded
 in the store with its reason while the shard goes on.
 """
@@ -25,8 +25,8 @@ import numpy as np
 
 from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, StoreMeta
 from thinkjepa.config import EncoderConfig, PipelineConfig
-from thinkjepa.extract.shards import part_name, shard_of, validate_shard
 from thinkjepa.sampling import TooShortError, Window
+from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
 
 LAYER_CONVENTION = "encoder_last"

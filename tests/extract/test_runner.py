@@ -23,8 +23,8 @@ from thinkjepa.config import ThinkerConfig, load_config
 from thinkjepa.data.manifest import build_manifest
 from thinkjepa.data.synth import synthesize_dataset
 from thinkjepa.extract.runner import plan_clips, run_shard
-from thinkjepa.extract.shards import part_name, shard_of
 from thinkjepa.extract.status import extraction_status
+from thinkjepa.shards import part_name, shard_of
 
 REPO = Path(__file__).resolve().parents[2]
 # The EgoDex fixtures are 20-29 frames long: 4 past / 4 future frames, the thinker sees 4

@@ -11,7 +11,7 @@ import pytest
 from thinkjepa.config import ThinkerConfig
 from thinkjepa.extract.fingerprint import entry_fingerprint
 from thinkjepa.extract.prompt import build_prompt, prompt_values, validate_template
-from thinkjepa.extract.shards import (
+from thinkjepa.shards import (
     parse_part_name,
     part_name,
     plan_shards,

@@ -1,0 +1,123 @@
+"""The import layers of the package, read from the source with ``ast`` (every import, the ones
+inside functions included), with the folder of each import name taken from pyproject.toml's
+``package-dir`` (the mapping the installed package uses).
+
+Layers, bottom to top: the core (config, sampling, joints, shards, data, the cache contract,
+file helpers), the stages (extract, train, evaluate), the app (CLI, pipeline runner, demo, tiny
+checkpoint builders). A layer imports only from itself and the layers below; the stages form
+no cycle among themselves; the model code imports no I/O.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+PACKAGE_DIR = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+
+APP = ("thinkjepa.cli", "thinkjepa.pipeline", "thinkjepa.demo", "thinkjepa.tiny")
+STAGES = ("thinkjepa.extract", "thinkjepa.train", "thinkjepa.evaluate")
+# the model code: torch modules that see tensors, never files, caches or the data layer
+MODEL = ("thinkjepa.train.predictor", "thinkjepa.train.injection", "thinkjepa.train.pyramid",
+         "thinkjepa.train.head", "thinkjepa.train.model")
+MODEL_MAY_IMPORT = ("thinkjepa.config", "thinkjepa.joints", *MODEL)
+
+
+def _modules() -> dict[str, Path]:
+    """Import name -> file of every module of the package."""
+    out: dict[str, Path] = {}
+    for name, folder in PACKAGE_DIR.items():
+        base = ROOT / folder
+        for f in base.rglob("*.py"):
+            rel = f.relative_to(base).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            sub = ".".join(parts)
+            mod = f"{name}.{sub}" if sub else name
+            # a sub-package with its own package-dir entry is listed under that entry
+            if any(k != name and (mod == k or mod.startswith(k + ".")) and len(k) > len(name) for k in PACKAGE_DIR):
+                continue
+            out[mod] = f
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(mod: str, path: Path) -> set[str]:
+    """The package's modules that ``mod`` imports (a name of a package means its ``__init__``)."""
+    pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([base] if base else []))
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
+        for n in names:
+            while n and n not in MODULES:
+                n = n.rpartition(".")[0]
+            if n and n != mod:
+                found.add(n)
+    return found
+
+
+GRAPH = {mod: _imports(mod, path) for mod, path in MODULES.items()}
+
+
+def _layer(mod: str) -> str:
+    if mod.startswith(APP):
+        return "app"
+    for stage in STAGES:
+        if mod == stage or mod.startswith(stage + "."):
+            return stage.rsplit(".", 1)[1]
+    return "core"
+
+
+ORDER = {"core": 0, "extract": 1, "train": 1, "evaluate": 1, "app": 2}
+
+
+def test_every_module_is_found_and_mapped() -> None:
+    # the walk sees the modules the import system sees (a folder left out of package-dir would vanish)
+    assert {"thinkjepa.config", "thinkjepa.cache_schema.writer", "thinkjepa.extract.runner",
+            "thinkjepa.train.loop", "thinkjepa.evaluate.report", "thinkjepa.cli.main"} <= set(MODULES)
+    assert GRAPH["thinkjepa.train.loop"] >= {"thinkjepa.train.checkpoint", "thinkjepa.config"}
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_a_layer_imports_only_itself_and_the_layers_below(mod: str) -> None:
+    mine = _layer(mod)
+    up = sorted(o for o in GRAPH[mod] if ORDER[_layer(o)] > ORDER[mine])
+    assert not up, f"{mod} ({mine}) imports {up} from a layer above"
+
+
+def test_the_stages_form_no_cycle() -> None:
+    edges: dict[str, set[str]] = {}
+    for mod, deps in GRAPH.items():
+        for d in deps:
+            a, b = _layer(mod), _layer(d)
+            if a != b and ORDER[a] == ORDER[b] == 1:
+                edges.setdefault(a, set()).add(b)
+    for a, bs in edges.items():
+        for b in bs:
+            assert a not in edges.get(b, set()), f"stages {a} and {b} import each other"
+    assert "evaluate" not in edges.get("extract", set()) | edges.get("train", set())  # evaluation stays on top
+
+
+def test_model_code_imports_no_io() -> None:
+    for mod in MODEL:
+        bad = sorted(d for d in GRAPH[mod] if not d.startswith(MODEL_MAY_IMPORT))
+        assert not bad, f"{mod} imports {bad}: the model code knows nothing of files or caches"
+
+
+def test_prediction_and_reporting_share_the_metrics_not_each_other() -> None:
+    predict, report = GRAPH["thinkjepa.evaluate.predict"], GRAPH["thinkjepa.evaluate.report"]
+    assert "thinkjepa.evaluate.report" not in predict and "thinkjepa.evaluate.predict" not in report
+    assert "thinkjepa.evaluate.errors" in predict and "thinkjepa.evaluate.errors" in report
