@@ -31,7 +31,7 @@ from thinkjepa.cache_schema.schema import (
     SchemaMismatchError,
     StoreMeta,
     VLMEntry,
-    chunk_keys,
+    first_chunk_key,
     parse_record,
     parse_record_path,
     record_path,
@@ -292,7 +292,8 @@ class CacheReader:
 
         if not all(shape) or (ndim >= 2 and take == 0):
             return dst
-        rel = f"{rec['path']}/{name}/{chunk_keys(shape, shard or chunks)[0]}"
+        # one object (chunk or shard) holds each entry array (schema.chunk_layout): its key is the first
+        rel = f"{rec['path']}/{name}/{first_chunk_key(ndim)}"
         what = f"{key}: {name} (file {rel})"
         try:
             if shard is None:

@@ -416,5 +416,10 @@ def chunk_keys(shape: tuple[int, ...], grid: tuple[int, ...]) -> list[str]:
     return [CHUNK_SEP.join(["c", *map(str, idx)]) for idx in np.ndindex(*counts)]
 
 
+def first_chunk_key(ndim: int) -> str:
+    """``chunk_keys(shape, grid)[0]`` without enumerating the grid (the read path's hot key)."""
+    return CHUNK_SEP.join(["c", *("0" * ndim)])
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()

@@ -240,7 +240,9 @@ class LocalBackend:
 
     def get(self, rel: str) -> bytes | None:
         try:
-            return self._p(rel).read_bytes()
+            # os.path, not pathlib: on the means path (a few KB per read) pathlib's parsing was a third of the time
+            with open(os.path.join(self.url, rel) if rel else self.url, "rb") as f:
+                return f.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
 

@@ -32,15 +32,23 @@ def rollout_frames(window: Window, steps: int) -> list[tuple[int, ...]]:
 
 
 def common_window_set(cfg: PipelineConfig, variants: list[str], split: str) -> list[WindowRef]:
-    """The split's windows every variant can read from its caches; an error when they differ."""
+    """The split's windows every variant can read from its caches; an error when they differ,
+    and a ``StaleInputError`` when a cache was written by another model or settings, or holds
+    entries that are stale (re-extracted with another prompt, an episode edited since): a
+    report must not score a model on inputs it would not get now."""
+    import warnings
+
     refs = split_windows(cfg, split)
     served: dict[str, set[str]] = {}
+    checked: set[tuple[str, str | None]] = set()
     for v in variants:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the missing windows are reported below, by name
-            served[v] = set(WindowDataset(cfg.for_variant(v), split, windows=refs).window_ids)
+            ds = WindowDataset(cfg.for_variant(v), split, windows=refs)
+        served[v] = set(ds.window_ids)
+        if (ds.jepa_url, ds.vlm_url) not in checked:  # variants mostly share their caches
+            checked.add((ds.jepa_url, ds.vlm_url))
+            _refuse_stale_inputs(cfg.for_variant(v), ds)
     union = set().union(*served.values()) if served else set()
     for v in variants:
         missing = sorted(union - served[v])
@@ -52,6 +60,16 @@ def common_window_set(cfg: PipelineConfig, variants: list[str], split: str) -> l
                 "extract/encode the missing entries (`tj-extract status`, `tj run`) and retrain if needed"
             )
     return [r for r in refs if r.key in union]
+
+
+def _refuse_stale_inputs(cfg: PipelineConfig, ds: WindowDataset) -> None:
+    from thinkjepa.cache_schema import CacheReader
+    from thinkjepa.train.run_inputs import check_caches, check_entries
+
+    jepa = CacheReader(ds.jepa_url)
+    vlm = CacheReader(ds.vlm_url) if ds.vlm_url else None
+    check_caches(cfg, jepa, vlm)
+    check_entries(cfg, ds.refs, jepa, vlm)
 
 
 @dataclass

@@ -85,3 +85,10 @@ def test_to_storage_vectorised_rounds_like_the_reference(dtype):
         bits = x.view(np.uint32)
         want = ((bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)).astype(np.uint16)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,grid", [((4,), (4,)), ((4, 7), (4, 7)), ((4, 30, 8), (1, 16, 8)), ((2, 3, 4, 5), (2, 3, 4, 5))])
+def test_first_chunk_key_is_the_first_key_of_the_grid(shape, grid):
+    from thinkjepa.cache_schema.schema import chunk_keys, first_chunk_key
+
+    assert first_chunk_key(len(shape)) == chunk_keys(shape, grid)[0]

@@ -126,3 +126,19 @@ def test_a_window_missing_for_one_variant_is_an_error_naming_it(eval_workdir, wr
     with pytest.raises(ValueError, match=re.escape(test_ids[0]) + r".*missing for variant 'thinkjepa'.*jepa_only"):
         common_window_set(cfg, ["thinkjepa", "jepa_only"], "test")
     assert len(common_window_set(cfg, ["jepa_only"], "test")) == len(test_ids)
+
+
+def test_stale_guidance_or_another_model_is_refused_before_any_scoring(eval_workdir):
+    from thinkjepa.evaluate.windows import common_window_set
+    from thinkjepa.train.run_inputs import StaleInputError
+
+    th = eval_workdir.thinker
+    prompt = eval_workdir.model_copy(update={"thinker": th.model_copy(update={"prompt_template": "Describe {task}."})})
+    with pytest.raises(StaleInputError, match=r"windows in the VLM cache .* are stale .*rerun `tj-extract run`"):
+        common_window_set(prompt, ["thinkjepa", "jepa_only"], "test")
+    # jepa_only reads no guidance: the thinker's prompt is no input of it
+    assert len(common_window_set(prompt, ["jepa_only"], "test")) == len(common_window_set(eval_workdir, ["jepa_only"], "test"))
+    enc = eval_workdir.encoder
+    other = eval_workdir.model_copy(update={"encoder": enc.model_copy(update={"storage_dtype": "float16"})})
+    with pytest.raises(StaleInputError, match=r"JEPA cache .*storage_dtype"):
+        common_window_set(other, ["jepa_only"], "test")
