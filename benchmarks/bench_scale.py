@@ -152,9 +152,9 @@ def _write_store(url: str, meta, windows: list[tuple[str, str, int]]) -> None:
 def _seed_prompt_cache(cfg, sources: list[Path]) -> None:
     """What a first `tj status` leaves in ``PromptCache``, without opening every HDF5 file (all
     of them are links to one): that first pass costs ~4 ms per episode, see the 1k/10k runs."""
+    from thinkjepa.cache_schema.fsio import atomic_write_json
     from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata
     from thinkjepa.extract.runner import PromptCache
-    from thinkjepa.fsio import atomic_write_json
     from thinkjepa.stage_run import listing_cache_dir, manifest_rows
 
     attrs = prompt_metadata(read_clip_metadata(sources[0]))  # the same bytes in every copy

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import google_crc32c
 import numpy as np
 
+from thinkjepa.cache_schema.fastcopy import PIECE, copy_array
 from thinkjepa.cache_schema.schema import CHUNK_SEP, CacheError, chunk_keys
-from thinkjepa.fastcopy import PIECE, copy_array
 
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -36,7 +36,7 @@ def as_numpy(x, what: str) -> np.ndarray:
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """Round-to-nearest-even float32 -> bfloat16, returned as uint16 bits."""
-    if x.dtype == np.float32 and x.size >= PIECE:  # vectorised (thinkjepa.fastcopy); same rounding
+    if x.dtype == np.float32 and x.size >= PIECE:  # vectorised (thinkjepa.cache_schema.fastcopy); same rounding
         out = np.empty(x.shape, dtype=np.uint16)
         copy_array(out, x, dst_torch_dtype="bfloat16")
         return out
@@ -64,7 +64,7 @@ def to_storage(x: np.ndarray, storage_dtype: str, what: str) -> np.ndarray:
             raise CacheError(f"{what}: value {peak:.4g} overflows float16 (max {_F16_MAX:.0f}); "
                              "store this model's states as bfloat16")
     if x.dtype == np.float32 and storage_dtype == "float16" and x.size >= PIECE:
-        out = np.empty(x.shape, dtype=np.float16)  # vectorised (thinkjepa.fastcopy); same rounding
+        out = np.empty(x.shape, dtype=np.float16)  # vectorised (thinkjepa.cache_schema.fastcopy); same rounding
         copy_array(out, x)
         return out
     return np.ascontiguousarray(x, dtype=target)
@@ -79,7 +79,7 @@ def from_storage(a: np.ndarray, storage_dtype: str) -> np.ndarray:
 def storage_into_f32(dst: np.ndarray, src: np.ndarray, storage_dtype: str) -> None:
     """Write stored values ``src`` (float16/float32, or bfloat16 as uint16 bits) into float32 ``dst``.
 
-    The hot loop of token reads: vectorised and on the calling thread (thinkjepa.fastcopy),
+    The hot loop of token reads: vectorised and on the calling thread (thinkjepa.cache_schema.fastcopy),
     which makes the conversion cheaper than reading the bytes. The values are those of
     :func:`from_storage` (the conversion to float32 is exact)."""
     if src.dtype == np.float32 or src.size < PIECE:

@@ -112,7 +112,7 @@ def _local_part(root: Path, part: str, cache_dir: Path | None) -> dict[str, Brie
             files[name] = [*ident, key, *brief]
             briefs[key] = brief
     if spath is not None:
-        from thinkjepa.fsio import atomic_write_json
+        from thinkjepa.cache_schema.fsio import atomic_write_json
 
         trusted = (listed_at - folder_mtime) / 1e9 > RACY_S
         head = {"version": SUMMARY_VERSION, "folder_mtime_ns": folder_mtime}

@@ -1,7 +1,7 @@
 """Byte-level access to a cache location: a local folder or any fsspec URL.
 
 Two backends share one small interface. The local one makes small objects atomic with a temp
-file + ``os.replace`` (``thinkjepa.fsio``), fsyncs data files, folders and records when
+file + ``os.replace`` (``thinkjepa.cache_schema.fsio``), fsyncs data files, folders and records when
 ``durable`` (the default; see the power-cut guarantees in ``schema``), and guards each part
 with an ``flock`` (released by the kernel when the writer dies, even by SIGKILL). The fsspec
 one relies on a single put being atomic, which holds for object stores (S3, GCS, Azure) and
@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from thinkjepa.cache_schema.fsio import atomic_write_bytes, fsync_dir
 from thinkjepa.cache_schema.schema import LOCKS, ROOT_ATTR, TMP_MARK, ZARR_JSON, CacheError, StoreMeta, dumps
-from thinkjepa.fsio import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 

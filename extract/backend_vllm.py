@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from thinkjepa.cache_schema.fastcopy import copy_serial
 from thinkjepa.config import ThinkerConfig
 from thinkjepa.extract.connector import CONNECTOR_MODULE, CONNECTOR_NAME
 from thinkjepa.extract.layers import LAYER_CONVENTION, vllm_aux_layer_ids
@@ -35,7 +36,6 @@ from thinkjepa.extract.thinker_io import (
     open_thinker,
     video_metadata,
 )
-from thinkjepa.fastcopy import copy_serial
 
 DEFAULT_CPU_KVCACHE_GIB = "1"
 
@@ -103,7 +103,7 @@ def engine_input_of(processor: Any, req: ThinkerRequest) -> tuple[str, dict[str,
 def layer_major_f32(states) -> np.ndarray:
     """[N, L, H] tensor of any float dtype -> C-contiguous [L, N, H] float32 array in one pass:
     torch converts and transposes in the same copy (numpy took a conversion pass and a
-    transposing pass, each slower than reading the file), on this thread (thinkjepa.fastcopy)."""
+    transposing pass, each slower than reading the file), on this thread (thinkjepa.cache_schema.fastcopy)."""
     import torch
 
     n, n_layers, hidden = states.shape

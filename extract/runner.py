@@ -133,7 +133,7 @@ class PromptCache:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        from thinkjepa.fsio import atomic_write_json
+        from thinkjepa.cache_schema.fsio import atomic_write_json
 
         try:
             atomic_write_json(self.path, {"version": self.VERSION, "entries": self._entries}, durable=False, indent=None)

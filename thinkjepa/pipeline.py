@@ -14,7 +14,7 @@ files. A stage's state comes from what its outputs hold wherever they can say it
   they succeed, says with which inputs they ran.
 
 Stamps live in ``<workdir>/state/<stage>.json`` (``<stage>.<part>.json`` for one shard),
-written atomically and durably (``thinkjepa.fsio``), and carry the inputs they were computed
+written atomically and durably (``thinkjepa.cache_schema.fsio``), and carry the inputs they were computed
 from. ``tj run --shard I/N`` runs only that shard of the shardable stages; train and eval need
 every shard and refuse to start while one is pending unless ``allow_partial`` (recorded in
 their stamp, which then stays stale until they run on complete inputs).
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thinkjepa.cache_schema.fsio import atomic_write_json
 from thinkjepa.config import PipelineConfig, save_config
 from thinkjepa.data.listing import DatasetListing, dataset_listing
-from thinkjepa.fsio import atomic_write_json
 
 
 @dataclass(frozen=True)

@@ -164,8 +164,8 @@ def cached_status(
     import json
     import time
 
+    from thinkjepa.cache_schema.fsio import atomic_write_json
     from thinkjepa.cache_schema.record_listing import RACY_S
-    from thinkjepa.fsio import atomic_write_json
 
     state = reader.folder_state() if reader is not None else {}
     if state is None:

@@ -5,7 +5,7 @@ torch CPU and CUDA) of every process (``ranks``, one record per rank with its da
 the step, the data position (epoch and batch within it), the best
 validation score so far, and what is needed to rebuild the model without the caches
 (``model_args`` and the model config). Files are written to a temp name in the same folder,
-fsync'ed, renamed over the old one, and the folder fsync'ed (``thinkjepa.fsio``), so a kill or
+fsync'ed, renamed over the old one, and the folder fsync'ed (``thinkjepa.cache_schema.fsio``), so a kill or
 a power cut at any moment leaves either the previous checkpoint or the new one, never a torn
 file.
 
@@ -93,7 +93,7 @@ def _as_tuples(x: Any) -> Any:
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a unique temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
-    from thinkjepa.fsio import clean_stale_temps, fsync_dir, temp_name
+    from thinkjepa.cache_schema.fsio import clean_stale_temps, fsync_dir, temp_name
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,7 @@ def digest(inputs: dict) -> dict[str, str]:
 
 
 def save_inputs(run_dir: Path, inputs: dict) -> None:
-    from thinkjepa.fsio import atomic_write_json
+    from thinkjepa.cache_schema.fsio import atomic_write_json
 
     atomic_write_json(Path(run_dir) / INPUTS_FILE, inputs, indent=None)
 

@@ -53,8 +53,8 @@ def only_chunk(d: Path) -> Path:
 
 
 def test_commit_fsyncs_data_then_folders_then_record_then_its_folder(tmp_path, monkeypatch):
+    import thinkjepa.cache_schema.fsio as fsio
     import thinkjepa.cache_schema.store as store
-    import thinkjepa.fsio as fsio
 
     events: list[str] = []
     real_fsync = os.fsync

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thinkjepa.fsio import atomic_write_json
+from thinkjepa.cache_schema.fsio import atomic_write_json
 
 VERSION = 1
 MEMO_NAME = "content-fingerprints.json"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from thinkjepa.fsio import atomic_write_json
+from thinkjepa.cache_schema.fsio import atomic_write_json
 
 
 @dataclass(frozen=True)

@@ -391,7 +391,7 @@ def build_manifest(
         "problems": [p.as_dict() for p in problems],
     }
     table = table.replace_schema_metadata({_META_KEY: json.dumps(provenance).encode()})
-    from thinkjepa.fsio import atomic_write_bytes
+    from thinkjepa.cache_schema.fsio import atomic_write_bytes
 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)

@@ -1,4 +1,4 @@
-"""thinkjepa.fastcopy: converting copies in pieces give exactly what one copy gives."""
+"""thinkjepa.cache_schema.fastcopy: converting copies in pieces give exactly what one copy gives."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from thinkjepa.fastcopy import PIECE, copy_array, copy_serial
+from thinkjepa.cache_schema.fastcopy import PIECE, copy_array, copy_serial
 
 
 @pytest.mark.parametrize("shape", [(7,), (PIECE * 2 + 5,), (3, 40, 2048), (2, 3, 50000), (5, PIECE + 1)])

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from thinkjepa.fsio import atomic_write_json, atomic_write_text, clean_stale_temps, temp_name
+from thinkjepa.cache_schema.fsio import atomic_write_json, atomic_write_text, clean_stale_temps, temp_name
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
