@@ -43,6 +43,11 @@ def horizon_curves(out: Path, name: str, curves: dict[str, tuple[list[float], li
             ax.axvline(k * frames_per_step + 0.5, color="k", lw=0.5, alpha=0.4)
     ax.set_xlabel("future frame")
     ax.set_ylabel("mean joint error (m)")
+    return _save(plt, fig, ax, out, name, title)
+
+
+def _save(plt, fig, ax, out: Path, name: str, title: str) -> str:
+    """Title, legend, write ``out/name`` and free the figure (matplotlib keeps open figures alive)."""
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -60,12 +65,7 @@ def diff_histogram(out: Path, name: str, diffs: np.ndarray, title: str) -> str:
     ax.axvline(float(np.mean(diffs)), color="r", lw=1, ls="--", label=f"mean {np.mean(diffs):+.4f} m")
     ax.set_xlabel("ADE difference per window (m), thinkjepa - jepa_only")
     ax.set_ylabel("windows")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(plt, fig, ax, out, name, title)
 
 
 def trajectory_overlays(out: Path, name: str, items: list[dict[str, Any]], title: str) -> str:
