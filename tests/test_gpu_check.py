@@ -23,6 +23,7 @@ def _gpu_check():
     return mod
 
 
+@pytest.mark.slow  # spawns processes (several seconds on 2 cores): full suite only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is the CPU behaviour; a GPU machine runs the check")
 def test_refuses_clearly_on_cpu_and_writes_nothing(tmp_path):
     out = tmp_path / "gpu.json"
@@ -67,6 +68,7 @@ def test_card_peak_lookup_prefers_the_specific_name():
     assert gc.card_peak_tflops("Some Future Card") is None
 
 
+@pytest.mark.slow  # spawns processes (several seconds on 2 cores): full suite only
 def test_train_section_smoke_writes_its_figures(tmp_path):
     out = tmp_path / "train.json"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_check.py"), "--train-step", "--smoke",

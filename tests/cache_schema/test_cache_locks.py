@@ -128,6 +128,7 @@ def _race(url: str) -> None:
                                       .astype(np.float32))
 
 
+@pytest.mark.slow  # spawns processes (several seconds on 2 cores): full suite only
 def test_four_processes_race_for_one_part_on_local_disk(tmp_path):
     _race(str(tmp_path / "cache.zarr"))
 

@@ -27,6 +27,7 @@ def _assert_same(r: CacheReader, ref: CacheReader, key: str) -> None:
         np.testing.assert_array_equal(m, ref.read_means(key)[s])
 
 
+@pytest.mark.slow  # spawns processes (several seconds on 2 cores): full suite only
 def test_four_writer_processes_at_once(tmp_path):
     url = str(tmp_path / "cache.zarr")
     kw = dict(n_prefill=300, n_generated=4, hidden=64)
