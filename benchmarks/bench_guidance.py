@@ -90,6 +90,7 @@ def _row(m: dict[str, Any], turn_frame: int) -> dict[str, Any]:
         "per_seed_ADE": {s: v["ADE"] for s, v in (m.get("per_seed") or {}).items()},
         "ADE_before_turn": float(by[:turn_frame].mean()), "ADE_after_turn": float(by[turn_frame:].mean()),
         "vs_jepa_only": m.get("vs_jepa_only"),
+        "vs_jepa_only_seeds": m.get("vs_jepa_only_seeds"),
     }
 
 
@@ -128,9 +129,13 @@ def criteria(table: dict[str, Any]) -> list[dict[str, Any]]:
         ci = t["vs_jepa_only"] or {}
         every = all(t["per_seed_ADE"][s] < j["per_seed_ADE"][s] for s in t["per_seed_ADE"] if s in j["per_seed_ADE"])
         ok = t["ADE"] <= 0.9 * j["ADE"] and every and ci.get("hi", 0.0) < 0
+        cs = t.get("vs_jepa_only_seeds")
+        over_seeds = (f"; over seeds (not part of C2): paired t [{cs['lo']:+.4f}, {cs['hi']:+.4f}], two-level bootstrap "
+                      f"[{cs['hierarchical']['lo']:+.4f}, {cs['hierarchical']['hi']:+.4f}]") if cs else ""
         add("C2 cued: thinkjepa <= 0.90 x jepa_only, lower in every seed, CI excludes 0", ok,
             f"ratio {t['ADE'] / j['ADE']:.3f}; lower in every seed: {every}; "
-            f"diff {ci.get('mean_diff', float('nan')):+.4f} [{ci.get('lo', float('nan')):+.4f}, {ci.get('hi', float('nan')):+.4f}]")
+            f"diff {ci.get('mean_diff', float('nan')):+.4f} [{ci.get('lo', float('nan')):+.4f}, {ci.get('hi', float('nan')):+.4f}]"
+            + over_seeds)
         before = abs(t["ADE_before_turn"] - j["ADE_before_turn"]) / j["ADE_before_turn"]
         add("C4 per-step ADE before the turn within 5% of jepa_only", before <= 0.05,
             f"before-turn ADE {t['ADE_before_turn']:.4f} vs {j['ADE_before_turn']:.4f} ({100 * before:.1f}%)")
@@ -153,11 +158,13 @@ def _pm(x: float, s: float | None) -> str:
 
 
 def print_table(table: dict[str, Any], crit: list[dict[str, Any]]) -> None:
-    print(f"{'mode':9s} {'model':22s} {'ADE (m)':>17s} {'FDE (m)':>17s} {'Acc@5cm':>15s} {'ADE<turn':>9s} {'ADE>=turn':>9s}  thinkjepa-jepa_only / vs jepa_only [95% CI]")
+    print(f"{'mode':9s} {'model':22s} {'ADE (m)':>17s} {'FDE (m)':>17s} {'Acc@5cm':>15s} {'ADE<turn':>9s} {'ADE>=turn':>9s}  thinkjepa-jepa_only / vs jepa_only [95% CI windows]  [95% CI seeds]")
     for mode, t in table.items():
         for name, r in {**t["rows"], **t["test_ablations"]}.items():
             ci = r.get("vs_jepa_only") or {}
             cis = f"{ci['mean_diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]" if ci else ""
+            cs = r.get("vs_jepa_only_seeds")
+            cis += f"  seeds [{cs['lo']:+.4f}, {cs['hi']:+.4f}] lower in {cs['lower_in']}/{cs['seeds']}" if cs else ""
             print(f"{mode:9s} {name:22s} {_pm(r['ADE'], r['ADE_std']):>17s} {_pm(r['FDE'], r['FDE_std']):>17s} "
                   f"{_pm(r['Acc'], r['Acc_std']):>15s} {r['ADE_before_turn']:9.4f} {r['ADE_after_turn']:9.4f}  {cis}")
         if t["gates"]:

@@ -9,6 +9,9 @@ Programmatic API (the benchmark and ``tj-eval`` call the same functions):
   and returns what ``metrics.json`` holds (also printed by ``tj-eval --json``).
 - ``paired_bootstrap(a, b, n_boot=2000, seed=0) -> (mean_diff, lo, hi)``: mean of ``a - b``
   over paired per-window values and its percentile-bootstrap 95% interval.
+- ``seed_comparison(a, b, n_boot) -> dict | None``: the same difference over training seeds
+  (``a``, ``b``: {seed: per-window values}): paired t interval of the per-seed mean
+  differences and a two-level (seeds, then windows) bootstrap; None below 2 paired seeds.
 - ``gate_values(run_dir, which="best") -> list[float] | None``: ``tanh(gate)`` per predictor
   block of a trained run (``seed_run_dir(train.out, variant, seed)``); None without guidance.
 - ``find_runs(cfg, variant) -> {seed: run_dir}``: the checkpoints eval uses.
@@ -23,12 +26,16 @@ baselines and ``thinkjepa:zeroed`` / ``thinkjepa:shuffled`` / ``thinkjepa:same_c
 ``window_digest``, ``seeds``, ``per_seed`` {seed: {ADE, FDE, Acc}}, ``ADE`` / ``ADE_std``,
 ``FDE`` / ``FDE_std``, ``Acc`` / ``Acc_std`` (mean and sample std over seeds),
 ``ADE_by_step`` / ``ADE_by_step_std`` (per future frame), ``by_joint_group`` and ``by_task``
-{name: {ADE, ADE_std, ...}}, ``per_window_ADE`` {window_id: seed-mean ADE}, ``latent``
+{name: {ADE, ADE_std, ...}}, ``per_window_ADE`` {window_id: seed-mean ADE},
+``per_seed_window_ADE`` {seed: [ADE per window, in ``window_set.ids`` order]}, ``latent``
 (one-shot: L1, L2, cos, std_ratio, norm_ratio, flag, ...), ``rollout`` {mode: {steps,
 windows, ADE..., per_step: [{step, ADE, ADE_std, FDE, FDE_std, Acc, Acc_std, latent}],
 ADE_by_frame, ADE_by_frame_std, per_window_ADE}}, and for every non-reference row
 ``vs_jepa_only`` / ``rollout_vs_jepa_only`` {mode: ...} = {mean_diff, lo, hi, significant,
-windows} (negative = better than jepa_only); test-time ablations carry ``vs_thinkjepa``.
+windows} (negative = better than jepa_only); with 2 or more paired training seeds also
+``vs_jepa_only_seeds`` = {mean_diff, lo, hi, significant, seeds, per_seed_diff {seed: diff},
+lower_in, higher_in, windows, method, hierarchical {lo, hi, significant}}; test-time
+ablations carry ``vs_thinkjepa``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 from thinkjepa.evaluate.predict import find_runs, gate_values
-from thinkjepa.evaluate.stats import paired_bootstrap
+from thinkjepa.evaluate.stats import paired_bootstrap, seed_comparison
 
 
 def run_eval(cfg, progress=None) -> dict[str, Any]:
@@ -47,4 +54,4 @@ def run_eval(cfg, progress=None) -> dict[str, Any]:
     return write_report(cfg, evaluate_all(cfg, progress=progress))
 
 
-__all__ = ["find_runs", "gate_values", "paired_bootstrap", "run_eval"]
+__all__ = ["find_runs", "gate_values", "paired_bootstrap", "run_eval", "seed_comparison"]

@@ -70,15 +70,30 @@ def _verdict(name: str, c: dict[str, Any], ref: str) -> str:
     return f"{head}: {name} is **significantly {word}** on these {c['windows']} windows."
 
 
+def format_seed_ci(c: dict[str, Any] | None) -> str:
+    """An interval over seeds as ``mean [lo, hi] (lower in k/n)``, ``*`` when significant."""
+    return format_ci(c) + (f" (lower in {c['lower_in']}/{c['seeds']})" if c else "")
+
+
+def _seed_verdict(name: str, c: dict[str, Any], ref: str) -> str:
+    head = (f"**{name}** vs {ref} over {c['seeds']} training seeds: per-seed ADE differences "
+            + ", ".join(f"{_d(x)}" for x in c["per_seed_diff"].values())
+            + f" (lower in {c['lower_in']} of {c['seeds']}); paired t 95% interval [{_d(c['lo'])}, {_d(c['hi'])}]")
+    if not c["significant"]:
+        return f"{head} contains 0: **not significant across training runs** (another seed may reverse it)."
+    return f"{head}: {name} is **significantly {'better' if c['mean_diff'] < 0 else 'worse'} across training runs**."
+
+
 def _one_shot_table(models: dict[str, dict[str, Any]], kinds: tuple[str, ...]) -> list[list[str]]:
-    rows = [["model", "seeds", "windows", "ADE (m)", "FDE (m)", "Acc", "ΔADE vs jepa_only [95% CI]", "published ADE / FDE / Acc"]]
+    rows = [["model", "seeds", "windows", "ADE (m)", "FDE (m)", "Acc", "ΔADE vs jepa_only [95% CI, windows]",
+             "ΔADE vs jepa_only [95% CI, seeds]", "published ADE / FDE / Acc"]]
     for name, m in models.items():
         if m["kind"] not in kinds:
             continue
         pub = PUBLISHED.get(name)
         sd = _seeded(m)
         rows.append([name, str(len(m["seeds"]) or "-"), str(m["windows"]), _pm(m, "ADE", sd), _pm(m, "FDE", sd), _pm(m, "Acc", sd),
-                     format_ci(m.get("vs_jepa_only")), f"{pub['ADE']:.4f} / {pub['FDE']:.4f} / {pub['Acc']:.4f}" if pub else "-"])
+                     format_ci(m.get("vs_jepa_only")), format_seed_ci(m.get("vs_jepa_only_seeds")), f"{pub['ADE']:.4f} / {pub['FDE']:.4f} / {pub['Acc']:.4f}" if pub else "-"])
     return rows
 
 
@@ -233,19 +248,32 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     b.append(("p", f"Split `{summary['split']}`: {ws['windows']} windows (set digest `{ws['digest']}`, identical for every "
                    f"model row). Metrics in metres, world frame; Acc = share of joint errors below {thr:g} m. Seeds: "
                    + ", ".join(f"{v} {s}" for v, s in summary["seeds"].items())
-                   + ". Values are mean ± std over seeds; intervals are paired bootstrap 95% intervals of the per-window ADE "
-                   "difference (per-window values averaged over seeds), * = the interval excludes 0. Published numbers are "
+                   + ". Values are mean ± std over seeds. Two intervals of the ADE difference, * = it excludes 0: over "
+                   "windows, the paired bootstrap of per-window values averaged over seeds (holds window-to-window noise "
+                   "only: these trained models on these windows); over seeds, the paired t interval of the per-seed "
+                   "differences (holds run-to-run noise: whether another training run would agree; shown with 2 or more "
+                   "seeds, wide with few). Published numbers are "
                    "the paper's (EgoDex part 2, full-size models), for context only."))
     b.append(("h2", "Verdict"))
     verdicts = [_verdict(n, m["vs_jepa_only"], REFERENCE) for n, m in models.items() if "vs_jepa_only" in m]
+    verdicts += [_seed_verdict(n, m["vs_jepa_only_seeds"], REFERENCE) for n, m in models.items() if "vs_jepa_only_seeds" in m]
     for n, m in models.items():
         if "vs_thinkjepa" in m:
             verdicts.append(_verdict(f"guidance {n.split(':', 1)[1]}", m["vs_thinkjepa"], f"{GUIDED} with its own guidance"))
     if GUIDED in models and "vs_jepa_only" in models[GUIDED]:
         c = models[GUIDED]["vs_jepa_only"]
         helps = c["significant"] and c["mean_diff"] <= -NEGLIGIBLE_M
-        verdicts.append(f"In this run the thinker guidance {'**helps**' if helps else '**does not measurably help**'} "
-                        f"one-shot forecasting ({GUIDED} vs {REFERENCE}).")
+        cs = models[GUIDED].get("vs_jepa_only_seeds")
+        if not helps:
+            word = "**does not measurably help**"
+        elif cs is None:
+            word = "**helps** on these windows (one training seed: whether another run agrees is not measured)"
+        elif cs["significant"] and cs["mean_diff"] < 0:
+            word = f"**helps**, on these windows and across the {cs['seeds']} training seeds"
+        else:
+            word = (f"**helps on these windows, but not significantly across the {cs['seeds']} training seeds** "
+                    f"(lower in {cs['lower_in']} of them)")
+        verdicts.append(f"In this run the thinker guidance {word} in one-shot forecasting ({GUIDED} vs {REFERENCE}).")
         shuffled = models.get(f"{GUIDED}:shuffled")
         if shuffled is not None:
             hurt = shuffled["vs_thinkjepa"]["significant"] and shuffled["vs_thinkjepa"]["mean_diff"] >= NEGLIGIBLE_M

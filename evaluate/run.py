@@ -5,7 +5,9 @@ Flow: ``common_window_set`` fixes the windows (identical for every row, or an er
 the window and variant); targets and baselines come from the episodes; each checkpoint runs
 once over the set (one-shot, rollouts in every ``eval.rollout_modes``, latent statistics);
 ``thinkjepa`` runs again with its guidance ablated. Aggregation is mean +- std over seeds and a
-paired bootstrap over windows (per-window values averaged over seeds) against ``jepa_only``.
+paired bootstrap over windows (per-window values averaged over seeds) against ``jepa_only``,
+and, with 2 or more training seeds, an interval over seeds (``vs_jepa_only_seeds``: the paired t
+interval of per-seed differences, with the two-level seed-and-window bootstrap beside it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from thinkjepa.config import PipelineConfig
 from thinkjepa.evaluate.ablations import GuidanceSwap, same_clip_sources, shuffled_sources
 from thinkjepa.evaluate.errors import by_frame, by_group, by_step, by_task, per_window, scores
 from thinkjepa.evaluate.predict import ModelRun, Rollout, find_runs, gates_of, load_run, run_model, variant_dataset
-from thinkjepa.evaluate.stats import comparison, mean_std, window_digest
+from thinkjepa.evaluate.stats import comparison, mean_std, seed_comparison, window_digest
 from thinkjepa.evaluate.windows import (
     Episodes,
     baseline_predictions,
@@ -88,7 +90,8 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
     ids = runs[0].window_ids
     per_seed = {str(r.seed if r.seed is not None else "-"): scores(r.err, thr) for r in runs}
     curve, curve_std = _agg_curves([by_frame(r.err) for r in runs])
-    pw = np.mean([per_window(r.err, thr)["ADE"] for r in runs], axis=0)
+    pw_seed = {str(r.seed if r.seed is not None else "-"): per_window(r.err, thr)["ADE"] for r in runs}
+    pw = np.mean(list(pw_seed.values()), axis=0)
     s: dict[str, Any] = {
         "model": runs[0].name,
         "kind": kind,
@@ -102,6 +105,7 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
         "by_joint_group": {g: _agg([by_group(r.err, thr)[g] for r in runs]) for g in by_group(runs[0].err, thr)},
         "by_task": {},
         "per_window_ADE": {w: float(x) for w, x in zip(ids, pw)},
+        "per_seed_window_ADE": {sd: [float(x) for x in v] for sd, v in pw_seed.items()},
     }
     tasks = [by_task(r.err, ids, thr) for r in runs]
     for t in tasks[0]:
@@ -270,12 +274,16 @@ def _check_same_windows(models: dict[str, dict[str, Any]], ids: list[str]) -> No
 
 
 def _compare(models: dict[str, dict[str, Any]], n_boot: int) -> None:
-    """Paired bootstrap of per-window ADE (seed means) vs jepa_only, and of each test-time
-    ablation vs thinkjepa on the ablation's windows."""
+    """Paired bootstrap of per-window ADE (seed means) vs jepa_only, the interval over training
+    seeds where both rows have 2 or more seeds in common (a baseline pairs with every seed), and
+    the bootstrap of each test-time ablation vs thinkjepa on the ablation's windows."""
     ref = models.get(REFERENCE)
     for name, m in models.items():
         if ref is not None and name != REFERENCE and m["kind"] != "test_ablation":
             m["vs_jepa_only"] = comparison(m["per_window_ADE"], ref["per_window_ADE"], n_boot)
+            over_seeds = seed_comparison(m["per_seed_window_ADE"], ref["per_seed_window_ADE"], n_boot)
+            if over_seeds is not None:
+                m["vs_jepa_only_seeds"] = over_seeds
             m["rollout_vs_jepa_only"] = {}
             for mode, ro in m["rollout"].items():
                 if mode in ref["rollout"]:

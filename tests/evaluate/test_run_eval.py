@@ -50,6 +50,14 @@ def test_seeds_are_aggregated_and_compared_with_a_bootstrap(result, eval_workdir
     assert c["lo"] <= c["mean_diff"] <= c["hi"] and c["windows"] == 6
     assert c["significant"] == (c["lo"] > 0 or c["hi"] < 0)
     assert "vs_jepa_only" not in result["models"]["jepa_only"]
+    # over training seeds: the per-seed differences of the per-seed ADEs, paired by seed; a baseline
+    # (one unseeded run) pairs with every seed of jepa_only
+    jo = result["models"]["jepa_only"]
+    cs = tj["vs_jepa_only_seeds"]
+    assert cs["seeds"] == 2 and cs["lo"] <= cs["mean_diff"] <= cs["hi"] and cs["windows"] == 6
+    assert cs["per_seed_diff"] == pytest.approx({s: tj["per_seed"][s]["ADE"] - jo["per_seed"][s]["ADE"] for s in ("0", "1")})
+    assert set(tj["per_seed_window_ADE"]) == {"0", "1"} and all(len(v) == 6 for v in tj["per_seed_window_ADE"].values())
+    assert result["models"]["last_observed"]["vs_jepa_only_seeds"]["seeds"] == 2
     for seed, info in result["checkpoints"]["thinkjepa"].items():
         run = eval_workdir.path(eval_workdir.train.out) / "thinkjepa" / f"seed-{seed}"
         assert info["path"] == str(run / "best.pt")
@@ -96,6 +104,7 @@ def test_report_files(result, eval_workdir):
                     "## Training-time ablations", "## Per joint group", "## Per task", "## Figures"):
         assert heading in md, heading
     assert "| constant_velocity |" in md and "| shuffled |" in md
+    assert "over 2 training seeds" in md and "CI, seeds" in md
     for f in result["figures"]:
         assert f"]({f})" in md and (out / f).stat().st_size > 2000
     assert {"overlay_gain.png", "overlay_loss.png", "ade_diff_hist.png", "horizon_rollout_shifted.png"} <= set(result["figures"])
