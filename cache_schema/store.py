@@ -209,11 +209,18 @@ class LocalBackend:
         self.url = str(self.root)
         self.durable = durable_default() if durable is None else bool(durable)
         self._made_dirs: set[Path] = set()
+        # folders that gained a child whose name is not yet fsync'ed (see ``_mkdir``): paid before
+        # any record is written, so a record on disk still implies its data's folders
+        self._owed_dir_syncs: set[Path] = set()
 
     def _p(self, rel: str) -> Path:
         return self.root / rel if rel else self.root
 
-    def _mkdir(self, d: Path) -> None:
+    def _mkdir(self, d: Path, defer: bool = False) -> None:
+        """Create ``d`` and its missing parents. With ``durable``, each new folder's name must be
+        fsync'ed in its parent; ``defer`` owes those fsyncs to the next ``sync_tree`` or record
+        write (data folders: ``sync_tree`` fsyncs the entry's folders anyway, so doing it here too
+        was a quarter of a commit's fsyncs)."""
         if d in self._made_dirs:
             return
         new = []
@@ -223,20 +230,34 @@ class LocalBackend:
             p = p.parent
         d.mkdir(parents=True, exist_ok=True)
         if self.durable:
-            # a new folder's name lives in its parent: fsync parents top-down
-            for q in reversed(new):
-                fsync_dir(q.parent)
+            parents = [q.parent for q in reversed(new)]  # top-down
+            if defer:
+                self._owed_dir_syncs.update(parents)
+            else:
+                for q in parents:
+                    fsync_dir(q)
         self._made_dirs.add(d)
 
+    def _pay_dir_syncs(self, done: frozenset[Path] | set[Path] = frozenset()) -> None:
+        """fsync the folders whose new children's names are still owed (``done``: already synced)."""
+        for q in sorted(self._owed_dir_syncs - done, key=lambda x: len(x.parts), reverse=True):
+            fsync_dir(q)
+        self._owed_dir_syncs.clear()
+
     def sync_tree(self, rel: str) -> None:
-        """fsync every folder under ``rel`` (bottom-up) and ``rel``'s parent: after this, the
-        files written there (each fsync'ed by ``write_objects``) are reachable after a power cut."""
+        """fsync every folder under ``rel`` (bottom-up), ``rel``'s parent and every folder owed a
+        sync: after this, the files written there (each fsync'ed by ``write_objects``) are
+        reachable after a power cut."""
         if not self.durable:
             return
         base = self._p(rel)
+        done: set[Path] = set()
         for dirpath, _dirs, _files in os.walk(base, topdown=False):
             fsync_dir(dirpath)
+            done.add(Path(dirpath))
         fsync_dir(base.parent)
+        done.add(base.parent)
+        self._pay_dir_syncs(done)
 
     def get(self, rel: str) -> bytes | None:
         try:
@@ -269,12 +290,14 @@ class LocalBackend:
         """Atomic; with ``durable``, the new object and its name survive a power cut on return."""
         dst = self._p(rel)
         self._mkdir(dst.parent)
+        self._pay_dir_syncs()
         atomic_write_bytes(dst, data, durable=self.durable)
 
     def put_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` unless it exists (atomic: a hard link cannot overwrite)."""
         dst = self._p(rel)
         self._mkdir(dst.parent)
+        self._pay_dir_syncs()
         tmp = dst.parent / _tmp_name(dst.name)
         with open(tmp, "wb") as f:
             f.write(data)
@@ -301,7 +324,7 @@ class LocalBackend:
         total = 0
         for rel, bufs in items:
             dst = self._p(rel)
-            self._mkdir(dst.parent)
+            self._mkdir(dst.parent, defer=True)
             with open(dst, "wb") as f:
                 for b in bufs:
                     total += f.write(b)
@@ -337,6 +360,7 @@ class LocalBackend:
     def delete_tree(self, rel: str) -> None:
         shutil.rmtree(self._p(rel), ignore_errors=True)
         self._made_dirs = {d for d in self._made_dirs if not d.is_relative_to(self._p(rel))}
+        self._owed_dir_syncs = {d for d in self._owed_dir_syncs if not d.is_relative_to(self._p(rel))}
 
     def zarr_store(self, read_only: bool = True):
         from zarr.storage import LocalStore

@@ -81,6 +81,9 @@ def test_commit_fsyncs_data_then_folders_then_record_then_its_folder(tmp_path, m
     i_rec = max(i for i, e in enumerate(events) if e.startswith(rec_file + "/."))
     assert events.index(rec_file) > i_rec
     assert all(events.index(x) < i_rec for x in data_files | data_dirs)
+    # each file and folder once: a new folder's name is not fsync'ed in its parent and again by
+    # the entry's tree sync
+    assert len(events) == len(set(events)), sorted(e for e in set(events) if events.count(e) > 1)
 
     events.clear()
     with CacheWriter(url, vlm_meta(hidden=256), part=PART, durable=False) as w:
