@@ -58,7 +58,7 @@ def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, 
         f"demo.mode={mode}", f"demo.seed={args.seed}", f"demo.scenes={args.scenes}",
         f"demo.episodes_per_scene={args.episodes_per_scene}",
         f"train.seeds={json.dumps(args.train_seeds)}", f"eval.variants={json.dumps(variants)}",
-        *args.set,
+        f"train.epochs={args.epochs}", *args.set,
     ]
     base = _base(args)
     preview = load_config(None, over, base=base, use_default_file=False)
@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--episodes-per-scene", type=int, default=8)
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
+    # 40 epochs (the demo's) stop while val ADE is still falling: every seed left its plateau at a
+    # different step, and that timing was most of the seed-to-seed spread (README, Guidance benchmark)
+    ap.add_argument("--epochs", type=int, default=120, help="training epochs per run (the demo's default is 40)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--ablations", nargs="*", default=None,
                     help="training-time ablations of pipelines.yaml to add on cued data (default: all of them)")

@@ -1,4 +1,4 @@
-"""The short version of benchmarks/soak_faults.py: one kill, one power cut, two damaged entries."""
+"""The short version of benchmarks/soak_faults.py: two kills, one power cut, two damaged entries."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ def test_short_soak_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # stage processes run `python -m thinkjepa.cli.main` from the repo
     soak = _soak()
     lines: list[str] = []
-    tally = soak.run_soak(tmp_path / "soak", kills=1, power_cuts=1, damages=2, seed=1, kill_stages=("encode",),
+    # a killed training run must resume to the reference's weights: the judge reads the seed folder
+    tally = soak.run_soak(tmp_path / "soak", kills=2, power_cuts=1, damages=2, seed=1, kill_stages=("encode", "train"),
                           cut_stages=("encode",), log=lines.append)
-    assert tally.trials == 4, lines
+    assert tally.trials == 5, lines
     assert (tally.lost, tally.stale) == (0, 0), (tally.notes, lines)
-    assert tally.survived == tally.faults >= 3  # the kill may land after encode finished
+    assert tally.survived == tally.faults >= 3  # a kill may land after its stage finished
     assert "entries lost 0, stale uses 0" in tally.line()
 
 
@@ -52,3 +53,24 @@ def test_power_cut_snapshot_keeps_only_what_was_fsynced(tmp_path):
     assert (tmp_path / "cut" / "a").read_bytes() == b"durable"
     assert (tmp_path / "cut" / "b").read_bytes() == b""
     assert (tmp_path / "cut" / ".t").read_bytes() == b"renamed"
+
+
+def test_weights_judge_reads_checkpoints_and_sees_a_changed_weight(tmp_path):
+    import torch
+
+    from thinkjepa.train.checkpoint import FORMAT_VERSION, checkpoint_path, save_atomic
+
+    soak = _soak()
+    ref, same, changed, empty = (tmp_path / n for n in ("ref", "same", "changed", "empty"))
+    w = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(4)}
+    save_atomic({"format_version": FORMAT_VERSION, "model": w}, checkpoint_path(ref))
+    save_atomic({"format_version": FORMAT_VERSION, "model": {k: v.clone() for k, v in w.items()}}, checkpoint_path(same))
+    bumped = {k: v.clone() for k, v in w.items()}
+    bumped["b"][2] = 1e-7
+    save_atomic({"format_version": FORMAT_VERSION, "model": bumped}, checkpoint_path(changed))
+    empty.mkdir()
+    assert soak.weights_differ(same, ref) == ""
+    assert soak.weights_differ(changed, ref) == "weights differ"
+    assert soak.weights_differ(empty, ref).startswith("checkpoint unreadable")
+    with pytest.raises(FileNotFoundError):  # a missing reference is the soak's own bug: it must not count as a fault
+        soak.weights_differ(same, empty)
