@@ -44,6 +44,7 @@ STAGE_CMDS = {
     "run": ["-m", "thinkjepa.cli.main", "run", "index", "extract", "encode", "train"],
 }
 CACHE_OF = {"extract": "vlm", "encode": "jepa"}
+KILL_STAGES = ("extract", "encode", "train", "run")
 
 
 class PowerCut(BaseException):
@@ -273,7 +274,7 @@ KEEP = {"extract": (), "encode": ("vlm",), "train": ("vlm", "jepa"), "run": ()}
 
 
 def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10, seed: int = 0,
-             kill_stages: tuple[str, ...] = ("extract", "encode", "train", "run"),
+             kill_stages: tuple[str, ...] = KILL_STAGES,
              cut_stages: tuple[str, ...] = ("extract", "encode"), log=None) -> Tally:
     """The soak in folder ``root``; faults round-robin over ``kill_stages`` / ``cut_stages``."""
     import torch
@@ -327,7 +328,8 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
             if missing or differ:
                 notes.append(f"{s}: missing {missing[:2]} differ {differ[:2]}")
         if stage in ("train", "run"):
-            why = weights_differ(seed_run_dir(w / "train", "thinkjepa", 0), seed_run_dir(ref / "train", "thinkjepa", 0))
+            # the soak's config trains one variant, one seed
+            why = weights_differ(*(seed_run_dir(r / "train", "thinkjepa", 0) for r in (w, ref)))
             if why:
                 stale += 1
                 notes.append(why)
@@ -411,7 +413,7 @@ def main() -> None:
     ap.add_argument("--power-cuts", type=int, default=5)
     ap.add_argument("--damage", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kill-stages", nargs="+", default=["extract", "encode", "train", "run"],
+    ap.add_argument("--kill-stages", nargs="+", default=list(KILL_STAGES),
                     choices=list(STAGE_CMDS), help="stages the kills go round-robin over")
     ap.add_argument("--root", type=Path, default=None, help="work folder (default: a temp folder, removed)")
     a = ap.parse_args()

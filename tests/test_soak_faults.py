@@ -62,12 +62,16 @@ def test_weights_judge_reads_checkpoints_and_sees_a_changed_weight(tmp_path):
 
     soak = _soak()
     ref, same, changed, empty = (tmp_path / n for n in ("ref", "same", "changed", "empty"))
+
+    def save(run_dir, weights):
+        save_atomic({"format_version": FORMAT_VERSION, "model": weights}, checkpoint_path(run_dir))
+
     w = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(4)}
-    save_atomic({"format_version": FORMAT_VERSION, "model": w}, checkpoint_path(ref))
-    save_atomic({"format_version": FORMAT_VERSION, "model": {k: v.clone() for k, v in w.items()}}, checkpoint_path(same))
+    save(ref, w)
+    save(same, {k: v.clone() for k, v in w.items()})
     bumped = {k: v.clone() for k, v in w.items()}
     bumped["b"][2] = 1e-7
-    save_atomic({"format_version": FORMAT_VERSION, "model": bumped}, checkpoint_path(changed))
+    save(changed, bumped)
     empty.mkdir()
     assert soak.weights_differ(same, ref) == ""
     assert soak.weights_differ(changed, ref) == "weights differ"
