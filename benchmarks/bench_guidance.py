@@ -42,7 +42,7 @@ def _base(args: argparse.Namespace) -> dict[str, Any]:
     """The demo defaults plus the training-time ablations of pipelines.yaml that are run."""
     import yaml
 
-    from thinkjepa.demo import demo_defaults
+    from thinkjepa.app.demo import demo_defaults
 
     base = demo_defaults()
     defined = (yaml.safe_load((REPO / "pipelines.yaml").read_text()) or {}).get("variants", {})
@@ -51,8 +51,8 @@ def _base(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, variants: list[str]):
+    from thinkjepa.app.demo import demo_config, prepare_models
     from thinkjepa.config import load_config
-    from thinkjepa.demo import demo_config, prepare_models
 
     over = [
         f"demo.mode={mode}", f"demo.seed={args.seed}", f"demo.scenes={args.scenes}",
@@ -67,8 +67,8 @@ def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, 
 
 
 def run_mode(out: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    from thinkjepa import pipeline
-    from thinkjepa.demo import synthesize_demo_data
+    from thinkjepa.app import pipeline
+    from thinkjepa.app.demo import synthesize_demo_data
 
     variants = (MAIN_VARIANTS + list(args.ablations)) if mode == "cued" else CONTROL_VARIANTS
     workdir = (out / mode).resolve()

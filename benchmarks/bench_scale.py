@@ -173,7 +173,7 @@ def _seed_prompt_cache(cfg, sources: list[Path]) -> None:
 
 def _restamp(cfg) -> None:
     """The stamps a finished `tj run` leaves for the data as it is now."""
-    from thinkjepa import pipeline
+    from thinkjepa.app import pipeline
 
     listing = pipeline._listing(cfg)
     for name in ("index", "train", "eval"):
@@ -182,7 +182,7 @@ def _restamp(cfg) -> None:
 
 def build(base: Path, n: int):
     """The tree, manifest, caches and stamps of size ``n`` (reused when already complete)."""
-    from thinkjepa import pipeline
+    from thinkjepa.app import pipeline
 
     _tiny_thinker(base)
     cfg = _config(base, n)
@@ -258,8 +258,8 @@ def measure(cfg, base: Path, n: int, with_index: bool) -> dict[str, float]:
 
     import thinkjepa.extract.status  # noqa: F401
     import thinkjepa.train.encode  # noqa: F401
+    from thinkjepa.app.cli.main import app
     from thinkjepa.cache_schema import CacheReader
-    from thinkjepa.cli.main import app
     from thinkjepa.extract.runner import plan_shard
     from thinkjepa.stage_run import listing_cache_dir
 
@@ -312,8 +312,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import thinkjepa.cli.main"], check=True)
-    print(f"interpreter + `import thinkjepa.cli.main` (not in the figures below): {time.perf_counter() - t0:.2f} s")
+    subprocess.run([sys.executable, "-c", "import thinkjepa.app.cli.main"], check=True)
+    print(f"interpreter + `import thinkjepa.app.cli.main` (not in the figures below): {time.perf_counter() - t0:.2f} s")
 
     results: dict[int, dict[str, float]] = {}
     for n in sizes:

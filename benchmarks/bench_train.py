@@ -19,7 +19,7 @@ padded, with masks). Both run the same FiLM model (FiLM accepts either input), s
 difference is the data path alone.
 
 ``--processes 1 2``: the same training (means, the first ``--workers`` value) launched by
-``torchrun --nproc_per_node P -m thinkjepa.cli.train_cmd`` for each ``P``, at the same global
+``torchrun --nproc_per_node P -m thinkjepa.app.cli.train_cmd`` for each ``P``, at the same global
 batch (``train.batch_size``), so each process computes ``1/P`` of every step. Prints steps/s,
 windows/s and the scaling ratio against the first ``P``. On CUDA each process has one GPU; on
 CPU the launchers split the cores (one process: accelerate sets ``cores`` threads; ``P > 1``:
@@ -48,11 +48,11 @@ THINKER_HIDDEN = 128
 def build(workdir: Path, episodes: int, windows_per_clip: int):
     import torch
 
+    from thinkjepa.app.demo import demo_defaults
     from thinkjepa.cache_schema import TOKEN_TEXT, TOKEN_VISION, CacheWriter, StoreMeta, VLMEntry
     from thinkjepa.config import load_config
     from thinkjepa.data.manifest import build_manifest
     from thinkjepa.data.synth import synthesize_dataset
-    from thinkjepa.demo import demo_defaults
     from thinkjepa.extract.runner import store_extra
     from thinkjepa.tiny.vjepa2 import build_tiny_vjepa2
     from thinkjepa.train.dataset import split_windows
@@ -135,7 +135,7 @@ def run_processes(cfg, nproc: int, workers: int, steps: int) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-           "127.0.0.1", "--master_port", str(port), "-m", "thinkjepa.cli.train_cmd", "--config",
+           "127.0.0.1", "--master_port", str(port), "-m", "thinkjepa.app.cli.train_cmd", "--config",
            str(out / "pipelines.yaml"), "--variant", "thinkjepa"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=3600)

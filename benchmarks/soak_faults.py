@@ -38,10 +38,10 @@ import numpy as np
 import yaml
 
 STAGE_CMDS = {
-    "extract": ["-m", "thinkjepa.cli.main", "extract", "run"],
-    "encode": ["-m", "thinkjepa.cli.main", "encode"],
-    "train": ["-m", "thinkjepa.cli.main", "train"],
-    "run": ["-m", "thinkjepa.cli.main", "run", "index", "extract", "encode", "train"],
+    "extract": ["-m", "thinkjepa.app.cli.main", "extract", "run"],
+    "encode": ["-m", "thinkjepa.app.cli.main", "encode"],
+    "train": ["-m", "thinkjepa.app.cli.main", "train"],
+    "run": ["-m", "thinkjepa.app.cli.main", "run", "index", "extract", "encode", "train"],
 }
 CACHE_OF = {"extract": "vlm", "encode": "jepa"}
 KILL_STAGES = ("extract", "encode", "train", "run")

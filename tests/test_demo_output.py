@@ -25,7 +25,7 @@ def _demo(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     sets = [a for s in FAST for a in ("--set", s)]
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "thinkjepa.cli.main", "demo", "--workdir", str(workdir), *sets, *extra],
+        [sys.executable, "-m", "thinkjepa.app.cli.main", "demo", "--workdir", str(workdir), *sets, *extra],
         capture_output=True, text=True, timeout=1500, env=env, cwd=workdir.parent,
     )
 

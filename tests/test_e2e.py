@@ -12,8 +12,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from thinkjepa.cli.main import app
-from thinkjepa.demo import demo_config
+from thinkjepa.app.cli.main import app
+from thinkjepa.app.demo import demo_config
 
 pytestmark = pytest.mark.slow  # the whole demo, vLLM engine included
 
@@ -33,7 +33,7 @@ def _sets(items: list[str]) -> list[str]:
 def _status(workdir, data_root, overrides) -> dict[str, dict]:
     cfg = demo_config(workdir, data_root, workdir / "models" / "tiny-qwen3vl-thinking",
                       workdir / "models" / "tiny-vjepa2", overrides)
-    from thinkjepa import pipeline
+    from thinkjepa.app import pipeline
 
     return {r["stage"]: r for r in pipeline.status(cfg)}
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thinkjepa import pipeline
+from thinkjepa.app import pipeline
+from thinkjepa.app.demo import demo_config, demo_defaults, prepare_models, synthesize_demo_data
 from thinkjepa.config import load_config
 from thinkjepa.data.camera import world_to_camera
-from thinkjepa.demo import demo_config, demo_defaults, prepare_models, synthesize_demo_data
 from thinkjepa.joints import WRIST_INDEX
 from thinkjepa.train.dataset import WindowDataset
 

@@ -3,9 +3,9 @@ inside functions included), with the folder of each import name taken from pypro
 ``package-dir`` (the mapping the installed package uses).
 
 Layers, bottom to top: the core (config, sampling, joints, shards, data, the cache contract,
-file helpers), the stages (extract, train, evaluate), the app (CLI, pipeline runner, demo, tiny
-checkpoint builders). A layer imports only from itself and the layers below; the stages form
-no cycle among themselves; the model code imports no I/O.
+file helpers, tiny checkpoint builders), the stages (extract, train, evaluate), the app (CLI,
+pipeline runner, demo). A layer imports only from itself and the layers below; the stages form
+no cycle among themselves; the top-level folders form no cycle; the model code imports no I/O.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGE_DIR = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 
-APP = ("thinkjepa.cli", "thinkjepa.pipeline", "thinkjepa.demo", "thinkjepa.tiny")
+APP = ("thinkjepa.app",)
 STAGES = ("thinkjepa.extract", "thinkjepa.train", "thinkjepa.evaluate")
 # the model code: torch modules that see tensors, never files, caches or the data layer
 MODEL = ("thinkjepa.train.predictor", "thinkjepa.train.injection", "thinkjepa.train.pyramid",
@@ -87,7 +87,7 @@ ORDER = {"core": 0, "extract": 1, "train": 1, "evaluate": 1, "app": 2}
 def test_every_module_is_found_and_mapped() -> None:
     # the walk sees the modules the import system sees (a folder left out of package-dir would vanish)
     assert {"thinkjepa.config", "thinkjepa.cache_schema.writer", "thinkjepa.extract.runner",
-            "thinkjepa.train.loop", "thinkjepa.evaluate.report", "thinkjepa.cli.main"} <= set(MODULES)
+            "thinkjepa.train.loop", "thinkjepa.evaluate.report", "thinkjepa.app.cli.main"} <= set(MODULES)
     assert GRAPH["thinkjepa.train.loop"] >= {"thinkjepa.train.checkpoint", "thinkjepa.config"}
 
 
@@ -121,3 +121,32 @@ def test_prediction_and_reporting_share_the_metrics_not_each_other() -> None:
     predict, report = GRAPH["thinkjepa.evaluate.predict"], GRAPH["thinkjepa.evaluate.report"]
     assert "thinkjepa.evaluate.report" not in predict and "thinkjepa.evaluate.predict" not in report
     assert "thinkjepa.evaluate.errors" in predict and "thinkjepa.evaluate.errors" in report
+
+
+def _folder(mod: str) -> str:
+    return MODULES[mod].relative_to(ROOT).parts[0]
+
+
+def test_the_top_level_folders_form_no_cycle() -> None:
+    # a reader of the tree sees folders, not import names: `app/` on top of the stages, the
+    # stages on top of `thinkjepa/` and `cache_schema/`, and no path from a folder back to itself
+    edges: dict[str, set[str]] = {}
+    for mod, deps in GRAPH.items():
+        for d in deps:
+            if _folder(mod) != _folder(d):
+                edges.setdefault(_folder(mod), set()).add(_folder(d))
+    assert edges["app"] >= {"extract", "train", "evaluate", "thinkjepa"}  # the walk saw the app's imports
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            assert state.get(nxt) != 1, f"folder cycle: {' -> '.join(path[path.index(nxt):] + [nxt]) if nxt in path else nxt}"
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for folder in sorted(edges):
+        if folder not in state:
+            visit(folder, [folder])
+    assert not any(f in edges.get("thinkjepa", set()) for f in ("app", "extract", "train", "evaluate"))

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from thinkjepa.app.cli.main import app
+from thinkjepa.app.demo import demo_config
 from thinkjepa.cache_schema import CacheReader
-from thinkjepa.cli.main import app
-from thinkjepa.demo import demo_config
 from thinkjepa.shards import shard_of
 
 runner = CliRunner()

@@ -9,8 +9,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from thinkjepa import pipeline
-from thinkjepa.cli.main import app
+from thinkjepa.app import pipeline
+from thinkjepa.app.cli.main import app
 from thinkjepa.config import load_config
 
 runner = CliRunner()

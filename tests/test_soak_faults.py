@@ -22,7 +22,7 @@ def _soak():
 
 @pytest.mark.slow
 def test_short_soak_loses_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)  # stage processes run `python -m thinkjepa.cli.main` from the repo
+    monkeypatch.chdir(REPO)  # stage processes run `python -m thinkjepa.app.cli.main` from the repo
     soak = _soak()
     lines: list[str] = []
     # a killed training run must resume to the reference's weights: the judge reads the seed folder

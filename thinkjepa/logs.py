@@ -28,7 +28,7 @@ LOG_NAME = "third_party.log"
 PROJECT_LOGGER = "thinkjepa"
 _PROJECT_DIRS = tuple(
     str(Path(__file__).resolve().parent.parent / d) + os.sep
-    for d in ("thinkjepa", "cache_schema", "extract", "train", "evaluate")
+    for d in ("thinkjepa", "app", "cache_schema", "extract", "train", "evaluate")
 ) + (str(Path(__file__).resolve().parent) + os.sep,)
 
 

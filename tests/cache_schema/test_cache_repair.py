@@ -11,8 +11,8 @@ import pytest
 from cache_testdata import vlm_entry, vlm_meta
 from typer.testing import CliRunner
 
+from thinkjepa.app.cli.cache_cmd import app
 from thinkjepa.cache_schema import CacheError, CacheReader, CacheWriter, RecordError, repair, verify
-from thinkjepa.cli.cache_cmd import app
 
 KEYS = ["sort/1@5", "sort/2@5", "pour/3@9", "pour/4@9", "wipe/5@3"]
 PART = "shard-0"

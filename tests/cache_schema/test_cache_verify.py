@@ -9,8 +9,8 @@ import zarr
 from cache_testdata import vlm_entry, vlm_meta
 from typer.testing import CliRunner
 
+from thinkjepa.app.cli.cache_cmd import app
 from thinkjepa.cache_schema import CacheError, CacheReader, CacheWriter, cache_stats, verify
-from thinkjepa.cli.cache_cmd import app
 
 
 @pytest.fixture

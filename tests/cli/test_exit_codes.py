@@ -1,4 +1,4 @@
-"""Every command maps the project's errors to the same exit codes (thinkjepa.cli.common):
+"""Every command maps the project's errors to the same exit codes (thinkjepa.app.cli.common):
 0 done, 1 work failed, 2 usage or config error, 130 on Ctrl-C. The work function behind each
 command is made to raise; the command's code and message are checked."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from thinkjepa.cli import eval_cmd, extract_cmd, main, train_cmd
-from thinkjepa.cli.common import UsageError, exit_code_for
+from thinkjepa.app.cli import eval_cmd, extract_cmd, main, train_cmd
+from thinkjepa.app.cli.common import UsageError, exit_code_for
 
 runner = CliRunner()
 
@@ -24,12 +24,12 @@ COMMANDS = [
     ("tj encode", main.app, ["encode"], "thinkjepa.train.encode.run_encode"),
     ("tj-train", train_cmd.app, [], "thinkjepa.train.loop.run_training"),
     ("tj-eval", eval_cmd.app, [], "thinkjepa.evaluate.run_eval"),
-    ("tj status", main.app, ["status"], "thinkjepa.pipeline.status"),
-    ("tj run", main.app, ["run"], "thinkjepa.pipeline.run"),
-    ("tj demo", main.app, ["demo"], "thinkjepa.demo.run_demo"),
+    ("tj status", main.app, ["status"], "thinkjepa.app.pipeline.status"),
+    ("tj run", main.app, ["run"], "thinkjepa.app.pipeline.run"),
+    ("tj demo", main.app, ["demo"], "thinkjepa.app.demo.run_demo"),
     ("tj cache verify", main.app, ["cache", "verify", "memory://x"], "thinkjepa.cache_schema.verify"),
-    ("tj cache show", main.app, ["cache", "show", "memory://x", "a/0@8"], "thinkjepa.cli.cache_cmd._open"),
-    ("tj cache stats", main.app, ["cache", "stats", "memory://x"], "thinkjepa.cli.cache_cmd._open"),
+    ("tj cache show", main.app, ["cache", "show", "memory://x", "a/0@8"], "thinkjepa.app.cli.cache_cmd._open"),
+    ("tj cache stats", main.app, ["cache", "stats", "memory://x"], "thinkjepa.app.cli.cache_cmd._open"),
 ]
 CONFIG_COMMANDS = [c for c in COMMANDS if not c[0].startswith(("tj cache", "tj data synth", "tj demo"))]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from thinkjepa.cli.data_cmd import app
+from thinkjepa.app.cli.data_cmd import app
 from thinkjepa.data.manifest import read_manifest
 
 runner = CliRunner()

@@ -115,7 +115,7 @@ def test_report_files(result, eval_workdir):
 
 
 def test_tj_eval_json_prints_metrics_json(eval_workdir, tmp_path, result):
-    from thinkjepa.cli.eval_cmd import app
+    from thinkjepa.app.cli.eval_cmd import app
 
     save_config(eval_workdir, tmp_path, "pipelines.yaml")
     res = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--json", "--set", "eval.bootstrap=200"])

@@ -60,7 +60,7 @@ def all_window_keys(cfg) -> list[str]:
 
 
 def cli():
-    from thinkjepa.cli.extract_cmd import app
+    from thinkjepa.app.cli.extract_cmd import app
 
     return app
 
@@ -85,7 +85,7 @@ def test_vllm_end_to_end_two_shards_verify_show_status(tmp_path: Path, egodex_ma
     done = [k for s in summaries for k in s.done]
     assert sorted(done) == expected and len(set(done)) == len(done)
 
-    from thinkjepa.cli.main import app as tj
+    from thinkjepa.app.cli.main import app as tj
 
     res = CliRunner().invoke(tj, ["cache", "verify", url, "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["ok"], res.output
@@ -126,7 +126,7 @@ def test_vllm_end_to_end_two_shards_verify_show_status(tmp_path: Path, egodex_ma
 
 
 def _run_cmd(cfg_file: Path) -> list[str]:
-    return [sys.executable, "-m", "thinkjepa.cli.extract_cmd", "run", "--config", str(cfg_file), "--shard", "0/1",
+    return [sys.executable, "-m", "thinkjepa.app.cli.extract_cmd", "run", "--config", str(cfg_file), "--shard", "0/1",
             "--no-progress"]
 
 

@@ -132,7 +132,7 @@ def runs(tiny_pipeline, write_vlm_cache, tmp_path_factory) -> dict:
     # two processes, uninterrupted, through the CLI exactly as the README has it
     two = _with(base, tmp / "two")
     save_config(two, tmp / "two_cfg", "pipelines.yaml")
-    out["two_proc"] = _torchrun(["-m", "thinkjepa.cli.train_cmd", "--config", str(tmp / "two_cfg" / "pipelines.yaml"),
+    out["two_proc"] = _torchrun(["-m", "thinkjepa.app.cli.train_cmd", "--config", str(tmp / "two_cfg" / "pipelines.yaml"),
                                  "--variant", "thinkjepa"])
     out["two"] = tmp / "two" / "thinkjepa" / "seed-0"
 
@@ -149,7 +149,7 @@ def runs(tiny_pipeline, write_vlm_cache, tmp_path_factory) -> dict:
     out["killed_tb"] = sorted(p.name for p in (run_killed / "tb").iterdir())
     shutil.copytree(tmp / "killed", tmp / "killed_then_one")  # resumed on one process below
     save_config(killed, tmp / "killed_cfg", "pipelines.yaml")
-    out["resume_proc"] = _torchrun(["-m", "thinkjepa.cli.train_cmd", "--config",
+    out["resume_proc"] = _torchrun(["-m", "thinkjepa.app.cli.train_cmd", "--config",
                                     str(tmp / "killed_cfg" / "pipelines.yaml"), "--variant", "thinkjepa"])
     out["resumed"] = run_killed
 

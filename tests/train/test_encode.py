@@ -97,7 +97,7 @@ def test_a_store_made_with_other_settings_is_refused(tiny_pipeline) -> None:
 def test_tj_encode_command(tiny_pipeline, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from thinkjepa.cli.main import app
+    from thinkjepa.app.cli.main import app
     from thinkjepa.config import save_config
 
     save_config(tiny_pipeline, tmp_path, "pipelines.yaml")

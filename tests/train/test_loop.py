@@ -166,7 +166,7 @@ def test_a_tiny_training_set_is_overfitted(tiny_pipeline, tmp_path) -> None:
 
 
 def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
-    from thinkjepa.cli.train_cmd import app
+    from thinkjepa.app.cli.train_cmd import app
 
     cfg = _with(tiny_pipeline, tmp_path / "out", epochs=1, batch_size=4)
     save_config(cfg, tmp_path, "pipelines.yaml")
@@ -186,7 +186,7 @@ def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
     assert len(list(run.glob("last.stale-*.pt"))) == 1
     assert load_checkpoint(checkpoint_path(run))["fingerprint"] != payload["fingerprint"]
     bad = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--variant", "no_such_variant"])
-    assert bad.exit_code == 2 and "no_such_variant" in bad.output  # a usage error (thinkjepa.cli.common)
+    assert bad.exit_code == 2 and "no_such_variant" in bad.output  # a usage error (thinkjepa.app.cli.common)
 
 
 def test_runs_in_one_process_may_change_precision() -> None:

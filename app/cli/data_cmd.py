@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import (
+from thinkjepa.app.cli.common import (
     EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
@@ -23,13 +23,10 @@ from thinkjepa.cli.common import (
     cli_command,
     console,
     load,
+    typer_app,
 )
 
-app = typer.Typer(
-    help="Synthesise EgoDex-layout data and index datasets into the clips manifest.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+app = typer_app("Synthesise EgoDex-layout data and index datasets into the clips manifest.")
 
 
 @app.command()

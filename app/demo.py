@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from thinkjepa import pipeline
+from thinkjepa.app import pipeline
 from thinkjepa.config import PipelineConfig, load_config
 
 

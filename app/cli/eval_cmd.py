@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load
+from thinkjepa.app.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load, typer_app
 
-app = typer.Typer(help="Evaluate trained variants against baselines (ADE / FDE / Acc, rollouts, ablations).",
-                  pretty_exceptions_show_locals=False, add_completion=False)
+app = typer_app("Evaluate trained variants against baselines (ADE / FDE / Acc, rollouts, ablations).", single_command=True)
 
 
 @app.command()

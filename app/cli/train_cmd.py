@@ -2,7 +2,7 @@
 ``thinkjepa.train.loop.run_training`` and ``thinkjepa.train.encode.run_encode``.
 
 ``tj-train`` is a one-command typer app (so its --help shows no COMMAND); ``tj`` mounts the
-same function as ``tj train``. Under ``accelerate launch -m thinkjepa.cli.train_cmd ...`` it
+same function as ``tj train``. Under ``accelerate launch -m thinkjepa.app.cli.train_cmd ...`` it
 trains on every process.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from thinkjepa.cli.common import (
+from thinkjepa.app.cli.common import (
     EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
@@ -27,6 +27,7 @@ from thinkjepa.cli.common import (
     console,
     load,
     parse_shard,
+    typer_app,
 )
 
 BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
@@ -55,11 +56,7 @@ def check_variant(cfg, name: str) -> str:
     return name
 
 
-app = typer.Typer(
-    help="Stage two: train the ThinkJEPA predictor (or a baseline/ablation variant) from the caches.",
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-)
+app = typer_app("Stage two: train the ThinkJEPA predictor (or a baseline/ablation variant) from the caches.", single_command=True)
 
 
 @app.command()

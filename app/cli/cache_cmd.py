@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from thinkjepa.cli.common import (
+from thinkjepa.app.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -20,10 +20,10 @@ from thinkjepa.cli.common import (
     UsageError,
     cli_command,
     console,
+    typer_app,
 )
 
-app = typer.Typer(help="Inspect and verify feature caches.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer_app("Inspect and verify feature caches.")
 out = Console()
 
 PathArg = Annotated[str, typer.Argument(help="Cache location: a folder or an fsspec URL (memory://, s3://...).")]

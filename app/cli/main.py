@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thinkjepa.cli import cache_cmd, data_cmd, eval_cmd, extract_cmd, train_cmd
-from thinkjepa.cli.common import (
+from thinkjepa.app.cli import cache_cmd, data_cmd, eval_cmd, extract_cmd, train_cmd
+from thinkjepa.app.cli.common import (
     ConfigOpt,
     JsonOpt,
     ProgressOpt,
@@ -23,14 +23,11 @@ from thinkjepa.cli.common import (
     load,
     parse_shard,
     start_logging,
+    typer_app,
 )
-from thinkjepa.pipeline import STAGE_NAMES
+from thinkjepa.app.pipeline import STAGE_NAMES
 
-app = typer.Typer(
-    help="ThinkJEPA: VLM-guided latent world models for 3D hand-trajectory forecasting.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+app = typer_app("ThinkJEPA: VLM-guided latent world models for 3D hand-trajectory forecasting.")
 app.add_typer(data_cmd.app, name="data", help="Synthesise EgoDex-layout data and index datasets.")
 app.add_typer(cache_cmd.app, name="cache", help="Inspect and verify feature caches.")
 app.add_typer(extract_cmd.app, name="extract", help="Stage one: thinker hidden states into the VLM cache (= tj-extract).")
@@ -64,7 +61,7 @@ def _print_status(rows: list[dict]) -> None:
 @cli_command("tj status")
 def status(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
     """Which stages are stale, and why."""
-    from thinkjepa import pipeline
+    from thinkjepa.app import pipeline
 
     cfg = load(config, set_)
     rows = pipeline.status(cfg)
@@ -92,7 +89,7 @@ def run(
     verbose: VerboseOpt = False,
 ) -> None:
     """Rerun the stale stages, in order (index, extract, encode, train, eval)."""
-    from thinkjepa import pipeline
+    from thinkjepa.app import pipeline
 
     cfg = load(config, set_, verbose)
     _progress_env(progress and not json_out)
@@ -130,7 +127,7 @@ def demo(
     verbose: VerboseOpt = False,
 ) -> None:
     """The whole pipeline with tiny local models, on synthetic data or an EgoDex folder."""
-    from thinkjepa.demo import run_demo
+    from thinkjepa.app.demo import run_demo
 
     log = start_logging(workdir, verbose)
     _progress_env(progress and not json_out)

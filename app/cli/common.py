@@ -59,6 +59,14 @@ VerboseOpt = Annotated[
 ]
 
 
+def typer_app(help: str, *, single_command: bool = False) -> typer.Typer:
+    """The Typer app of one console script or command group. A single-command script (tj-train,
+    tj-eval) takes its options at the top level, so it shows no completion commands and runs
+    without arguments; a group prints its help when called bare."""
+    extra: dict[str, Any] = {"add_completion": False} if single_command else {"no_args_is_help": True}
+    return typer.Typer(help=help, pretty_exceptions_show_locals=False, **extra)
+
+
 def exit_code_for(exc: BaseException) -> int | None:
     """The exit code for ``exc``; None for an exception that is a bug (shown with its traceback)."""
     import pydantic

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thinkjepa.cli.common import (
+from thinkjepa.app.cli.common import (
     EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
@@ -22,13 +22,10 @@ from thinkjepa.cli.common import (
     console,
     load,
     parse_shard,
+    typer_app,
 )
 
-app = typer.Typer(
-    help="Stage one: run the Qwen3-VL Thinking thinker over the manifest and store its hidden states.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+app = typer_app("Stage one: run the Qwen3-VL Thinking thinker over the manifest and store its hidden states.")
 
 
 @app.command()
