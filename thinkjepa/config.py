@@ -200,8 +200,9 @@ class DemoConfig(_Section):
     generator: Literal["guidance_v2", "v1"] = "guidance_v2"
     """``guidance_v2``: the guidance benchmark (thinkjepa/data/synth_v2.py); ``v1``: the first
     toy (kept reproducible; its future does not depend on the dense window)."""
-    mode: Literal["cued", "shuffled", "absent"] = "cued"
-    """guidance_v2 only: the cue shows the turn (``cued``), a random class (``shuffled``) or nothing."""
+    mode: Literal["cued", "shuffled", "absent", "fixed_turn"] = "cued"
+    """guidance_v2 only: the cue shows the turn (``cued``), a random class (``shuffled``) or nothing
+    (``absent``); ``fixed_turn``: no cue and one turn class for every episode (a diagnosis)."""
     scenes: int = 24
     episodes_per_scene: int = 8
     n_frames: int = 48

@@ -7,15 +7,33 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_guidance.py"
 
 
-def test_quick_benchmark_writes_a_complete_table(tmp_path, capsys):
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_guidance", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def _row(before: float, ade: float) -> dict:
+    return {"ADE": ade, "ADE_before_turn": before, "vs_jepa_only_seeds": None}
+
+
+def test_fixed_turn_diagnosis_reads_the_share_of_the_before_turn_gap():
+    bench = _bench()
+    table = {"cued": {"rows": {"thinkjepa": _row(0.0050, 0.010), "jepa_only": _row(0.0060, 0.016)}},
+             "fixed_turn": {"rows": {"thinkjepa": _row(0.0052, 0.008), "jepa_only": _row(0.0055, 0.008)}}}
+    before, fixed = bench.diagnostics(table)
+    assert "fixed_turn 0.0055" in before and "closes 50% of the cued gap" in before
+    assert fixed.startswith("fixed_turn (nothing for the thinker to add): thinkjepa 0.0080 vs jepa_only 0.0080")
+    assert bench.diagnostics({"cued": table["cued"]}) == []  # no fixed_turn run, nothing to read
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_a_complete_table(tmp_path, capsys):
+    bench = _bench()
     out = tmp_path / "table.json"
     assert bench.main(["--quick", "--workdir", str(tmp_path), "--out", str(out)]) == 0
     table = json.loads(out.read_text())["table"]

@@ -8,7 +8,7 @@ import pytest
 from thinkjepa.data.camera import project_points
 from thinkjepa.data.egodex import read_episode
 from thinkjepa.data.synth import CUE_COLOURS, LABELS_FILE
-from thinkjepa.data.synth_v2 import TURN_ANGLES_DEG, make_scenes, synthesize_guidance_v2, v2_timeline
+from thinkjepa.data.synth_v2 import FIXED_TURN_CLASS, TURN_ANGLES_DEG, make_scenes, synthesize_guidance_v2, v2_timeline
 from thinkjepa.data.video import decode_frames
 from thinkjepa.joints import WRIST_INDEX
 
@@ -18,7 +18,7 @@ KW = dict(scenes=3, episodes_per_scene=4, seed=5, n_frames=32, size=64)
 @pytest.fixture(scope="module")
 def modes(tmp_path_factory):
     out = {}
-    for mode in ("cued", "shuffled", "absent"):
+    for mode in ("cued", "shuffled", "absent", "fixed_turn"):
         root = tmp_path_factory.mktemp(mode)
         out[mode] = (root, synthesize_guidance_v2(root, mode=mode, **KW))
     return out
@@ -97,3 +97,24 @@ def test_same_arguments_same_bytes(modes, tmp_path):
         for c in (s.background, s.table):
             assert np.linalg.norm(cue - np.array(c, float), axis=1).min() > 80
     assert len({s.name for s in scenes}) == 24
+
+
+def test_fixed_turn_shares_every_draw_and_differs_only_from_the_turn_on(modes):
+    (root, labels), (root_f, fixed) = modes["cued"], modes["fixed_turn"]
+    tl = labels["timeline"]
+    assert fixed["episodes"].keys() == labels["episodes"].keys()
+    changed = 0
+    for cid, e in labels["episodes"].items():
+        f = fixed["episodes"][cid]
+        assert f["turn"] == FIXED_TURN_CLASS and f["cue"] is None
+        assert (f["heading"], f["speed"], f["scene"]) == (e["heading"], e["speed"], e["scene"])
+        ep, _ = _wrist_xz(root, cid)
+        ep_f, _ = _wrist_xz(root_f, cid)
+        # the past and the straight part of the future are the same frames in both modes
+        np.testing.assert_array_equal(ep.joints[: tl["turn"] + 1], ep_f.joints[: tl["turn"] + 1])
+        np.testing.assert_array_equal(ep.camera_pose, ep_f.camera_pose)
+        if e["turn"] == FIXED_TURN_CLASS:
+            np.testing.assert_array_equal(ep.joints, ep_f.joints)
+        else:
+            changed += not np.array_equal(ep.joints[tl["turn"] + 1:], ep_f.joints[tl["turn"] + 1:])
+    assert changed == sum(e["turn"] != FIXED_TURN_CLASS for e in labels["episodes"].values()) > 0

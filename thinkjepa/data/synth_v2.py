@@ -21,6 +21,10 @@ no JEPA-only model can beat "the hands stay where they are" (REFERENCE.md sectio
   ``cued`` (the shown cue is the turn class), ``shuffled`` (the shown cue is drawn
   independently of the turn, balanced per scene) and ``absent`` (no cue at all). A model that
   wins on a control is reading something other than the cue: a leak.
+- A diagnosis with the same draws: ``fixed_turn`` (no cue, and every episode turns by class
+  ``FIXED_TURN_CLASS``). Its past and its future before the turn are those of the other modes,
+  frame for frame; only the turn is no longer uncertain. A JEPA-only model trained on it shows
+  what the dense branch reaches before the turn when nothing about the future is ambiguous.
 
 Every scene holds every turn class equally often (episodes cycle through a per-scene
 permutation), so a split by scene keeps the classes balanced. The labels file records per
@@ -59,8 +63,12 @@ from thinkjepa.data.synth import (
 )
 from thinkjepa.joints import HANDS
 
-Mode = Literal["cued", "shuffled", "absent"]
-MODES: tuple[str, ...] = ("cued", "shuffled", "absent")
+Mode = Literal["cued", "shuffled", "absent", "fixed_turn"]
+MODES: tuple[str, ...] = ("cued", "shuffled", "absent", "fixed_turn")
+FIXED_TURN_CLASS = 0
+"""``fixed_turn``: the turn class of every episode, so that the future is determined by the dense
+window alone. A diagnosis, not a control: a JEPA-only model trained there faces no ambiguity
+about the turn, which tells how much of its error before the turn it pays for the ambiguity."""
 TURN_ANGLES_DEG: tuple[float, ...] = (-90.0, -30.0, 30.0, 90.0)
 """Heading change at ``t + turn_delay`` per turn class (positive = counter-clockwise seen from above)."""
 assert len(TURN_ANGLES_DEG) == N_CUES
@@ -179,7 +187,7 @@ def synthesize_guidance_v2(
     for i in track(range(n_total), description=f"synthesising v2 ({mode})", disable=not progress):
         si, n = i % scenes, i // scenes
         scene = scene_list[si]
-        turn_class = int(turn_order[si][n % N_CUES])
+        turn_class = FIXED_TURN_CLASS if mode == "fixed_turn" else int(turn_order[si][n % N_CUES])
         if mode == "cued":
             shown: int | None = turn_class
         elif mode == "shuffled":
@@ -211,4 +219,4 @@ def synthesize_guidance_v2(
     return labels
 
 
-__all__ = ["MODES", "TURN_ANGLES_DEG", "make_scenes", "synthesize_guidance_v2", "v2_timeline"]
+__all__ = ["FIXED_TURN_CLASS", "MODES", "TURN_ANGLES_DEG", "make_scenes", "synthesize_guidance_v2", "v2_timeline"]
