@@ -68,7 +68,7 @@ def _run_extract(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> dict[s
 
 
 def _run_encode(cfg: PipelineConfig, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
-    from thinkjepa.train.encode import run_encode
+    from thinkjepa.extract.encode import run_encode
 
     summary = run_encode(cfg, shard=shard)
     _raise_on_failures("encode", summary.failed, "tj cache show " + cfg.url(cfg.encoder.cache) + " KEY")
@@ -255,7 +255,7 @@ def _window_status(cfg: PipelineConfig, name: str) -> dict[str, Any]:
         from thinkjepa.extract.status import extraction_status
 
         return extraction_status(cfg, list_limit=0)
-    from thinkjepa.train.encode import encode_status
+    from thinkjepa.extract.encode import encode_status
 
     return encode_status(cfg, list_limit=0)
 

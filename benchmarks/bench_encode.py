@@ -49,8 +49,8 @@ def main() -> None:
     import torch
 
     from thinkjepa.config import EncoderConfig
+    from thinkjepa.extract.encode import JepaEncoder
     from thinkjepa.tiny.vjepa2 import build_tiny_vjepa2
-    from thinkjepa.train.encode import JepaEncoder
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

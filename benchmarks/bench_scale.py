@@ -210,10 +210,10 @@ def build(base: Path, n: int):
         os.link(src_hdf5, root / task / f"{ep}.hdf5")
     _write_manifest(cfg, n, mp4, hdf5)
 
+    from thinkjepa.extract.encode import fingerprints, jepa_store_meta, plan_encode
     from thinkjepa.extract.layers import LAYER_CONVENTION
     from thinkjepa.extract.runner import fingerprint_of, plan_clips, vlm_store_meta
     from thinkjepa.shards import shard_of
-    from thinkjepa.train.encode import fingerprints, jepa_store_meta, plan_encode
 
     _seed_prompt_cache(cfg, [h for _, h in sources])
     plans = plan_clips(cfg, shards=PARTS)
@@ -256,8 +256,8 @@ def measure(cfg, base: Path, n: int, with_index: bool) -> dict[str, float]:
     import zarr  # noqa: F401
     from typer.testing import CliRunner
 
+    import thinkjepa.extract.encode  # noqa: F401
     import thinkjepa.extract.status  # noqa: F401
-    import thinkjepa.train.encode  # noqa: F401
     from thinkjepa.app.cli.main import app
     from thinkjepa.cache_schema import CacheReader
     from thinkjepa.extract.runner import plan_shard

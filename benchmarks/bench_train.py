@@ -53,10 +53,10 @@ def build(workdir: Path, episodes: int, windows_per_clip: int):
     from thinkjepa.config import load_config
     from thinkjepa.data.manifest import build_manifest
     from thinkjepa.data.synth import synthesize_dataset
+    from thinkjepa.extract.encode import run_encode
     from thinkjepa.extract.runner import store_extra
     from thinkjepa.tiny.vjepa2 import build_tiny_vjepa2
     from thinkjepa.train.dataset import split_windows
-    from thinkjepa.train.encode import run_encode
 
     data = workdir / "data"
     if not (data / ".complete").exists():

@@ -282,9 +282,9 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
     from thinkjepa.cache_schema import repair
     from thinkjepa.config import load_config
     from thinkjepa.extract.backends import make_backend
+    from thinkjepa.extract.encode import JepaEncoder, run_encode
     from thinkjepa.extract.runner import run_shard
     from thinkjepa.train.checkpoint import seed_run_dir
-    from thinkjepa.train.encode import JepaEncoder, run_encode
 
     if log is None:
         def log(msg: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
 from thinkjepa.shards import part_name, shard_of, validate_shard
-from thinkjepa.stage_run import ShardSummary, failure_reason, listing_cache_dir, manifest_rows, progress_bar
+from thinkjepa.stage_run import ShardSummary, listing_cache_dir, manifest_rows, run_batches
 
 if TYPE_CHECKING:
     from thinkjepa.extract.thinker_io import ThinkerBackend, ThinkerOutput, ThinkerRequest
@@ -335,19 +335,6 @@ def _extract_batch(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> l
     return results
 
 
-def _group_by_clip(items: Sequence[WorkItem]) -> Iterator[list[WorkItem]]:
-    group: list[WorkItem] = []
-    for it in items:
-        if group and it.clip_id != group[0].clip_id:
-            yield group
-            group = []
-        group.append(it)
-    if group:
-        yield group
-
-
-
-
 def plan_shard(
     cfg: PipelineConfig, shard: tuple[int, int]
 ) -> tuple[list[ClipPlan], list[WorkItem], list[WorkItem], CacheReader | None]:
@@ -435,59 +422,33 @@ def _run_items(
     from thinkjepa.extract.thinker_io import ThinkerRequest
 
     th = cfg.thinker
-    batch: list[tuple[WorkItem, ThinkerRequest]] = []
 
-    with progress_bar(progress, f"extract {summary.part}") as bar:
-        task = bar.add_task("extract", total=total, completed=len(summary.skipped), status="")
+    def decode(group: list[WorkItem]) -> Callable[[WorkItem], ThinkerRequest]:
+        wanted = sorted({f for it in group for f in it.frame_indices})
+        frames = decode_frames(group[0].video_path, wanted, th.frame_size)
+        pos = {f: j for j, f in enumerate(wanted)}
+        return lambda it: ThinkerRequest(
+            key=it.key, frames=frames[[pos[f] for f in it.frame_indices]], frame_indices=it.frame_indices,
+            fps=it.fps, user_text=it.user_text,
+        )
 
-        def advance() -> None:
-            bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
-
-        def fail(key: str, reason: str) -> None:
-            summary.failed[key] = reason
-            writer.record_failure(key, reason)
-
-        def flush() -> None:
-            if not batch:
-                return
-            outs = _extract_batch(backend, [r for _, r in batch])
-            for (item, _), out in zip(batch, outs):
-                if isinstance(out, BaseException):
-                    fail(item.key, failure_reason("engine", out))
-                else:
-                    fp = fingerprint_of(cfg, item)
-                    prov = fingerprint_payload(
-                        th, layer_convention=LAYER_CONVENTION, user_text=item.user_text,
-                        frame_indices=item.frame_indices, episode=item.episode,
-                    )
-                    prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size))
-                    try:
-                        writer.commit(_to_entry(item, out, fp, prov))
-                    except ValueError as e:  # CacheError: the output does not fit the store
-                        fail(item.key, failure_reason("commit", e))
-                    else:
-                        summary.done.append(item.key)
-                advance()
-            batch.clear()
-
-        for group in _group_by_clip(todo):
-            wanted = sorted({f for it in group for f in it.frame_indices})
-            try:
-                frames = decode_frames(group[0].video_path, wanted, th.frame_size)
-            except (VideoError, OSError, ValueError) as e:
-                for it in group:
-                    fail(it.key, failure_reason("decode", e))
-                    advance()
+    def run_batch(items: list[WorkItem], requests: list[ThinkerRequest]) -> list[Any]:
+        entries: list[Any] = []
+        for item, out in zip(items, _extract_batch(backend, requests)):
+            if isinstance(out, BaseException):
+                entries.append(out)
                 continue
-            pos = {f: j for j, f in enumerate(wanted)}
-            for it in group:
-                batch.append((it, ThinkerRequest(
-                    key=it.key,
-                    frames=frames[[pos[f] for f in it.frame_indices]],
-                    frame_indices=it.frame_indices,
-                    fps=it.fps,
-                    user_text=it.user_text,
-                )))
-                if len(batch) >= th.clips_per_call:
-                    flush()
-        flush()
+            fp = fingerprint_of(cfg, item)
+            prov = fingerprint_payload(
+                th, layer_convention=LAYER_CONVENTION, user_text=item.user_text,
+                frame_indices=item.frame_indices, episode=item.episode,
+            )
+            prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size))
+            entries.append(_to_entry(item, out, fp, prov))
+        return entries
+
+    run_batches(
+        todo, decode=decode, decode_errors=(VideoError, OSError, ValueError), run_batch=run_batch,
+        batch_size=th.clips_per_call, sink=writer, summary=summary, stage="extract", engine_step="engine",
+        total=total, progress=progress,
+    )

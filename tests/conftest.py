@@ -13,6 +13,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# the stage fixtures (tiny dataset, tiny V-JEPA2, both caches): shared by tests/extract (encode),
+# tests/train and tests/evaluate, built once per session
+pytest_plugins = ["stage_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EGODEX_FIXTURES = Path(os.environ.get("THINKJEPA_EGODEX_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "egodex"))
 

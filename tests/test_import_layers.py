@@ -150,3 +150,15 @@ def test_the_top_level_folders_form_no_cycle() -> None:
         if folder not in state:
             visit(folder, [folder])
     assert not any(f in edges.get("thinkjepa", set()) for f in ("app", "extract", "train", "evaluate"))
+
+
+def test_every_package_folder_sits_under_the_import_root_it_is_named_for() -> None:
+    # the one rule (README, "layout"): thinkjepa.X is thinkjepa/X on disk, for every X, so a tool
+    # that follows imports by path finds each stage without the editable finder; the stage
+    # folders stay at the top level and thinkjepa/X links to them
+    for name, folder in PACKAGE_DIR.items():
+        on_disk = ROOT / name.replace(".", "/")
+        assert on_disk.is_dir(), f"{name} has no folder {on_disk.relative_to(ROOT)}"
+        assert on_disk.resolve() == (ROOT / folder).resolve(), f"{on_disk} is not {folder}/"
+        if on_disk.is_symlink():
+            assert not Path(on_disk.readlink()).is_absolute(), f"{on_disk} must link relatively (clones move)"

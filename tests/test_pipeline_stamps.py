@@ -112,7 +112,7 @@ def test_window_status_is_reused_only_while_the_store_and_manifest_are_unchanged
     import numpy as np
 
     from thinkjepa.cache_schema import CacheWriter, JEPAEntry
-    from thinkjepa.train.encode import encode_status, fingerprints, jepa_store_meta, plan_encode
+    from thinkjepa.extract.encode import encode_status, fingerprints, jepa_store_meta, plan_encode
 
     pipeline.run(cfg, ["index"])
     items, _ = plan_encode(cfg)

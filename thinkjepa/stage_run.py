@@ -1,13 +1,14 @@
 """What the sharded, resumable stages (extract, encode) share: their summary, how a failure
-is worded, their progress bar, and how they read the manifest."""
+is worded, their progress bar, how they read the manifest, and the loop that turns a shard's
+remaining work into committed entries (``run_batches``)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -45,6 +46,108 @@ def progress_bar(enabled: bool, label: str) -> Progress:
         # THINKJEPA_PROGRESS=0: `tj run` / `tj demo --no-progress` switch every stage's bar off
         console=project_console(), disable=not enabled or os.environ.get("THINKJEPA_PROGRESS") == "0",
     )
+
+
+class WorkItem(Protocol):
+    """One window of a sharded stage: its cache key and the clip whose frames it needs."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def clip_id(self) -> str: ...
+
+
+class EntrySink(Protocol):
+    """Where a stage's results go (a ``CacheWriter``): commit one entry, or record a failure."""
+
+    def commit(self, entry: Any) -> Any: ...
+
+    def record_failure(self, key: str, reason: str) -> Any: ...
+
+
+ItemT = TypeVar("ItemT", bound=WorkItem)
+PayloadT = TypeVar("PayloadT")
+
+
+def _by_clip(items: Sequence[ItemT]) -> Iterator[list[ItemT]]:
+    # planning emits a clip's windows together, so one pass finds each clip's group
+    group: list[ItemT] = []
+    for it in items:
+        if group and it.clip_id != group[0].clip_id:
+            yield group
+            group = []
+        group.append(it)
+    if group:
+        yield group
+
+
+def run_batches(
+    todo: Sequence[ItemT],
+    *,
+    decode: Callable[[list[ItemT]], Callable[[ItemT], PayloadT]],
+    decode_errors: tuple[type[BaseException], ...],
+    run_batch: Callable[[list[ItemT], list[PayloadT]], list[Any]],
+    batch_size: int,
+    sink: EntrySink,
+    summary: ShardSummary,
+    stage: str,
+    engine_step: str,
+    total: int,
+    progress: bool,
+) -> None:
+    """The body of a sharded stage, after planning and skipping: decode each clip's frames once
+    (``decode(group)`` returns what one item's request is made of), send ``batch_size`` requests
+    per ``run_batch`` call, commit every result on its own, and record every failure with the
+    step that failed (decode, ``engine_step``, commit) while the shard goes on.
+
+    ``run_batch(items, payloads)`` returns, per item in order, the entry to commit or the
+    exception that item failed with. A commit that raises ValueError (the entry does not fit
+    the store) fails that item only."""
+    pending: list[tuple[ItemT, PayloadT]] = []
+
+    with progress_bar(progress, f"{stage} {summary.part}") as bar:
+        task = bar.add_task(stage, total=total, completed=len(summary.skipped), status="")
+
+        def advance() -> None:
+            bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
+
+        def fail(key: str, reason: str) -> None:
+            summary.failed[key] = reason
+            sink.record_failure(key, reason)
+
+        def flush() -> None:
+            if not pending:
+                return
+            outs = run_batch([it for it, _ in pending], [p for _, p in pending])
+            if len(outs) != len(pending):
+                raise RuntimeError(f"{engine_step}: {len(outs)} results for {len(pending)} requests")
+            for (item, _), out in zip(pending, outs):
+                if isinstance(out, BaseException):
+                    fail(item.key, failure_reason(engine_step, out))
+                else:
+                    try:
+                        sink.commit(out)
+                    except ValueError as e:  # CacheError: the result does not fit the store
+                        fail(item.key, failure_reason("commit", e))
+                    else:
+                        summary.done.append(item.key)
+                advance()
+            pending.clear()
+
+        for group in _by_clip(todo):
+            try:
+                payload_of = decode(group)
+            except decode_errors as e:
+                for it in group:
+                    fail(it.key, failure_reason("decode", e))
+                    advance()
+                continue
+            for it in group:
+                pending.append((it, payload_of(it)))
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
 
 
 def listing_cache_dir(cfg: PipelineConfig) -> str:

@@ -59,7 +59,7 @@ def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: Cache
     stale latents or guidance. ``allow_stale`` (``tj run --allow-partial``, while shards of a
     changed stage are pending): return the stale keys instead, for the caller to leave out."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
-    from thinkjepa.train.encode import entry_fingerprint
+    from thinkjepa.extract.encode import entry_fingerprint
 
     content = for_workdir(cfg.workdir)
     want = {ref.key: entry_fingerprint(cfg.encoder, ref.window,

@@ -1,5 +1,5 @@
 """``tj-train`` (also ``tj train``) and ``tj encode``: thin typer layers over
-``thinkjepa.train.loop.run_training`` and ``thinkjepa.train.encode.run_encode``.
+``thinkjepa.train.loop.run_training`` and ``thinkjepa.extract.encode.run_encode``.
 
 ``tj-train`` is a one-command typer app (so its --help shows no COMMAND); ``tj`` mounts the
 same function as ``tj train``. Under ``accelerate launch -m thinkjepa.app.cli.train_cmd ...`` it
@@ -114,7 +114,7 @@ def encode(
     verbose: VerboseOpt = False,
 ) -> None:
     """Encode past and future windows with frozen V-JEPA2 into the JEPA cache (resumable)."""
-    from thinkjepa.train.encode import run_encode
+    from thinkjepa.extract.encode import run_encode
 
     i, n = parse_shard(shard)
     cfg = load(config, set_, verbose)

@@ -21,7 +21,7 @@ COMMANDS = [
     ("tj data index", main.app, ["data", "index", "ROOT"], "thinkjepa.data.manifest.build_manifest"),
     ("tj-extract run", extract_cmd.app, ["run"], "thinkjepa.extract.runner.run_shard"),
     ("tj-extract status", extract_cmd.app, ["status"], "thinkjepa.extract.status.extraction_status"),
-    ("tj encode", main.app, ["encode"], "thinkjepa.train.encode.run_encode"),
+    ("tj encode", main.app, ["encode"], "thinkjepa.extract.encode.run_encode"),
     ("tj-train", train_cmd.app, [], "thinkjepa.train.loop.run_training"),
     ("tj-eval", eval_cmd.app, [], "thinkjepa.evaluate.run_eval"),
     ("tj status", main.app, ["status"], "thinkjepa.app.pipeline.status"),

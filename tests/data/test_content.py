@@ -47,8 +47,8 @@ def test_fast_path_touch_and_edit(synth_root, tmp_path):
 
 
 def test_an_edited_episode_makes_exactly_its_windows_stale(synth_root, tmp_path):
+    from thinkjepa.extract.encode import entry_fingerprint, plan_encode
     from thinkjepa.extract.runner import fingerprint_of, plan_clips
-    from thinkjepa.train.encode import entry_fingerprint, plan_encode
 
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)

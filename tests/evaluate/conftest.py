@@ -1,26 +1,17 @@
 """Fixtures of the eval tests: a tiny workdir whose windows allow a 3-step rollout, with two
 seeds of thinkjepa and jepa_only trained for a few steps.
 
-The tiny dataset, V-JEPA2 and config builders are the train tests' own (loaded from
-tests/train/conftest.py, one definition); only the sampling differs: three windows per clip,
+The tiny dataset, V-JEPA2 and config builders are the stage fixtures' own (tests/stage_fixtures.py,
+one definition shared by every stage's tests); only the sampling differs: three windows per clip,
 8 frames apart, so the earliest window has three future blocks of frames in its episode and
 the encoder's latents of rollout step 2 exist (they are a later window's future).
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import stage_fixtures as _train
 import torch
-
-_spec = importlib.util.spec_from_file_location("_train_fixtures", Path(__file__).parents[1] / "train" / "conftest.py")
-_train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_train)
-
-tiny_data = _train.tiny_data
-tiny_vjepa2 = _train.tiny_vjepa2
 
 SAMPLING = {"windows_per_clip": 3, "window_hop": 8}
 SEEDS = [0, 1]
@@ -30,7 +21,7 @@ SEEDS = [0, 1]
 def eval_workdir(tmp_path_factory, tiny_data, tiny_vjepa2):
     """Config of a workdir with manifest, both caches and trained seeds of two variants."""
     from thinkjepa.data.manifest import build_manifest
-    from thinkjepa.train.encode import run_encode
+    from thinkjepa.extract.encode import run_encode
     from thinkjepa.train.loop import train_seeds
 
     torch.set_num_threads(1)
@@ -46,11 +37,6 @@ def eval_workdir(tmp_path_factory, tiny_data, tiny_vjepa2):
     for v in cfg.eval.variants:
         train_seeds(cfg, v, progress=False)
     return cfg
-
-
-@pytest.fixture(scope="session")
-def write_vlm_cache():
-    return _train.write_random_vlm_cache
 
 
 @pytest.fixture(scope="session")

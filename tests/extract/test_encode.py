@@ -10,7 +10,7 @@ import pytest
 
 from thinkjepa.cache_schema import CacheReader, SchemaMismatchError
 from thinkjepa.data.egodex import decode_frames
-from thinkjepa.train.encode import JepaEncoder, plan_encode, run_encode
+from thinkjepa.extract.encode import JepaEncoder, plan_encode, run_encode
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
-"""Fixtures of the train-stage tests: a tiny synthetic dataset, manifest, tiny V-JEPA2 and
-both caches, built once per session.
+"""Fixtures of the stage tests (encode in tests/extract, train, evaluate): a tiny synthetic
+dataset, manifest, tiny V-JEPA2 and both caches, built once per session. A pytest plugin of
+tests/conftest.py, so every stage's tests share one build; tests/evaluate/conftest.py reuses
+its builders.
 
 The JEPA cache is made by the real encode stage. The VLM cache holds random ``VLMEntry``
 values written through ``CacheWriter``: these tests exercise the training side, which only
@@ -116,7 +118,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_pipeline(tmp_path_factory, tiny_data, tiny_vjepa2) -> PipelineConfig:
     """Config of a workdir with manifest, JEPA cache (real encode) and random VLM cache."""
     from thinkjepa.data.manifest import build_manifest
-    from thinkjepa.train.encode import run_encode
+    from thinkjepa.extract.encode import run_encode
 
     cfg = tiny_config(tmp_path_factory.mktemp("work"), tiny_data, tiny_vjepa2)
     build_manifest(cfg.data.root, cfg.path(cfg.data.manifest), cfg.data, cfg.sampling)

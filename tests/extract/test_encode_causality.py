@@ -26,10 +26,10 @@ from thinkjepa.cache_schema import CacheReader
 from thinkjepa.data.egodex import decode_frames
 from thinkjepa.data.manifest import build_manifest, read_manifest
 from thinkjepa.extract.backend_hf import TransformersThinker
+from thinkjepa.extract.encode import JepaEncoder, run_encode
 from thinkjepa.extract.runner import run_shard
 from thinkjepa.sampling import windows_for_clip
 from thinkjepa.train.dataset import WindowDataset
-from thinkjepa.train.encode import JepaEncoder, run_encode
 from thinkjepa.train.model import ThinkJEPA
 
 CLIP = "reach_pads_sway/0"
@@ -162,8 +162,8 @@ def test_inputs_after_t_change_nothing_the_model_sees(copies) -> None:
         np.testing.assert_array_equal(vb.read_means(key)[s], vf.read_means(key)[s])
 
 
-@pytest.mark.parametrize("injection,mode", [("film", "means"), ("cross_attn", "tokens")])
-def test_forecast_ignores_everything_from_t_on(copies, injection, mode) -> None:
+def _model_and_batches(copies, injection: str, mode: str):
+    """A thinkjepa model off its init with the given injection, and each copy's batch."""
     out, _, _ = copies
     cfg = out["base"].for_variant("thinkjepa")
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"injection": injection})})
@@ -172,6 +172,12 @@ def test_forecast_ignores_everything_from_t_on(copies, injection, mode) -> None:
                        guidance=mode)
     torch.manual_seed(0)
     model = _as_if_trained(ThinkJEPA(cfg.model, **ds.dims))
+    return model, batches
+
+
+@pytest.mark.parametrize("injection,mode", [("film", "means"), ("cross_attn", "tokens")])
+def test_forecast_ignores_everything_from_t_on(copies, injection, mode) -> None:
+    model, batches = _model_and_batches(copies, injection, mode)
     with torch.no_grad():
         fc = {name: model(b)["joints_world"] for name, b in batches.items()}
     assert torch.equal(fc["base"], fc["future"])
@@ -184,14 +190,7 @@ def test_forecast_ignores_everything_from_t_on(copies, injection, mode) -> None:
 def test_every_rollout_step_ignores_everything_from_t_on(copies, injection, mode) -> None:
     """Recursive rollouts (both context modes, 3 steps) read the same inputs as step one: the
     guidance of every step comes from frames before t, so all steps are bit-identical."""
-    out, _, _ = copies
-    cfg = out["base"].for_variant("thinkjepa")
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"injection": injection})})
-    batches = {name: _batch(c, mode) for name, c in out.items()}
-    ds = WindowDataset(out["base"], read_manifest(out["base"].path(out["base"].data.manifest))["split"][0].as_py(),
-                       guidance=mode)
-    torch.manual_seed(0)
-    model = _as_if_trained(ThinkJEPA(cfg.model, **ds.dims))
+    model, batches = _model_and_batches(copies, injection, mode)
     for rollout_mode in ("shifted", "predicted"):
         ro = {name: model.rollout(b, 3, rollout_mode) for name, b in batches.items()}
         for key in ("pred_latents", "joints_cam", "joints_world"):

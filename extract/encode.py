@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, Store
 from thinkjepa.config import EncoderConfig, PipelineConfig
 from thinkjepa.sampling import TooShortError, Window
 from thinkjepa.shards import part_name, shard_of, validate_shard
-from thinkjepa.stage_run import ShardSummary, failure_reason, manifest_rows, progress_bar
+from thinkjepa.stage_run import ShardSummary, manifest_rows, run_batches
 
 LAYER_CONVENTION = "encoder_last"
 """What a JEPA entry holds: the encoder's final (layer-normed) token states, no predictor."""
@@ -250,65 +250,38 @@ def run_encode(
         if todo and encoder is None:
             encoder = JepaEncoder(enc)
 
-        def fail(key: str, reason: str) -> None:
-            summary.failed[key] = reason
-            writer.record_failure(key, reason)
+        def decode(group: list[EncodeItem]) -> Callable[[EncodeItem], tuple[np.ndarray, np.ndarray]]:
+            wanted = sorted({f for it in group for f in (*it.window.past, *it.window.future)})
+            frames = decode_frames(group[0].video_path, wanted, enc.frame_size, clip_id=group[0].clip_id)
+            pos = {f: j for j, f in enumerate(wanted)}
+            return lambda it: (frames[[pos[f] for f in it.window.past]], frames[[pos[f] for f in it.window.future]])
 
-        pending: list[tuple[EncodeItem, np.ndarray, np.ndarray]] = []
-
-        def flush() -> None:
-            if not pending:
-                return
+        def run_batch(batch: list[EncodeItem], clips: list[tuple[np.ndarray, np.ndarray]]) -> list[Any]:
+            assert encoder is not None
             try:
-                past = encoder.encode([p for _, p, _ in pending])
-                future = encoder.encode([f for _, _, f in pending])
+                past = encoder.encode([p for p, _ in clips])
+                future = encoder.encode([f for _, f in clips])
             except (RuntimeError, ValueError) as e:
-                for it, _, _ in pending:
-                    fail(it.key, failure_reason("encode", e))
-            else:
-                for j, (it, _, _) in enumerate(pending):
-                    entry = JEPAEntry(
-                        key=it.key,
-                        past=past[j],
-                        future=future[j],
-                        past_frames=np.asarray(it.window.past, np.int32),
-                        future_frames=np.asarray(it.window.future, np.int32),
-                        provenance={
-                            "clip_id": it.clip_id, "t": it.window.t, "video_path": it.video_path,
-                            "model": enc.model, "revision": enc.revision, "frame_size": enc.frame_size,
-                            "layer_convention": LAYER_CONVENTION, "fingerprint_version": FINGERPRINT_VERSION,
-                        },
-                        fingerprint=fps[it.key],
-                    )
-                    try:
-                        writer.commit(entry)
-                    except ValueError as e:  # does not fit the store (shape or dtype of another run)
-                        fail(it.key, failure_reason("commit", e))
-                    else:
-                        summary.done.append(it.key)
-            pending.clear()
+                return [e] * len(batch)
+            return [JEPAEntry(
+                key=it.key,
+                past=past[j],
+                future=future[j],
+                past_frames=np.asarray(it.window.past, np.int32),
+                future_frames=np.asarray(it.window.future, np.int32),
+                provenance={
+                    "clip_id": it.clip_id, "t": it.window.t, "video_path": it.video_path,
+                    "model": enc.model, "revision": enc.revision, "frame_size": enc.frame_size,
+                    "layer_convention": LAYER_CONVENTION, "fingerprint_version": FINGERPRINT_VERSION,
+                },
+                fingerprint=fps[it.key],
+            ) for j, it in enumerate(batch)]
 
-        with progress_bar(progress, f"encode {summary.part}") as bar:
-            task = bar.add_task("encode", total=len(items), completed=len(summary.skipped), status="")
-            by_clip: dict[str, list[EncodeItem]] = {}
-            for it in todo:
-                by_clip.setdefault(it.clip_id, []).append(it)
-            for clip_id, group in by_clip.items():
-                wanted = sorted({f for it in group for f in (*it.window.past, *it.window.future)})
-                try:
-                    frames = decode_frames(group[0].video_path, wanted, enc.frame_size, clip_id=clip_id)
-                except (EpisodeError, OSError, ValueError) as e:
-                    for it in group:
-                        fail(it.key, failure_reason("decode", e))
-                    bar.update(task, advance=len(group), status=f"[red]{len(summary.failed)} failed[/red]")
-                    continue
-                pos = {f: j for j, f in enumerate(wanted)}
-                for it in group:
-                    pending.append((it, frames[[pos[f] for f in it.window.past]], frames[[pos[f] for f in it.window.future]]))
-                    if len(pending) >= enc.batch_size:
-                        flush()
-                    bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
-            flush()
+        run_batches(
+            todo, decode=decode, decode_errors=(EpisodeError, OSError, ValueError), run_batch=run_batch,
+            batch_size=enc.batch_size, sink=writer, summary=summary, stage="encode", engine_step="encode",
+            total=len(items), progress=progress,
+        )
     finally:
         writer.close()
     summary.seconds = time.perf_counter() - t0

@@ -1,0 +1,68 @@
+"""The loop every sharded stage runs after planning (``stage_run.run_batches``): one decode per
+clip, batches of the configured size, every result committed on its own into a real store, and
+each failure recorded with the step that failed while the shard goes on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from thinkjepa.cache_schema import CacheReader, CacheWriter, JEPAEntry, StoreMeta
+from thinkjepa.stage_run import ShardSummary, run_batches
+
+HIDDEN = 16
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    clip_id: str
+
+
+def _entry(key: str, hidden: int = HIDDEN) -> JEPAEntry:
+    rng = np.random.default_rng(list(key.encode()))
+    return JEPAEntry(key=key, past=rng.standard_normal((4, 6, hidden)).astype(np.float32),
+                     future=rng.standard_normal((2, 6, hidden)).astype(np.float32),
+                     past_frames=np.arange(8, dtype=np.int32), future_frames=np.arange(8, 12, dtype=np.int32),
+                     provenance={}, fingerprint=f"fp-{key}")
+
+
+def test_decode_once_per_clip_batch_commit_and_record_every_failure(tmp_path):
+    items = [Item("a/0@8", "a"), Item("a/1@8", "a"), Item("b/0@8", "b"),
+             Item("c/0@8", "c"), Item("c/1@8", "c"), Item("c/2@8", "c"), Item("d/0@8", "d")]
+    decoded: list[str] = []
+    batches: list[list[str]] = []
+
+    def decode(group: list[Item]):
+        decoded.append(group[0].clip_id)
+        if group[0].clip_id == "b":
+            raise OSError("moov atom not found")
+        return lambda it: f"frames of {it.key}"
+
+    def run_batch(batch: list[Item], payloads: list[str]):
+        batches.append([it.key for it in batch])
+        assert payloads == [f"frames of {it.key}" for it in batch]
+        return [RuntimeError("prompt too long") if it.key == "c/1@8"
+                else _entry(it.key, hidden=8 if it.clip_id == "d" else HIDDEN) for it in batch]
+
+    meta = StoreMeta(kind="jepa", model="tiny/vjepa2", revision=None, layers=[], layer_convention="encoder_last",
+                     hidden_size=HIDDEN, storage_dtype="float32", extra={})
+    url = str(tmp_path / "jepa.zarr")
+    summary = ShardSummary(part="shard-00000-of-00001", skipped=["z/0@8"])
+    with CacheWriter(url, meta, part=summary.part) as writer:
+        run_batches(items, decode=decode, decode_errors=(OSError,), run_batch=run_batch, batch_size=2, sink=writer,
+                    summary=summary, stage="encode", engine_step="engine", total=len(items) + 1, progress=False)
+
+    assert decoded == ["a", "b", "c", "d"]  # each clip's frames decoded once, in plan order
+    assert batches == [["a/0@8", "a/1@8"], ["c/0@8", "c/1@8"], ["c/2@8", "d/0@8"]]
+    assert summary.done == ["a/0@8", "a/1@8", "c/0@8", "c/2@8"]
+    assert summary.failed["b/0@8"].startswith("decode: OSError: moov atom not found")
+    assert summary.failed["c/1@8"] == "engine: RuntimeError: prompt too long"
+    assert summary.failed["d/0@8"].startswith("commit: ")  # another hidden size than the store's
+    assert set(summary.failed) == {"b/0@8", "c/1@8", "d/0@8"}
+
+    reader = CacheReader(url)
+    assert sorted(reader.keys()) == sorted(summary.done)
+    assert reader.failures() == summary.failed  # what the summary says is what the store says
+    np.testing.assert_array_equal(reader.get("c/2@8").past, _entry("c/2@8").past)
