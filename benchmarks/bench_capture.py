@@ -29,6 +29,7 @@ import pstats
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,16 @@ class PlainEngine:
         self.llm = None
 
 
+@dataclass(frozen=True)
+class _Item:
+    key: str
+    clip_id: str
+
+
 class CapturePath:
-    """``VLLMThinker.extract`` and the commit of each result into a Zarr cache."""
+    """``VLLMThinker.extract`` and the commit of each result into a Zarr cache, through the
+    extraction runner's own loop (``stage_run.run_batches``: batch k commits on the writer
+    thread while the engine runs batch k+1)."""
 
     def __init__(self, cfg, cache_url: str) -> None:
         from thinkjepa.cache_schema import CacheWriter, StoreMeta
@@ -84,22 +93,43 @@ class CapturePath:
         self.writer = CacheWriter(cache_url, meta, part="bench")
         self.engine_s = self.commit_s = 0.0
 
-    def run(self, requests) -> list[int]:
+    def run_all(self, requests, step: int) -> list[int]:
+        """Every request, ``step`` per engine call; returns generated token counts. ``commit_s``
+        grows by the wall time not spent in the engine (the commits the engine waited for)."""
         from thinkjepa.cache_schema import VLMEntry
+        from thinkjepa.stage_run import ShardSummary, run_batches
 
+        by_key = {r.key: r for r in requests}
+        gen: list[int] = []
+        engine_s = 0.0
+
+        def run_batch(items, reqs):
+            nonlocal engine_s
+            t0 = time.perf_counter()
+            outs = self.thinker.extract(reqs)
+            engine_s += time.perf_counter() - t0
+            entries = []
+            for o in outs:
+                if isinstance(o, Exception):
+                    raise o
+                gen.append(len(o.all_generated_ids))
+                entries.append(VLMEntry(
+                    key=o.key, prefill=o.prefill, generated=o.generated, prefill_ids=o.prefill_ids,
+                    generated_ids=o.generated_ids, prefill_kind=o.prefill_kind, frame_index=o.frame_index, text=o.text,
+                    provenance={"prompt": o.prompt, "all_generated_ids": o.all_generated_ids.tolist()},
+                    fingerprint="bench"))
+            return entries
+
+        summary = ShardSummary(part="bench")
         t0 = time.perf_counter()
-        outs = self.thinker.extract(requests)
-        t1 = time.perf_counter()
-        for o in outs:
-            if isinstance(o, Exception):
-                raise o
-            self.writer.commit(VLMEntry(
-                key=o.key, prefill=o.prefill, generated=o.generated, prefill_ids=o.prefill_ids,
-                generated_ids=o.generated_ids, prefill_kind=o.prefill_kind, frame_index=o.frame_index, text=o.text,
-                provenance={"prompt": o.prompt, "all_generated_ids": o.all_generated_ids.tolist()}, fingerprint="bench"))
-        self.engine_s += t1 - t0
-        self.commit_s += time.perf_counter() - t1
-        return [len(o.all_generated_ids) for o in outs]
+        run_batches([_Item(r.key, r.key) for r in requests], decode=lambda group: (lambda it: by_key[it.key]),
+                    decode_errors=(), run_batch=run_batch, batch_size=step, sink=self.writer, summary=summary,
+                    stage="bench", engine_step="engine", total=len(requests), progress=False)
+        if summary.failed:
+            raise RuntimeError(f"capture failed: {summary.failed}")
+        self.engine_s += engine_s
+        self.commit_s += time.perf_counter() - t0 - engine_s
+        return gen
 
     def close(self) -> None:
         self.writer.close()
@@ -114,8 +144,11 @@ def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     batch = [replace(r, key=f"{r.key}#{rename}") for r in reqs]
     gen: list[int] = []
     t0 = time.perf_counter()
-    for i in range(0, len(batch), step):
-        gen += engine.run(batch[i:i + step])
+    if isinstance(engine, CapturePath):
+        gen = engine.run_all(batch, step)
+    else:
+        for i in range(0, len(batch), step):
+            gen += engine.run(batch[i:i + step])
     return time.perf_counter() - t0, gen
 
 
@@ -247,8 +280,8 @@ def main() -> None:
         if gens["plain"] != gens["capture"]:
             print(f"  note: generated token counts differ (plain {gens['plain']}, capture {gens['capture']})")
         total = split["engine"] + split["commit"]
-        print(f"  capture path: extract {100 * split['engine'] / total:.0f}% | commit {100 * split['commit'] / total:.0f}% "
-              f"of its time")
+        print(f"  capture path: extract {100 * split['engine'] / total:.0f}% | commit not hidden behind the engine "
+              f"{100 * split['commit'] / total:.0f}% of its time")
         print(f"capture + commit / plain engine: x{ratio:.2f} clips/s (goal >= 0.90)")
         if args.json:
             write_json(args.json, model, reqs, times, gens, split, ratio, prompt_ids[-1] if prompt_ids else [])

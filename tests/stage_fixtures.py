@@ -11,16 +11,22 @@ end-to-end causality test).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from thinkjepa.cache_schema import TOKEN_TEXT, TOKEN_VISION, CacheWriter, StoreMeta, VLMEntry
 from thinkjepa.config import PipelineConfig, load_config
 
-torch.set_num_threads(1)
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # a run whose tests use torch trains on one thread, so float results do not depend on the
+    # machine's core count; a run that never imports torch (tests/test_config.py) does not pay
+    # the 5 s of importing it just for this
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 VLM_LAYERS = [0, 2, 3]
 VLM_HIDDEN = 24

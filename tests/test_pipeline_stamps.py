@@ -35,6 +35,7 @@ def _age(path, seconds: float) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
 
 
+@pytest.mark.slow
 def test_a_manifest_written_by_tj_data_index_counts_until_the_data_changes(cfg, tmp_path):
     assert _rows(cfg)["index"]["reasons"] == ["never ran"]
     res = runner.invoke(app, ["data", "index", "--set", f"workdir={cfg.workdir}", "--set", f"data.root={cfg.data.root}",
@@ -88,6 +89,7 @@ def test_stamps_carry_their_inputs_and_force_replaces_them(cfg):
     assert _rows(cfg)["index"]["reasons"] == ["inputs changed: dataset files"]
 
 
+@pytest.mark.slow
 def test_shard_runs_refuse_a_stale_index_and_leave_train_for_later(cfg):
     with pytest.raises(RuntimeError, match="run `tj run index` once before the shards"):
         pipeline.run(cfg, shard=(0, 2))
@@ -108,6 +110,7 @@ def _age_store(url: str, seconds: float = 10.0) -> None:
                 _age(d, seconds)
 
 
+@pytest.mark.slow
 def test_window_status_is_reused_only_while_the_store_and_manifest_are_unchanged(cfg):
     import numpy as np
 

@@ -4,9 +4,11 @@ each failure recorded with the step that failed while the shard goes on."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from thinkjepa.cache_schema import CacheReader, CacheWriter, JEPAEntry, StoreMeta
 from thinkjepa.stage_run import ShardSummary, run_batches
@@ -66,3 +68,81 @@ def test_decode_once_per_clip_batch_commit_and_record_every_failure(tmp_path):
     assert sorted(reader.keys()) == sorted(summary.done)
     assert reader.failures() == summary.failed  # what the summary says is what the store says
     np.testing.assert_array_equal(reader.get("c/2@8").past, _entry("c/2@8").past)
+
+
+class _Sink:
+    """A real writer, with a hook before every commit (what the test wants to see or break)."""
+
+    def __init__(self, writer: CacheWriter, before_commit) -> None:
+        self.writer, self.before_commit, self.committed = writer, before_commit, []
+
+    def commit(self, entry):
+        self.before_commit(entry.key)
+        out = self.writer.commit(entry)
+        self.committed.append(entry.key)
+        return out
+
+    def record_failure(self, key, reason):
+        return self.writer.record_failure(key, reason)
+
+
+META = StoreMeta(kind="jepa", model="tiny/vjepa2", revision=None, layers=[], layer_convention="encoder_last",
+                 hidden_size=HIDDEN, storage_dtype="float32", extra={})
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(f"c{i}/0@8", f"c{i}") for i in range(n)]
+
+
+def test_the_engine_runs_the_next_batch_while_the_last_one_commits(tmp_path):
+    items = _items(6)
+    second_batch_started = threading.Event()
+    seen_during_first_commit: list[bool] = []
+    calls: list[int] = []
+
+    def run_batch(batch, payloads):
+        calls.append(len(calls))
+        if len(calls) == 2:
+            second_batch_started.set()
+        return [_entry(it.key) for it in batch]
+
+    def before_commit(key):
+        if key == items[0].key:  # batch 1's first commit waits for the engine to take batch 2
+            seen_during_first_commit.append(second_batch_started.wait(timeout=60))
+
+    url = str(tmp_path / "jepa.zarr")
+    summary = ShardSummary(part="shard-00000-of-00001")
+    with CacheWriter(url, META, part=summary.part) as writer:
+        sink = _Sink(writer, before_commit)
+        run_batches(items, decode=lambda g: (lambda it: None), decode_errors=(OSError,), run_batch=run_batch,
+                    batch_size=2, sink=sink, summary=summary, stage="encode", engine_step="engine",
+                    total=len(items), progress=False)
+    assert seen_during_first_commit == [True]  # serially, batch 2 could not start before this commit ended
+    assert sink.committed == summary.done == [it.key for it in items]  # one at a time, in plan order
+    assert sorted(CacheReader(url).keys()) == sorted(summary.done)
+
+
+def test_a_disk_error_of_a_commit_stops_the_shard_and_keeps_what_was_committed(tmp_path):
+    items = _items(6)
+    engine_calls: list[int] = []
+
+    def run_batch(batch, payloads):
+        engine_calls.append(1)
+        return [_entry(it.key) for it in batch]
+
+    def before_commit(key):
+        if key == items[2].key:
+            raise OSError(28, "No space left on device")
+
+    url = str(tmp_path / "jepa.zarr")
+    summary = ShardSummary(part="shard-00000-of-00001")
+    with CacheWriter(url, META, part=summary.part) as writer:
+        sink = _Sink(writer, before_commit)
+        with pytest.raises(OSError, match="No space left"):
+            run_batches(items, decode=lambda g: (lambda it: None), decode_errors=(), run_batch=run_batch,
+                        batch_size=2, sink=sink, summary=summary, stage="encode", engine_step="engine",
+                        total=len(items), progress=False)
+    # batch 2's commit failed while the engine ran batch 3; nothing after it was committed
+    assert sink.committed == summary.done == [items[0].key, items[1].key]
+    assert len(engine_calls) == 3 and not summary.failed
+    assert sorted(CacheReader(url).keys()) == sorted(summary.done)

@@ -37,6 +37,10 @@ class DataConfig(_Section):
     """Group of the split: ``task`` (no task folder in two splits: tests cross-task
     generalisation), ``episode`` (for small folders), ``auto`` = task with 3 or more task
     folders, else episode with a warning (thinkjepa.data.manifest.split_groups)."""
+    fps: float | None = 30.0
+    """The frame rate every video must have (EgoDex records at 30): sampling counts frames, so a
+    video at another rate is left out at indexing, naming the clip. None accepts any constant
+    rate. Variable-rate videos are always left out."""
 
 
 class SamplingConfig(_Section):

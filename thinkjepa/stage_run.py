@@ -5,7 +5,9 @@ remaining work into committed entries (``run_batches``)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -103,37 +105,59 @@ def run_batches(
 
     ``run_batch(items, payloads)`` returns, per item in order, the entry to commit or the
     exception that item failed with. A commit that raises ValueError (the entry does not fit
-    the store) fails that item only."""
-    pending: list[tuple[ItemT, PayloadT]] = []
+    the store) fails that item only.
 
-    with progress_bar(progress, f"{stage} {summary.part}") as bar:
+    Batch k is committed on one writer thread while the engine runs batch k+1, so the engine
+    does not wait for the disk; commits still happen one at a time and in order (batch k's end
+    before k+1's begin). Any other error of a commit (a full disk) stops the shard at the next
+    batch boundary, as it would without the thread; entries not committed are redone by the
+    next run, as after a kill."""
+    pending: list[tuple[ItemT, PayloadT]] = []
+    lock = threading.RLock()  # the sink, the summary and the bar are shared by both threads
+
+    with progress_bar(progress, f"{stage} {summary.part}") as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-commit") as committer:
         task = bar.add_task(stage, total=total, completed=len(summary.skipped), status="")
+        in_flight: list[Future[None]] = []
 
         def advance() -> None:
-            bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
+            with lock:
+                bar.update(task, advance=1, status=f"[red]{len(summary.failed)} failed[/red]" if summary.failed else "")
 
         def fail(key: str, reason: str) -> None:
-            summary.failed[key] = reason
-            sink.record_failure(key, reason)
+            with lock:
+                summary.failed[key] = reason
+                sink.record_failure(key, reason)
 
-        def flush() -> None:
-            if not pending:
-                return
-            outs = run_batch([it for it, _ in pending], [p for _, p in pending])
-            if len(outs) != len(pending):
-                raise RuntimeError(f"{engine_step}: {len(outs)} results for {len(pending)} requests")
-            for (item, _), out in zip(pending, outs):
+        def commit_all(batch: list[tuple[ItemT, PayloadT]], outs: list[Any]) -> None:
+            for (item, _), out in zip(batch, outs):
                 if isinstance(out, BaseException):
                     fail(item.key, failure_reason(engine_step, out))
                 else:
                     try:
-                        sink.commit(out)
+                        with lock:
+                            sink.commit(out)
                     except ValueError as e:  # CacheError: the result does not fit the store
                         fail(item.key, failure_reason("commit", e))
                     else:
-                        summary.done.append(item.key)
+                        with lock:
+                            summary.done.append(item.key)
                 advance()
+
+        def wait_for_commits() -> None:
+            while in_flight:
+                in_flight.pop().result()  # a commit's error (OSError, a power cut) is raised here
+
+        def flush() -> None:
+            if not pending:
+                return
+            batch = list(pending)
             pending.clear()
+            outs = run_batch([it for it, _ in batch], [p for _, p in batch])
+            if len(outs) != len(batch):
+                raise RuntimeError(f"{engine_step}: {len(outs)} results for {len(batch)} requests")
+            wait_for_commits()
+            in_flight.append(committer.submit(commit_all, batch, outs))
 
         for group in _by_clip(todo):
             try:
@@ -148,6 +172,7 @@ def run_batches(
                 if len(pending) >= batch_size:
                     flush()
         flush()
+        wait_for_commits()
 
 
 def listing_cache_dir(cfg: PipelineConfig) -> str:

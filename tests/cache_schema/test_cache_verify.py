@@ -78,6 +78,7 @@ def test_shape_disagreeing_with_record_is_found(cache):
     assert codes(verify(cache)) == [("shape", "sort/1@5")]
 
 
+@pytest.mark.slow
 def test_cli_verify_show_stats(cache):
     runner = CliRunner()
     res = runner.invoke(app, ["verify", cache])
@@ -116,6 +117,7 @@ def test_cli_verify_show_stats(cache):
     assert res.exit_code == 1 and "sort/2@5" in res.stdout
 
 
+@pytest.mark.slow
 def test_stats_of_a_jepa_cache(tmp_path):
     from cache_testdata import jepa_entry, jepa_meta
 

@@ -106,6 +106,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_reader_names_the_clip_and_the_cause(corpus: Path, demo_sampling: SamplingConfig) -> None:
     for clip_id, pattern in EXPECTED.items():
         with pytest.raises(EpisodeError, match=pattern) as info:

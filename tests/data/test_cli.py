@@ -27,6 +27,7 @@ def _no_project_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the defaults, not whatever pipelines.yaml the cwd holds
 
 
+@pytest.mark.slow
 def test_synth_then_index_json(tmp_path: Path) -> None:
     res = runner.invoke(app, ["synth", str(tmp_path / "ds"), "--episodes", "3", "--seed", "1", "--frames", "20", "--size", "32", "--json"])
     assert res.exit_code == 0, res.output
@@ -48,6 +49,7 @@ def test_synth_then_index_json(tmp_path: Path) -> None:
     assert [r["clip_id"] for r in read_manifest(tmp_path / "m.parquet").to_pylist()] == [r["clip_id"] for r in out["clips"]]
 
 
+@pytest.mark.slow
 def test_index_text_output_lists_problems(tmp_path: Path, synth_root: Path) -> None:
     res = runner.invoke(app, ["index", str(synth_root), "--out", str(tmp_path / "m.parquet"), *STRIDE,
                               "--set", "sampling.past_frames=60"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from thinkjepa.config import load_config
 from thinkjepa.data.content import ContentFingerprints, for_workdir
@@ -18,6 +19,7 @@ def _episodes(root: Path) -> list[tuple[Path, Path]]:
     return sorted((p.with_suffix(".mp4"), p) for p in root.rglob("*.hdf5"))
 
 
+@pytest.mark.slow
 def test_fast_path_touch_and_edit(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)
@@ -46,6 +48,7 @@ def test_fast_path_touch_and_edit(synth_root, tmp_path):
     assert [i for i, (x, y) in enumerate(zip(before, after)) if x != y] == [1]
 
 
+@pytest.mark.slow
 def test_an_edited_episode_makes_exactly_its_windows_stale(synth_root, tmp_path):
     from thinkjepa.extract.encode import entry_fingerprint, plan_encode
     from thinkjepa.extract.runner import fingerprint_of, plan_clips

@@ -26,6 +26,7 @@ def _decoded_count(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
+@pytest.mark.slow
 def test_frame_counts_match_hdf5_and_decodable_frames(episodes: dict, egodex_root: Path) -> None:
     for cid, ep in episodes.items():
         with h5py.File(egodex_root / f"{cid}.hdf5") as f:

@@ -28,6 +28,7 @@ def copy_root(egodex_root: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_episode_without_confidences_is_kept_with_unknown_confidence(copy_root: Path, tmp_path: Path) -> None:
     a = copy_root / "sort_beads" / "9.hdf5"
     with h5py.File(a, "a") as f:
@@ -91,6 +92,7 @@ def test_description_fallback_order(attrs: dict, expected: str) -> None:
     assert episode_description(attrs) == expected
 
 
+@pytest.mark.slow
 def test_attributes_missing_in_the_file_fall_back(copy_root: Path, tmp_path: Path) -> None:
     a = copy_root / "sort_beads" / "9.hdf5"
     with h5py.File(a, "a") as f:
@@ -119,6 +121,7 @@ def test_egodex_top_folder_is_refused_with_the_next_command(copy_root: Path, tmp
         discover_episodes(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_macos_metadata_files_are_ignored(copy_root: Path, tmp_path: Path) -> None:
     (copy_root / "sort_beads" / "._9.hdf5").write_bytes(b"\x00\x05\x16\x07")
     (copy_root / ".Trashes").mkdir()

@@ -34,12 +34,14 @@ def test_processes_and_distributed_give_the_same_manifest(synth_root: Path, tmp_
     assert _rows(dist) == _rows(base) and dist_p == base_p
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_is_a_clear_error(synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manifest_mod, "SCHEDULER_TIMEOUT_S", 1)
     with pytest.raises(ValueError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:9'"):
         manifest_mod.scan_episodes([("a/0", synth_root, synth_root)], SMALL, scheduler="tcp://127.0.0.1:9")
 
 
+@pytest.mark.slow
 def test_incremental_index_reads_only_new_or_changed_episodes(synth_root: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "ds"

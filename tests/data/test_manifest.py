@@ -13,6 +13,7 @@ from thinkjepa.data.manifest import COLUMNS, assign_splits, build_manifest, filt
 DESIGN_COLUMNS = ["clip_id", "video_path", "annotation_path", "task", "description", "n_frames", "fps", "split"]
 
 
+@pytest.mark.slow
 def test_real_fixtures_index_one_task_per_split(egodex_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.parquet"
     table, problems = build_manifest(egodex_root, out, DataConfig(), SamplingConfig())
@@ -29,6 +30,7 @@ def test_real_fixtures_index_one_task_per_split(egodex_root: Path, tmp_path: Pat
     assert Path(rows["lock_unlock_key/9"]["video_path"]).is_file()
 
 
+@pytest.mark.slow
 def test_synthetic_split_is_grouped_seeded_and_deterministic(synth_root: Path, tmp_path: Path, demo_sampling) -> None:
     cfg = DataConfig(split_fractions=(0.5, 0.25, 0.25), split_seed=5)
     t1, p1 = build_manifest(synth_root, tmp_path / "a.parquet", cfg, demo_sampling)
@@ -91,6 +93,7 @@ def test_split_by_task_keeps_task_grouping_and_warns_of_empty_splits(synth_root:
     assert len(problems) == 1 and "split(s) val, test are empty" in problems[0].reason
 
 
+@pytest.mark.slow
 def test_split_by_episode_on_many_tasks(synth_root: Path, tmp_path: Path, demo_sampling) -> None:
     cfg = DataConfig(split_by="episode", split_fractions=(0.5, 0.25, 0.25))
     table, problems = build_manifest(synth_root, tmp_path / "m.parquet", cfg, demo_sampling)

@@ -46,6 +46,7 @@ def test_same_keys_shapes_and_attributes_as_real_files(synth_root: Path, egodex_
                 assert synth_attrs[k] is type(v), k
 
 
+@pytest.mark.slow
 def test_round_trip_through_the_reader(synth_episodes: list, synth_labels: dict) -> None:
     assert len(synth_episodes) == len(synth_labels["episodes"])
     for ep in synth_episodes:
@@ -105,6 +106,7 @@ def test_text_does_not_leak_the_cue(synth_root: Path, synth_labels: dict) -> Non
         assert all(a == attrs[0] for a in attrs), task
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for root, seed in ((a, 7), (b, 7), (c, 8)):

@@ -29,6 +29,7 @@ def _wrist_xz(root, cid):
     return ep, ep.joints[:, WRIST_INDEX["right"]][:, [0, 2]]
 
 
+@pytest.mark.slow
 def test_motion_is_straight_then_turns_by_the_class_angle(modes):
     root, labels = modes["cued"]
     tl = labels["timeline"]
@@ -44,6 +45,7 @@ def test_motion_is_straight_then_turns_by_the_class_angle(modes):
         assert speed == pytest.approx(e["speed"], rel=0.35), cid
 
 
+@pytest.mark.slow
 def test_classes_are_balanced_per_scene_and_the_cue_follows_the_mode(modes):
     cued, shuffled, absent = (modes[m][1]["episodes"] for m in ("cued", "shuffled", "absent"))
     assert cued.keys() == shuffled.keys() == absent.keys()
@@ -60,6 +62,7 @@ def test_classes_are_balanced_per_scene_and_the_cue_follows_the_mode(modes):
     assert any(e["cue"] != e["turn"] for e in shuffled.values())
 
 
+@pytest.mark.slow
 def test_cue_shown_only_before_the_dense_window_and_poses_identical_across_modes(modes):
     (root, labels), (root_a, _) = modes["cued"], modes["absent"]
     tl = labels["timeline"]
@@ -80,6 +83,7 @@ def test_cue_shown_only_before_the_dense_window_and_poses_identical_across_modes
     assert (z > 0).all() and ((uv >= 0) & (uv < 64)).all()
 
 
+@pytest.mark.slow
 def test_same_arguments_same_bytes(modes, tmp_path):
     root, labels = modes["cued"]
     again = synthesize_guidance_v2(tmp_path, mode="cued", **KW)
@@ -99,6 +103,7 @@ def test_same_arguments_same_bytes(modes, tmp_path):
     assert len({s.name for s in scenes}) == 24
 
 
+@pytest.mark.slow
 def test_fixed_turn_shares_every_draw_and_differs_only_from_the_turn_on(modes):
     (root, labels), (root_f, fixed) = modes["cued"], modes["fixed_turn"]
     tl = labels["timeline"]

@@ -18,6 +18,7 @@ def encoder(tiny_pipeline) -> JepaEncoder:
     return JepaEncoder(tiny_pipeline.encoder, device="cpu")
 
 
+@pytest.mark.slow
 def test_every_window_is_encoded_and_a_rerun_skips_them(tiny_pipeline, encoder) -> None:
     cfg = tiny_pipeline
     items, problems = plan_encode(cfg)

@@ -13,14 +13,13 @@ forecast are not.
 from __future__ import annotations
 
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
 import pytest
 import torch
+from video_files import write_video
 
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.data.egodex import decode_frames
@@ -38,17 +37,7 @@ CLIP = "reach_pads_sway/0"
 def _write_lossless(path: Path, frames: np.ndarray, fps: int = 30) -> None:
     # Lossless, no B-frames, no look-ahead: frames < t decode to the same pixels in every copy
     # (a lossy encoder with look-ahead would let later frames change earlier ones).
-    with av.open(str(path), mode="w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
-        s.options = {"qp": "0", "bf": "0", "threads": "1"}
-        for i, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, fps)
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_video(path, frames, rate=fps, pix_fmt="yuv444p", options={"qp": "0", "bf": "0", "threads": "1"})
 
 
 def _copy_episode(src_root: Path, dst_root: Path, frames: np.ndarray, edit_hdf5=None) -> Path:
@@ -144,6 +133,7 @@ def _as_if_trained(model: ThinkJEPA) -> ThinkJEPA:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_inputs_after_t_change_nothing_the_model_sees(copies) -> None:
     out, window, n = copies
     base, fut = out["base"], out["future"]

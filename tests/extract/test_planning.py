@@ -7,6 +7,7 @@ import json
 import time
 
 import h5py
+import pytest
 
 from thinkjepa.config import load_config
 from thinkjepa.data.manifest import build_manifest
@@ -18,6 +19,7 @@ def _plan(cfg) -> dict[str, tuple[str, str]]:
     return {it.key: (it.user_text, fingerprint_of(cfg, it)) for p in plan_clips(cfg) for it in p.items}
 
 
+@pytest.mark.slow
 def test_kept_prompts_equal_fresh_ones_and_follow_annotation_edits(tmp_path):
     root = tmp_path / "data"
     synthesize_dataset(root, episodes=3, seed=0, n_frames=24, size=32, tasks=3)

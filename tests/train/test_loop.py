@@ -85,6 +85,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_pipeline, uninterrupted, 
     _assert_same_weights(load_checkpoint(checkpoint_path(run_a, "best")), load_checkpoint(checkpoint_path(run_b, "best")))
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_then_resume_matches(tiny_pipeline, uninterrupted, tmp_path) -> None:
     _, run_a = uninterrupted
     cfg = _with(tiny_pipeline, tmp_path, **RESUME)
@@ -102,6 +103,7 @@ def test_sigterm_checkpoints_the_current_step_then_resume_matches(tiny_pipeline,
     _assert_same_weights(load_checkpoint(checkpoint_path(run_a)), load_checkpoint(checkpoint_path(run_c)))
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_chosen_on_val_and_the_test_split_is_never_read(
     tiny_pipeline, tmp_path, monkeypatch
 ) -> None:
@@ -165,6 +167,7 @@ def test_a_tiny_training_set_is_overfitted(tiny_pipeline, tmp_path) -> None:
     assert after < 0.3 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
     from thinkjepa.app.cli.train_cmd import app
 
@@ -197,6 +200,7 @@ def test_runs_in_one_process_may_change_precision() -> None:
     assert make_accelerator("auto").mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
 
 
+@pytest.mark.slow
 def test_every_seed_trains_into_its_own_folder_and_only_changed_seeds_rerun(tiny_pipeline, tmp_path) -> None:
     from thinkjepa.train.loop import train_seeds
 

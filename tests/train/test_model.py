@@ -138,6 +138,7 @@ def test_every_variant_trains_every_parameter(variant, injection):
     assert guidance_mode(model.cfg) == ("none" if not has_guidance else "means" if injection == "film" else "tokens")
 
 
+@pytest.mark.slow
 def test_ablation_grid_shapes():
     batch = make_batch(b=2)
     for streams, selector, injection in itertools.product(

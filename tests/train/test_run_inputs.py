@@ -42,6 +42,7 @@ def _rewrite_jepa_entry(cfg: PipelineConfig, key: str) -> None:
         w.commit(e)
 
 
+@pytest.mark.slow
 def test_a_changed_cache_is_refused_with_what_changed(own_pipeline):
     cfg = own_pipeline
     run = run_training(cfg, "thinkjepa", progress=False)
@@ -65,6 +66,7 @@ def test_a_changed_cache_is_refused_with_what_changed(own_pipeline):
     run_training(cfg, "thinkjepa", progress=False, resume="resume")  # the new data is the run's data now
 
 
+@pytest.mark.slow
 def test_caches_of_another_model_and_stale_entries_are_refused(own_pipeline):
     cfg = own_pipeline
     other = cfg.model_copy(update={"thinker": cfg.thinker.model_copy(update={"model": "other/thinker"})})

@@ -37,6 +37,8 @@ from thinkjepa.sampling import TooShortError, windows_for_clip
 
 __all__ = ["Episode", "EpisodeError", "read_episode", "decode_frames", "clip_id_for", "episode_description", "description_sources", "CAMERA_KEY", "INTRINSIC_KEY"]
 
+# 29.97 is 30 for a window of 64 frames (2 ms); 25 or 60 is not.
+FPS_TOLERANCE = 0.01
 CAMERA_KEY = "transforms/camera"
 INTRINSIC_KEY = "camera/intrinsic"
 
@@ -241,11 +243,14 @@ def read_episode(
     clip_id: str | None = None,
     sampling: SamplingConfig | None = None,
     check_video: bool = True,
+    fps: float | None = None,
 ) -> Episode:
     """Read and validate one episode; raises ``EpisodeError(clip_id, reason)``.
 
-    ``sampling``: also reject an episode too short for these windows. ``check_video=False``
-    skips opening the video (fps then assumed 30, size from K's principal point); use it only
+    ``sampling``: also reject an episode too short for these windows. ``fps``: also reject a
+    video at another frame rate (``data.fps``; the windows count frames, so at another rate
+    they would span another time). ``check_video=False``
+    skips opening the video (fps then assumed ``fps`` or 30, size from K's principal point); use it only
     for episodes that were validated before (e.g. listed in a manifest).
     """
     video_path, annotation_path = Path(video_path), Path(annotation_path)
@@ -265,9 +270,14 @@ def read_episode(
             raise EpisodeError(
                 clip_id, f"frame count mismatch: video has {info.n_frames} frames, HDF5 has {T}"
             )
+        if fps is not None and abs(info.fps / fps - 1.0) > FPS_TOLERANCE:
+            raise EpisodeError(
+                clip_id, f"frame rate {info.fps:g} fps, but data.fps is {fps:g}: its windows would span "
+                f"{fps / info.fps:.2f}x the configured time; re-encode the video or set data.fps"
+            )
         fps, width, height = info.fps, info.width, info.height
     else:
-        fps, width, height = 30.0, int(round(2 * a["K"][0, 2])), int(round(2 * a["K"][1, 2]))
+        fps, width, height = fps or 30.0, int(round(2 * a["K"][0, 2])), int(round(2 * a["K"][1, 2]))
     if sampling is not None:
         try:
             windows_for_clip(clip_id, T, sampling)

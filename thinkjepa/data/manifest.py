@@ -210,24 +210,25 @@ def _row(ep: Episode, stamp: str) -> dict:
     }
 
 
-def _check(item: tuple[str, Path, Path], sampling: SamplingConfig) -> dict | Problem:
+def _check(item: tuple[str, Path, Path], sampling: SamplingConfig, fps: float | None) -> dict | Problem:
     clip_id, video, annotation = item
     try:
         stamp = file_stamp(video, annotation)
     except OSError as e:
         return Problem(clip_id, f"cannot stat its files: {e}")
     try:
-        return _row(read_episode(video, annotation, clip_id=clip_id, sampling=sampling), stamp)
+        return _row(read_episode(video, annotation, clip_id=clip_id, sampling=sampling, fps=fps), stamp)
     except EpisodeError as e:
         return Problem(clip_id, e.reason, stamp=stamp)
     except Exception as e:  # noqa: BLE001 - an unforeseen failure is still one clip's problem
         return Problem(clip_id, f"unexpected {type(e).__name__}: {e}", stamp=stamp)
 
 
-def check_episodes(items: list[tuple[str, Path, Path]], sampling: dict[str, Any]) -> list[dict | Problem]:
+def check_episodes(items: list[tuple[str, Path, Path]], sampling: dict[str, Any],
+                   fps: float | None = None) -> list[dict | Problem]:
     """One dask task: validate a chunk of episodes (plain, picklable arguments and results)."""
     cfg = SamplingConfig.model_validate(sampling)
-    return [_check(it, cfg) for it in items]
+    return [_check(it, cfg, fps) for it in items]
 
 
 def scan_episodes(
@@ -236,6 +237,7 @@ def scan_episodes(
     workers: int = 1,
     scheduler: str = "threads",
     on_done: Callable[[int], None] | None = None,
+    fps: float | None = None,
 ) -> list[dict | Problem]:
     """Validate ``items`` in parallel with dask: ``scheduler`` is ``threads``, ``processes``,
     ``sync``, or the address of a ``dask.distributed`` scheduler (``tcp://host:8786``) whose
@@ -249,7 +251,7 @@ def scan_episodes(
     size = -(-len(items) // n_chunks)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     sampling = sampling_cfg.model_dump(mode="json")
-    tasks = [dask.delayed(check_episodes, pure=False)(c, sampling) for c in chunks]
+    tasks = [dask.delayed(check_episodes, pure=False)(c, sampling, fps) for c in chunks]
     if scheduler in LOCAL_SCHEDULERS:
         from dask.callbacks import Callback
 
@@ -278,9 +280,11 @@ def scan_episodes(
     return [r for part in parts for r in part]
 
 
-def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig) -> dict[str, dict | Problem]:
+def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig,
+              fps: float | None) -> dict[str, dict | Problem]:
     """Results of the manifest at ``path`` that an incremental index may keep: only when it was
-    built from the same root with the same sampling (which decides what is too short)."""
+    built from the same root with the same sampling (which decides what is too short) and the
+    same expected frame rate (which decides what is refused)."""
     if path is None or not path.is_file():
         return {}
     try:
@@ -289,7 +293,7 @@ def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig) -> di
     except (OSError, ValueError, pa.ArrowException):
         return {}
     if (prov.get("root") != str(root.resolve()) or prov.get("sampling") != sampling_cfg.model_dump(mode="json")
-            or "file_stamp" not in table.column_names):
+            or (prov.get("data") or {}).get("fps", "absent") != fps or "file_stamp" not in table.column_names):
         return {}
     kept: dict[str, dict | Problem] = {r["clip_id"]: r for r in table.to_pylist() if r.get("file_stamp")}
     for p in prov.get("problems", []):
@@ -313,7 +317,7 @@ def index_episodes(
     (same size and mtime); only new or changed episodes are read."""
     root = Path(root)
     items, problems = discover_episodes(root)
-    old = _previous(Path(previous) if previous else None, root, sampling_cfg)
+    old = _previous(Path(previous) if previous else None, root, sampling_cfg, data_cfg.fps)
     results: dict[str, dict | Problem] = {}
     todo = []
     for it in items:
@@ -334,7 +338,7 @@ def index_episodes(
     with Progress(disable=not progress, transient=True, console=project_console()) as bar:
         job = bar.add_task(f"indexing {len(todo)} new or changed episode(s)", total=len(todo))
         fresh = scan_episodes(todo, sampling_cfg, workers=workers, scheduler=scheduler,
-                              on_done=lambda n: bar.advance(job, n))
+                              on_done=lambda n: bar.advance(job, n), fps=data_cfg.fps)
     results.update({it[0]: r for it, r in zip(todo, fresh, strict=True)})
     rows = [r for r in (results[it[0]] for it in items) if not isinstance(r, Problem)]
     problems += [r for r in results.values() if isinstance(r, Problem)]

@@ -18,6 +18,9 @@ import numpy as np
 
 # Past this many frames between two wanted frames a fresh seek is cheaper than decoding on.
 SEEK_GAP_FRAMES = 48
+# A stream whose average rate (frames / duration) is this far from its nominal rate does not
+# put frame i at i / fps: frame indices would stop matching the HDF5's rows.
+VFR_TOLERANCE = 0.01
 
 
 class VideoError(RuntimeError):
@@ -81,11 +84,24 @@ def _count_frames(container: av.container.InputContainer, stream: av.video.strea
     return n
 
 
+def _check_constant_rate(stream: av.video.stream.VideoStream, name: str) -> None:
+    """Refuse a variable-frame-rate stream from its header: its average rate (frames over
+    duration) differs from the nominal one (the rate its timestamps are written at)."""
+    avg, nominal = stream.average_rate, stream.base_rate
+    if avg and nominal and abs(float(avg) / float(nominal) - 1.0) > VFR_TOLERANCE:
+        raise VideoError(
+            f"variable frame rate in {name}: {float(avg):.3f} fps on average, {float(nominal):.3f} nominal, so "
+            "frame i is not at i / fps and would not match HDF5 row i; re-encode at a constant rate "
+            "(ffmpeg -i IN -fps_mode cfr -r 30 OUT)"
+        )
+
+
 def probe_video(path: str | Path) -> VideoInfo:
-    """Open, count frames and decode the first and the last frame: enough to catch a broken file
-    without decoding all of it. Raises ``VideoError``."""
+    """Open, check the frame rate is constant, count frames and decode the first and the last
+    frame: enough to catch a broken file without decoding all of it. Raises ``VideoError``."""
     with _open(path) as container:
         stream = container.streams.video[0]
+        _check_constant_rate(stream, Path(path).name)
         try:
             n = _count_frames(container, stream)
             if n <= 0:
