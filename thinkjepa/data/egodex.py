@@ -31,14 +31,12 @@ import numpy as np
 
 from thinkjepa.config import SamplingConfig
 from thinkjepa.data import video as _video
-from thinkjepa.data.video import VideoError, probe_video
+from thinkjepa.data.video import VideoError, probe_video, rates_differ
 from thinkjepa.joints import JOINTS
 from thinkjepa.sampling import TooShortError, windows_for_clip
 
 __all__ = ["Episode", "EpisodeError", "read_episode", "decode_frames", "clip_id_for", "episode_description", "description_sources", "CAMERA_KEY", "INTRINSIC_KEY"]
 
-# 29.97 is 30 for a window of 64 frames (2 ms); 25 or 60 is not.
-FPS_TOLERANCE = 0.01
 CAMERA_KEY = "transforms/camera"
 INTRINSIC_KEY = "camera/intrinsic"
 
@@ -270,7 +268,7 @@ def read_episode(
             raise EpisodeError(
                 clip_id, f"frame count mismatch: video has {info.n_frames} frames, HDF5 has {T}"
             )
-        if fps is not None and abs(info.fps / fps - 1.0) > FPS_TOLERANCE:
+        if fps is not None and rates_differ(info.fps, fps):
             raise EpisodeError(
                 clip_id, f"frame rate {info.fps:g} fps, but data.fps is {fps:g}: its windows would span "
                 f"{fps / info.fps:.2f}x the configured time; re-encode the video or set data.fps"

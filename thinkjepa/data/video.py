@@ -18,9 +18,14 @@ import numpy as np
 
 # Past this many frames between two wanted frames a fresh seek is cheaper than decoding on.
 SEEK_GAP_FRAMES = 48
-# A stream whose average rate (frames / duration) is this far from its nominal rate does not
-# put frame i at i / fps: frame indices would stop matching the HDF5's rows.
-VFR_TOLERANCE = 0.01
+# Two frame rates this close are one rate: 29.97 is 30 for a window of 64 frames (2 ms); 25 or
+# 60 is not, and a stream whose average rate is further from its nominal one does not put frame
+# i at i / fps, so its frame indices would stop matching the HDF5's rows.
+RATE_TOLERANCE = 0.01
+
+
+def rates_differ(a: float, b: float) -> bool:
+    return abs(float(a) / float(b) - 1.0) > RATE_TOLERANCE
 
 
 class VideoError(RuntimeError):
@@ -88,7 +93,7 @@ def _check_constant_rate(stream: av.video.stream.VideoStream, name: str) -> None
     """Refuse a variable-frame-rate stream from its header: its average rate (frames over
     duration) differs from the nominal one (the rate its timestamps are written at)."""
     avg, nominal = stream.average_rate, stream.base_rate
-    if avg and nominal and abs(float(avg) / float(nominal) - 1.0) > VFR_TOLERANCE:
+    if avg and nominal and rates_differ(avg, nominal):
         raise VideoError(
             f"variable frame rate in {name}: {float(avg):.3f} fps on average, {float(nominal):.3f} nominal, so "
             "frame i is not at i / fps and would not match HDF5 row i; re-encode at a constant rate "
