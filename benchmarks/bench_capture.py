@@ -4,7 +4,7 @@ same vLLM engine generating the same requests without capture, in one process.
     python benchmarks/bench_capture.py                  # tiny random Qwen3-VL Thinking, CPU
     python benchmarks/bench_capture.py --real-size --load-format dummy --dtype bfloat16 \\
         --clips 64 --frames 32 --frame-size 256 --clips-per-call 64 --sequential   # GPU
-    python benchmarks/bench_capture.py --profile capture.prof   # cProfile of the capture rounds
+    python benchmarks/bench_capture.py --profile capture.prof   # cProfile of the capture rounds (client side)
 
 Baseline: ``vllm.LLM`` built from the very arguments of the thinker engine
 (``backend_vllm.engine_args``) minus the ``extract_hidden_states`` speculative method and the
@@ -17,6 +17,10 @@ Both engines stay up together (CPU default; ``--sequential`` on a GPU, where eac
 most of the memory) and run ``--rounds`` rounds in turn; printed are the median clips/s of
 each, the median of the per-round ratios, and the capture path's split into engine call and
 commit. The goal of issue 15 is capture + commit >= 0.9x of the engine's own clips/s.
+
+The engines' model code runs in vLLM's worker processes, which ``--profile`` (this process)
+does not see; ``benchmarks/spy_workers.py`` compares the two workers from a py-spy recording
+of this script (its docstring has the commands).
 """
 
 from __future__ import annotations
@@ -193,6 +197,8 @@ def main() -> None:
     p.add_argument("--storage-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sequential", action="store_true", help="one engine at a time (GPU: each takes most of the memory)")
+    p.add_argument("--capture-first", action="store_true",
+                   help="with --sequential: build and run the capture engine first (to see an order effect)")
     p.add_argument("--profile", help="write a cProfile of the capture rounds (this process) here")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, help="also write the results here (gpu_check.py reads them)")
@@ -240,7 +246,8 @@ def main() -> None:
         prompt_ids: list[list[int]] = []
         t0 = time.perf_counter()
         if args.sequential:
-            for name, make in (("plain", lambda: PlainEngine(cfg)), ("capture", lambda: CapturePath(cfg, cache_url))):
+            order = [("plain", lambda: PlainEngine(cfg)), ("capture", lambda: CapturePath(cfg, cache_url))]
+            for name, make in order[::-1] if args.capture_first else order:
                 eng = make()
                 try:
                     warm(eng)

@@ -84,3 +84,20 @@ def test_an_edited_episode_makes_exactly_its_windows_stale(synth_root, tmp_path)
         assert stale and all(k.startswith(clip + "@") for k in stale)
         assert stale == sorted(k for k in before if k.startswith(clip + "@"))
     assert np.all([k in vlm1 for k in vlm0])
+
+
+def test_a_copy_keeps_the_digest_and_a_changed_value_does_not(egodex_root, tmp_path):
+    """Real EgoDex file: a byte copy elsewhere (a copied dataset) has the same digest; one changed
+    joint value, written in place by h5py, gives another."""
+    src = egodex_root / "sort_beads" / "9.hdf5"
+    copy = tmp_path / "9.hdf5"
+    shutil.copyfile(src, copy)
+    fp = ContentFingerprints()
+    original = fp.file(src)
+    assert fp.file(copy) == original and fp.hashed == 2
+    with h5py.File(copy, "r+") as f:
+        ds = f["transforms"][next(iter(f["transforms"]))]
+        a = ds[()]
+        a.flat[3] += 1e-3
+        ds[...] = a
+    assert ContentFingerprints().file(copy) != original
