@@ -8,7 +8,7 @@ does not matter, but every copy is a separate pair of files the index opens and 
 (all HDF5 arrays, and the video's container, frame count, first and last frame). The page cache
 is warm for every run (the files were just written), so this measures the index's own work.
 
-Prints (ratios against the 1-worker threads run measured here):
+Prints (ratios against the 1-worker run measured here; one worker runs in this process):
 - episodes/s for 1 and 2 workers (threads), and 2 processes;
 - an incremental re-index after adding 1% new episodes vs a full index of the same folder.
 """
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{args.episodes} episodes ({N_FRAMES} frames of {SIZE}x{SIZE}) in {args.tasks} task folders "
           f"under {root} (made in {time.perf_counter() - t0:.1f} s)")
 
-    runs = [("1 worker (threads)", dict(workers=1, scheduler="threads")),
+    runs = [("1 worker", dict(workers=1, scheduler="threads")),
             ("2 workers (threads)", dict(workers=2, scheduler="threads")),
             ("2 workers (processes)", dict(workers=2, scheduler="processes"))]
     base = None

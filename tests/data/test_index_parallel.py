@@ -78,3 +78,12 @@ def test_incremental_index_reads_only_new_or_changed_episodes(synth_root: Path, 
     read.clear()  # other sampling settings decide "too short" differently: everything is re-read
     build_manifest(root, out, DataConfig(), SMALL.model_copy(update={"past_frames": 6}))
     assert len(read) == 17
+
+
+def test_local_tasks_are_small_enough_to_balance_and_a_cluster_gets_many() -> None:
+    from thinkjepa.data.manifest import LOCAL_CHUNK_EPISODES, chunk_size
+
+    assert chunk_size(2000, 2, "processes") == LOCAL_CHUNK_EPISODES  # 125 tasks, not 8 of 250
+    assert chunk_size(10, 2, "processes") == 2  # at least 4 tasks per worker
+    assert chunk_size(3, 8, "threads") == 1
+    assert chunk_size(300_000, 1, "tcp://head:8786") == 586  # 512 tasks

@@ -36,6 +36,10 @@ SPLITS = ("train", "val", "test")
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 SCHEDULER_TIMEOUT_S = 30
 """How long ``scan_episodes`` tries to reach a dask.distributed scheduler."""
+LOCAL_CHUNK_EPISODES = 16
+"""At most this many episodes per local dask task. With 4 large tasks per worker, 2 local
+processes indexed 2,000 episodes only 1.11x faster than 1 (one worker ran 6 of the 8 tasks);
+tasks of at most 16 give 2.11x (benchmarks/bench_index.py)."""
 MIN_TASKS_FOR_TASK_SPLIT = 3
 """Below this many task folders ``split_by: auto`` groups the split by episode."""
 
@@ -231,6 +235,14 @@ def check_episodes(items: list[tuple[str, Path, Path]], sampling: dict[str, Any]
     return [_check(it, cfg, fps) for it in items]
 
 
+def chunk_size(n_items: int, workers: int, scheduler: str) -> int:
+    """Episodes per dask task: locally at least 4 tasks per worker and at most
+    ``LOCAL_CHUNK_EPISODES`` each; on a cluster 512 tasks, for its many workers."""
+    if scheduler in LOCAL_SCHEDULERS:
+        return max(1, min(LOCAL_CHUNK_EPISODES, -(-n_items // (4 * max(1, workers)))))
+    return max(1, -(-n_items // 512))
+
+
 def scan_episodes(
     items: list[tuple[str, Path, Path]],
     sampling_cfg: SamplingConfig,
@@ -247,8 +259,9 @@ def scan_episodes(
     if not items:
         return []
     workers = max(1, workers)
-    n_chunks = min(len(items), 4 * workers) if scheduler in LOCAL_SCHEDULERS else min(len(items), 512)
-    size = -(-len(items) // n_chunks)
+    if workers == 1 and scheduler in LOCAL_SCHEDULERS:
+        scheduler = "sync"  # one worker: no pool to start, no results to pickle
+    size = chunk_size(len(items), workers, scheduler)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     sampling = sampling_cfg.model_dump(mode="json")
     tasks = [dask.delayed(check_episodes, pure=False)(c, sampling, fps) for c in chunks]
