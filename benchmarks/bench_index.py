@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{args.episodes} episodes ({N_FRAMES} frames of {SIZE}x{SIZE}) in {args.tasks} task folders "
           f"under {root} (made in {time.perf_counter() - t0:.1f} s)")
 
-    runs = [("1 worker", dict(workers=1, scheduler="threads")),
+    runs = [("1 worker", dict(workers=1, scheduler="sync")),
             ("2 workers (threads)", dict(workers=2, scheduler="threads")),
             ("2 workers (processes)", dict(workers=2, scheduler="processes"))]
     base = None

@@ -33,7 +33,6 @@ _LINE = re.compile(r":\d+\)")
 @dataclass
 class Process:
     pid: int
-    total: int = 0
     steps: int = 0
     worker: bool = False
     inclusive: Counter = field(default_factory=Counter)
@@ -58,7 +57,6 @@ def parse(lines) -> dict[int, Process]:
             continue
         p = procs.setdefault(int(m.group(1)), Process(int(m.group(1))))
         own = [_LINE.sub(")", f) for f in frames[heads[-1] + 1:]]
-        p.total += n
         p.worker = p.worker or any(WORKER_LOOP in f for f in own)
         joined = ";".join(own)
         for marker in CLIENT_MARKERS:

@@ -84,11 +84,19 @@ class ContentFingerprints:
         if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2]
         digest = hash_hdf5(p) if p.endswith((".hdf5", ".h5")) else hash_video(p)
+        self.record(p, digest, st)
+        with self._lock:
+            self.hashed += 1
+        return digest
+
+    def record(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
+        """Remember ``digest`` for the file as it is now (its size and mtime): for a caller that
+        knows the content already, e.g. hard links to one file hashed once."""
+        p = os.path.abspath(path)
+        st = st or os.stat(p)
         with self._lock:
             self._memo[p] = [st.st_size, st.st_mtime_ns, digest]
             self._dirty = True
-            self.hashed += 1
-        return digest
 
     def episode(self, video_path: str | os.PathLike, annotation_path: str | os.PathLike) -> str:
         """One digest for what a window of this episode can depend on: video stream and HDF5."""
