@@ -12,9 +12,9 @@ import numpy as np
 from thinkjepa.evaluate.errors import JOINT_GROUPS
 
 _DRAWN = JOINT_GROUPS["wrists"] + JOINT_GROUPS["fingertips"]
-_COLORS = {"truth": "#2ca02c", "thinkjepa": "#1f77b4", "jepa_only": "#ff7f0e", "past": "#7f7f7f"}
-_END = {"truth": "o", "thinkjepa": "x", "jepa_only": "+"}
-REF_STYLE = "jepa_only"  # dashed, so it stays visible where it coincides with thinkjepa
+_COLORS = {"truth": "#2ca02c", "guided": "#1f77b4", "reference": "#ff7f0e", "past": "#7f7f7f"}
+_END = {"truth": "o", "guided": "x", "reference": "+"}
+REF_STYLE = "reference"  # dashed, so it stays visible where it coincides with the guided model
 
 
 def _plt():
@@ -56,14 +56,14 @@ def _save(plt, fig, ax, out: Path, name: str, title: str) -> str:
     return name
 
 
-def diff_histogram(out: Path, name: str, diffs: np.ndarray, title: str) -> str:
-    """Per-window ADE(model) - ADE(jepa_only): left of 0 the model is better."""
+def diff_histogram(out: Path, name: str, diffs: np.ndarray, title: str, xlabel: str = "thinkjepa - jepa_only") -> str:
+    """Per-window ADE(model) - ADE(reference): left of 0 the model is better."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(diffs, bins=min(30, max(5, len(diffs) // 2)), color="#1f77b4", alpha=0.8)
     ax.axvline(0, color="k", lw=1)
     ax.axvline(float(np.mean(diffs)), color="r", lw=1, ls="--", label=f"mean {np.mean(diffs):+.4f} m")
-    ax.set_xlabel("ADE difference per window (m), thinkjepa - jepa_only")
+    ax.set_xlabel(f"ADE difference per window (m), {xlabel}")
     ax.set_ylabel("windows")
     return _save(plt, fig, ax, out, name, title)
 
@@ -73,7 +73,7 @@ def trajectory_overlays(out: Path, name: str, items: list[dict[str, Any]], title
     observed frame (left; camera intrinsics and that frame's pose), and top-down world x-z
     (right; EgoDex's y is up). ``items``: dicts with ``window_id``, ``image`` [H, W, 3] or None,
     ``K``, ``pose`` (4x4 camera-to-world of the last observed frame), ``past`` [P, 52, 3],
-    ``truth`` / ``thinkjepa`` / ``jepa_only`` [F, 52, 3] world, ``gain`` (m)."""
+    ``truth`` / ``guided`` / ``reference`` [F, 52, 3] world, ``labels`` {role: model name}, ``gain`` (m)."""
     from thinkjepa.data.camera import project_points
 
     plt = _plt()
@@ -85,7 +85,8 @@ def trajectory_overlays(out: Path, name: str, items: list[dict[str, Any]], title
             h, w = it["image"].shape[:2]
             ax_img.set_xlim(0, w)
             ax_img.set_ylim(h, 0)
-        for key in ("past", "truth", "thinkjepa", "jepa_only"):
+        names = {"past": "observed", "truth": "truth", **it.get("labels", {})}
+        for key in ("past", "truth", "guided", "reference"):
             traj = it[key][:, _DRAWN]  # [F, J, 3]
             uv, z = project_points(traj.reshape(-1, 3)[None], it["pose"], it["K"])
             uv = uv[0].reshape(traj.shape[0], traj.shape[1], 2)
@@ -94,8 +95,8 @@ def trajectory_overlays(out: Path, name: str, items: list[dict[str, Any]], title
                 ok = front[:, j]
                 ls = "--" if key == REF_STYLE else "-"
                 ax_img.plot(uv[ok, j, 0], uv[ok, j, 1], ls, color=_COLORS[key], lw=1.2 if key != "past" else 0.8,
-                            label=key if j == 0 else None)
-                ax_top.plot(traj[:, j, 0], traj[:, j, 2], ls, color=_COLORS[key], lw=1.0, label=key if j == 0 else None)
+                            label=names.get(key, key) if j == 0 else None)
+                ax_top.plot(traj[:, j, 0], traj[:, j, 2], ls, color=_COLORS[key], lw=1.0, label=names.get(key, key) if j == 0 else None)
                 if key != "past":  # where each forecast ends: short paths stay visible
                     ax_top.plot(traj[-1, j, 0], traj[-1, j, 2], _END[key], color=_COLORS[key], ms=3)
                     if ok[-1]:

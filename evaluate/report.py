@@ -9,7 +9,6 @@ they always say the same thing.
 from __future__ import annotations
 
 import base64
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from thinkjepa.config import PipelineConfig, save_config
 from thinkjepa.evaluate import plots
 from thinkjepa.evaluate.errors import JOINT_GROUPS, by_group, by_step, by_task, per_window
 from thinkjepa.evaluate.latent import HEALTHY
-from thinkjepa.evaluate.run import BASELINES, GUIDED, REFERENCE, public
+from thinkjepa.evaluate.run import BASELINES, GUIDED, REFERENCES, public, reference_of
+from thinkjepa.evaluate.stats import HIERARCHICAL_METHOD, MIN_SEEDS, MIN_WINDOWS, SEED_METHOD, WINDOW_METHOD
+from thinkjepa.evaluate.verdict import NEGLIGIBLE_M, decide, fmt_diff
 
 # Project page snapshot (REFERENCE.md section 1): EgoDex part 2, 32 past -> 32 future frames.
 PUBLISHED = {
@@ -43,31 +44,12 @@ def _seeded(m: dict[str, Any]) -> bool:
     return len(m.get("seeds") or []) > 1
 
 
-NEGLIGIBLE_M = 1e-4
-"""Differences below 0.1 mm are called negligible in words, whatever their interval."""
-
-
-def _d(x: float) -> str:
-    """A signed difference in metres, readable at any scale (tiny ones are not shown as 0)."""
-    return f"{x:+.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:+.2e}"
-
-
 def format_ci(c: dict[str, Any] | None) -> str:
     """A comparison as ``mean [lo, hi]``, ``*`` when significant."""
     if not c:
         return "-"
     star = " *" if c["significant"] else ""
-    return f"{_d(c['mean_diff'])} [{_d(c['lo'])}, {_d(c['hi'])}]{star}"
-
-
-def _verdict(name: str, c: dict[str, Any], ref: str) -> str:
-    head = f"**{name}** vs {ref}: ADE difference {_d(c['mean_diff'])} m, 95% interval [{_d(c['lo'])}, {_d(c['hi'])}]"
-    if not c["significant"]:
-        return f"{head} contains 0: **no significant difference** on these {c['windows']} windows."
-    word = "better" if c["mean_diff"] < 0 else "worse"
-    if abs(c["mean_diff"]) < NEGLIGIBLE_M:
-        return f"{head}: {name} is significantly {word}, but by a **negligible** amount (< 0.1 mm) on these {c['windows']} windows."
-    return f"{head}: {name} is **significantly {word}** on these {c['windows']} windows."
+    return f"{fmt_diff(c['mean_diff'])} [{fmt_diff(c['lo'])}, {fmt_diff(c['hi'])}]{star}"
 
 
 def format_seed_ci(c: dict[str, Any] | None) -> str:
@@ -75,39 +57,30 @@ def format_seed_ci(c: dict[str, Any] | None) -> str:
     return format_ci(c) + (f" (lower in {c['lower_in']}/{c['seeds']})" if c else "")
 
 
-def _seed_verdict(name: str, c: dict[str, Any], ref: str) -> str:
-    head = (f"**{name}** vs {ref} over {c['seeds']} training seeds: per-seed ADE differences "
-            + ", ".join(f"{_d(x)}" for x in c["per_seed_diff"].values())
-            + f" (lower in {c['lower_in']} of {c['seeds']}); paired t 95% interval [{_d(c['lo'])}, {_d(c['hi'])}]")
-    if not c["significant"]:
-        return f"{head} contains 0: **not significant across training runs** (another seed may reverse it)."
-    return f"{head}: {name} is **significantly {'better' if c['mean_diff'] < 0 else 'worse'} across training runs**."
-
-
-def _one_shot_table(models: dict[str, dict[str, Any]], kinds: tuple[str, ...]) -> list[list[str]]:
-    rows = [["model", "seeds", "windows", "ADE (m)", "FDE (m)", "Acc", "ΔADE vs jepa_only [95% CI, windows]",
-             "ΔADE vs jepa_only [95% CI, seeds]", "published ADE / FDE / Acc"]]
+def _one_shot_table(models: dict[str, dict[str, Any]], kinds: tuple[str, ...], ref: str) -> list[list[str]]:
+    rows = [["model", "seeds", "windows", "ADE (m)", "FDE (m)", "Acc", f"ΔADE vs {ref} [95% CI, windows: BCa bootstrap]",
+             f"ΔADE vs {ref} [95% CI, seeds: paired t]", "published ADE / FDE / Acc"]]
     for name, m in models.items():
         if m["kind"] not in kinds:
             continue
         pub = PUBLISHED.get(name)
         sd = _seeded(m)
         rows.append([name, str(len(m["seeds"]) or "-"), str(m["windows"]), _pm(m, "ADE", sd), _pm(m, "FDE", sd), _pm(m, "Acc", sd),
-                     format_ci(m.get("vs_jepa_only")), format_seed_ci(m.get("vs_jepa_only_seeds")), f"{pub['ADE']:.4f} / {pub['FDE']:.4f} / {pub['Acc']:.4f}" if pub else "-"])
+                     format_ci(m.get(f"vs_{ref}")), format_seed_ci(m.get(f"vs_{ref}_seeds")), f"{pub['ADE']:.4f} / {pub['FDE']:.4f} / {pub['Acc']:.4f}" if pub else "-"])
     return rows
 
 
-def _rollout_table(models: dict[str, dict[str, Any]], mode: str) -> list[list[str]]:
+def _rollout_table(models: dict[str, dict[str, Any]], mode: str, ref: str) -> list[list[str]]:
     any_m = next(m for m in models.values() if mode in m["rollout"])
     steps = any_m["rollout"][mode]["steps"]
-    rows = [["model", *[f"step {k + 1} ADE" for k in range(steps)], "final FDE", "all-steps ADE", "ΔADE vs jepa_only [95% CI]"]]
+    rows = [["model", *[f"step {k + 1} ADE" for k in range(steps)], "final FDE", "all-steps ADE", f"ΔADE vs {ref} [95% CI, windows: BCa bootstrap]"]]
     for name, m in models.items():
         ro = m["rollout"].get(mode)
         if ro is None or m["kind"] == "test_ablation":
             continue
         sd = _seeded(m)
         rows.append([name, *[_pm(s, "ADE", sd) for s in ro["per_step"]], _pm(ro["per_step"][-1], "FDE", sd), _pm(ro, "ADE", sd),
-                     format_ci(m.get("rollout_vs_jepa_only", {}).get(mode))])
+                     format_ci(m.get(f"rollout_vs_{ref}", {}).get(mode))])
     return rows
 
 
@@ -185,12 +158,12 @@ def _parquet_rows(summary: dict[str, Any], thr: float) -> pa.Table:
     return pa.table(rows, schema=schema)
 
 
-def _overlay_items(summary: dict[str, Any], order: np.ndarray, gain: np.ndarray) -> list[dict[str, Any]]:
+def _overlay_items(summary: dict[str, Any], order: np.ndarray, gain: np.ndarray, ref: str) -> list[dict[str, Any]]:
     from thinkjepa.data.egodex import decode_frames
 
     runs = summary["_runs"]
     refs, episodes, targets = summary["_refs"], summary["_episodes"], summary["_targets"]
-    pg, pj = runs[GUIDED][0].pred, runs[REFERENCE][0].pred
+    pg, pj = runs[GUIDED][0].pred, runs[ref][0].pred
     items = []
     for i in order:
         r = refs[i]
@@ -202,16 +175,38 @@ def _overlay_items(summary: dict[str, Any], order: np.ndarray, gain: np.ndarray)
             image = None
         items.append({
             "window_id": r.key, "image": image, "K": ep.intrinsics, "pose": ep.camera_pose[frame],
-            "past": ep.joints[list(r.window.past)], "truth": targets[i], GUIDED: pg[i], REFERENCE: pj[i],
+            "past": ep.joints[list(r.window.past)], "truth": targets[i], "guided": pg[i], "reference": pj[i],
             "gain": float(gain[i]),
         })
     return items
 
 
-def _figures(cfg: PipelineConfig, out: Path, summary: dict[str, Any]) -> tuple[list[Block], list[str]]:
+def _videos(out: Path, summary: dict[str, Any], sel: np.ndarray, gain: np.ndarray, ref: str, label: str) -> list[Block]:
+    """An MP4 per selected window (``evaluate.video``); a window whose video cannot be decoded is
+    named in the summary's notes and left out."""
+    from thinkjepa.evaluate.video import window_video
+
+    runs, refs, episodes, targets = summary["_runs"], summary["_refs"], summary["_episodes"], summary["_targets"]
+    pg, pj = runs[GUIDED][0].pred, runs[ref][0].pred
+    blocks: list[Block] = []
+    for rank, i in enumerate(sel):
+        r = refs[i]
+        name = f"videos/{label}_{rank + 1}.mp4"
+        try:
+            window_video(out / name, episodes.get(r), r.window, r.video_path, targets[i],
+                         {"guided": (GUIDED, pg[i]), "reference": (ref, pj[i])}, title=r.key)
+        except Exception as e:  # noqa: BLE001 - a missing video costs the picture, not the report
+            summary["notes"].append(f"Forecast video of {r.key} left out: {e}")
+            continue
+        blocks.append(("video", (name, f"{r.key} (gain {1000 * float(gain[i]):+.3f} mm)")))
+    return blocks
+
+
+def _figures(cfg: PipelineConfig, out: Path, summary: dict[str, Any]) -> tuple[list[Block], list[str], list[str]]:
     models = summary["models"]
     blocks: list[Block] = [("h2", "Figures")]
     files: list[str] = []
+    videos: list[Block] = []
     curves = {n: (m["ADE_by_step"], m["ADE_by_step_std"]) for n, m in models.items() if m["kind"] != "test_ablation"}
     files.append(plots.horizon_curves(out, "horizon_oneshot.png", curves, "One-shot: error per future frame (band: ± std over seeds)"))
     blocks.append(("image", (files[-1], "One-shot horizon curves")))
@@ -222,66 +217,77 @@ def _figures(cfg: PipelineConfig, out: Path, summary: dict[str, Any]) -> tuple[l
         files.append(plots.horizon_curves(out, f"horizon_rollout_{mode}.png", rc,
                                           f"Rollout ({mode}): error per future frame over all steps", frames_per_step=fr))
         blocks.append(("image", (files[-1], f"Rollout horizon curves, mode {mode}")))
-    if GUIDED in models and REFERENCE in models and models[GUIDED]["kind"] == "variant":
+    ref = summary.get("reference") or reference_of(models)
+    if ref is not None and GUIDED in models and models[GUIDED]["kind"] == "variant":
         ids = summary["window_set"]["ids"]
-        a, b = models[GUIDED]["per_window_ADE"], models[REFERENCE]["per_window_ADE"]
+        a, b = models[GUIDED]["per_window_ADE"], models[ref]["per_window_ADE"]
         diffs = np.array([a[w] - b[w] for w in ids])
-        files.append(plots.diff_histogram(out, "ade_diff_hist.png", diffs, "Per-window ADE difference (seed means)"))
+        files.append(plots.diff_histogram(out, "ade_diff_hist.png", diffs, "Per-window ADE difference (seed means)",
+                                          xlabel=f"{GUIDED} - {ref}"))
         blocks.append(("image", (files[-1], "Histogram of per-window ADE differences")))
         gain = -diffs
         n = min(cfg.eval.overlay_windows, len(ids))
         order = np.argsort(-gain, kind="stable")
         for label, plural, sel in (("gain", "gains", order[:n]), ("loss", "losses", order[::-1][:n])):
-            items = _overlay_items(summary, sel, gain)
-            title = (f"Largest {plural} of {GUIDED} vs {REFERENCE} (gain = ADE {REFERENCE} - ADE {GUIDED}; "
-                     f"forecasts of seed {summary['seeds'][GUIDED][0]}); green = truth, blue = {GUIDED}, orange = {REFERENCE}, grey = observed")
+            items = _overlay_items(summary, sel, gain, ref)
+            title = (f"Largest {plural} of {GUIDED} vs {ref} (gain = ADE {ref} - ADE {GUIDED}; "
+                     f"forecasts of seed {summary['seeds'][GUIDED][0]}); green = truth, blue = {GUIDED}, orange = {ref}, grey = observed")
             files.append(plots.trajectory_overlays(out, f"overlay_{label}.png", items, title))
             blocks.append(("image", (files[-1], f"Trajectory overlays: largest {label}")))
-    return blocks, files
+            videos += _videos(out, summary, sel, gain, ref, label)
+        if videos:
+            blocks.append(("h3", "Forecast videos"))
+            blocks.append(("p", f"One MP4 per window above: the observed frames (grey: observed wrist and fingertip paths), then the "
+                                f"future frames with the true paths (green), {GUIDED} (blue) and {ref} (orange), projected with "
+                                "each frame's camera pose."))
+            blocks.append(("list", [f"[{cap}]({f})" for _, (f, cap) in videos]))
+    return blocks, files, [f for _, (f, _) in videos]
+
+
+def verdict_of(summary: dict[str, Any]):
+    """The verdict on the guided model against the summary's reference (``evaluate.verdict``)."""
+    models = summary["models"]
+    return decide(models, GUIDED, summary.get("reference") or reference_of(models))
 
 
 def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     models = summary["models"]
     ws, rs = summary["window_set"], summary["rollout_window_set"]
     thr = summary["acc_threshold_m"]
-    b: list[Block] = [("h1", "ThinkJEPA evaluation")]
+    ref = summary.get("reference") or reference_of(models) or "jepa_only"
+    v = verdict_of(summary)
+    b: list[Block] = [("p", v.headline), ("h1", "ThinkJEPA evaluation")]
     b.append(("p", f"Split `{summary['split']}`: {ws['windows']} windows (set digest `{ws['digest']}`, identical for every "
                    f"model row). Metrics in metres, world frame; Acc = share of joint errors below {thr:g} m. Seeds: "
-                   + ", ".join(f"{v} {s}" for v, s in summary["seeds"].items())
-                   + ". Values are mean ± std over seeds. Two intervals of the ADE difference, * = it excludes 0: over "
-                   "windows, the paired bootstrap of per-window values averaged over seeds (holds window-to-window noise "
-                   "only: these trained models on these windows); over seeds, the paired t interval of the per-seed "
-                   "differences (holds run-to-run noise: whether another training run would agree; shown with 2 or more "
-                   "seeds, wide with few). Published numbers are "
-                   "the paper's (EgoDex part 2, full-size models), for context only."))
+                   + ", ".join(f"{name} {sd}" for name, sd in summary["seeds"].items())
+                   + f". Values are mean ± std over seeds. Differences are against `{ref}` (the first of "
+                   + ", ".join(f"`{r}`" for r in REFERENCES) + " evaluated). Two 95% intervals of the ADE difference, * = it "
+                   f"excludes 0 and its counts reach the minimum: over windows ({WINDOW_METHOD}) of per-window values "
+                   "averaged over seeds (window-to-window noise only: these trained models on these windows); over seeds "
+                   f"({SEED_METHOD}) of the per-seed differences (run-to-run noise: whether another training run would agree), "
+                   f"with the {HIERARCHICAL_METHOD} beside it. Nothing is called significant below {MIN_WINDOWS} windows or, "
+                   f"across training runs, {MIN_SEEDS} seeds. Published numbers are the paper's (EgoDex part 2, full-size "
+                   "models), for context only."))
     b.append(("h2", "Verdict"))
-    verdicts = [_verdict(n, m["vs_jepa_only"], REFERENCE) for n, m in models.items() if "vs_jepa_only" in m]
-    verdicts += [_seed_verdict(n, m["vs_jepa_only_seeds"], REFERENCE) for n, m in models.items() if "vs_jepa_only_seeds" in m]
+    lines = list(v.lines)
+    for n, m in models.items():
+        if n != GUIDED and m["kind"] != "test_ablation" and f"vs_{ref}" in m:
+            c = m[f"vs_{ref}"]
+            lines.append(f"{n} vs {ref}, over windows: {format_ci(c)}" + (f"; over seeds: {format_seed_ci(m[f'vs_{ref}_seeds'])}"
+                                                                          if f"vs_{ref}_seeds" in m else ""))
     for n, m in models.items():
         if "vs_thinkjepa" in m:
-            verdicts.append(_verdict(f"guidance {n.split(':', 1)[1]}", m["vs_thinkjepa"], f"{GUIDED} with its own guidance"))
-    if GUIDED in models and "vs_jepa_only" in models[GUIDED]:
-        c = models[GUIDED]["vs_jepa_only"]
-        helps = c["significant"] and c["mean_diff"] <= -NEGLIGIBLE_M
-        cs = models[GUIDED].get("vs_jepa_only_seeds")
-        if not helps:
-            word = "**does not measurably help**"
-        elif cs is None:
-            word = "**helps** on these windows (one training seed: whether another run agrees is not measured)"
-        elif cs["significant"] and cs["mean_diff"] < 0:
-            word = f"**helps**, on these windows and across the {cs['seeds']} training seeds"
-        else:
-            word = (f"**helps on these windows, but not significantly across the {cs['seeds']} training seeds** "
-                    f"(lower in {cs['lower_in']} of them)")
-        verdicts.append(f"In this run the thinker guidance {word} in one-shot forecasting ({GUIDED} vs {REFERENCE}).")
-        shuffled = models.get(f"{GUIDED}:shuffled")
-        if shuffled is not None:
-            hurt = shuffled["vs_thinkjepa"]["significant"] and shuffled["vs_thinkjepa"]["mean_diff"] >= NEGLIGIBLE_M
-            verdicts.append("Shuffling guidance across windows " + ("**hurts**: the model uses window-specific guidance."
-                            if hurt else "**does not significantly hurt**: no evidence the model uses window-specific guidance."))
-    b.append(("list", verdicts))
+            lines.append(f"Guidance {n.split(':', 1)[1]} at test time vs {GUIDED} with its own guidance, over windows: {format_ci(m['vs_thinkjepa'])}")
+    shuffled = models.get(f"{GUIDED}:shuffled")
+    if shuffled is not None:
+        c = shuffled["vs_thinkjepa"]
+        hurt = c["significant"] and c["mean_diff"] >= NEGLIGIBLE_M
+        lines.append("Shuffling guidance across windows " + ("**hurts**: the model uses window-specific guidance." if hurt else
+                     "**does not significantly hurt**" + ("" if c["enough"] else f" (fewer than {c['min_windows']} windows)")
+                     + ": no evidence the model uses window-specific guidance."))
+    b.append(("list", lines))
     b.append(("h2", "One-shot forecasts"))
-    b.append(("table", _one_shot_table(models, ("variant", "baseline"))))
+    b.append(("table", _one_shot_table(models, ("variant", "baseline"), ref)))
     b.append(("h2", "Recursive rollouts"))
     b.append(("p", f"{rs['steps']} step(s) of {rs['frames_per_step']} frames (asked: {rs['requested_steps']}) on the "
                    f"{rs['windows']} windows whose episodes have the frames (digest `{rs['digest']}`). Modes: `shifted` = the "
@@ -289,7 +295,7 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
                    "Guidance and camera pose stay those of the last observed frame."))
     for mode in rs["modes"]:
         b.append(("h3", f"Mode `{mode}`"))
-        b.append(("table", _rollout_table(models, mode)))
+        b.append(("table", _rollout_table(models, mode, ref)))
         b.append(("p", f"Latent metrics against the encoder's future latents where they exist; a step is flagged when the "
                        f"std ratio (collapse) or norm ratio (explosion) leaves [{HEALTHY[0]}, {HEALTHY[1]}]."
                        + (" **train.latent_loss_weight is 0**: the predicted latents were never trained to match the encoder's, "
@@ -302,7 +308,7 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     b.append(("h2", "Training-time ablations"))
     trained = [n for n, m in models.items() if m["kind"] == "training_ablation"]
     if trained:
-        b.append(("table", _one_shot_table(models, ("training_ablation",))))
+        b.append(("table", _one_shot_table(models, ("training_ablation",), ref)))
     else:
         names = ", ".join(sorted(cfg.variants))
         b.append(("p", "None evaluated. " + (f"Add the config's `variants:` ({names}) to `eval.variants` to train and list them here."
@@ -340,39 +346,31 @@ def _md(blocks: list[Block]) -> str:
             out += ["| " + " | ".join(r) + " |" for r in v[1:]] + [""]
         elif kind == "image":
             out += [f"![{v[1]}]({v[0]})", ""]
+        elif kind == "video":
+            out += [f"[{v[1]}]({v[0]})", ""]
     return "\n".join(out)
 
 
-def _inline_md(text: str) -> str:
-    """The little markdown the blocks use (**bold**, `code`) as HTML."""
-    import re
-
-    s = html.escape(text)
-    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+          "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+          "th{background:#f3f3f3}img{max-width:100%}")
 
 
-def _html(blocks: list[Block], out: Path) -> str:
-    body: list[str] = []
-    for kind, v in blocks:
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{_inline_md(v)}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{_inline_md(v)}</p>")
-        elif kind == "list":
-            body.append("<ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in v) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{_inline_md(c)}</th>" for c in v[0])
-            rows = "".join("<tr>" + "".join(f"<td>{_inline_md(c)}</td>" for c in r) + "</tr>" for r in v[1:])
-            body.append(f"<table><tr>{head}</tr>{rows}</table>")
-        elif kind == "image":
-            data = base64.b64encode((out / v[0]).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(v[1])}" src="data:image/png;base64,{data}"><figcaption>{html.escape(v[1])}</figcaption></figure>')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "th{background:#f3f3f3}img{max-width:100%}figcaption{color:#555;font-size:12px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ThinkJEPA evaluation</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
+def _html(markdown: str, out: Path) -> str:
+    """``report.md`` as a self-contained page: CommonMark with tables (markdown-it-py), every PNG
+    it shows inlined as a data URI (the page travels alone); links (the videos) stay relative."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(markdown)
+    for tok in tokens:
+        for child in tok.children or []:
+            src = str(child.attrGet("src") or "")
+            if child.type == "image" and src.endswith(".png") and (out / src).is_file():
+                child.attrSet("src", "data:image/png;base64," + base64.b64encode((out / src).read_bytes()).decode())
+    body = md.renderer.render(tokens, md.options, {})
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ThinkJEPA evaluation</title><style>{_STYLE}</style>"
+            f"</head><body>{body}</body></html>\n")
 
 
 def write_report(cfg: PipelineConfig, summary: dict[str, Any]) -> dict[str, Any]:
@@ -381,17 +379,19 @@ def write_report(cfg: PipelineConfig, summary: dict[str, Any]) -> dict[str, Any]
     out = cfg.path(cfg.eval.out)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(_parquet_rows(summary, summary["acc_threshold_m"]), out / "metrics.parquet")
-    fig_blocks, files = _figures(cfg, out, summary)
+    fig_blocks, files, videos = _figures(cfg, out, summary)
     blocks = _blocks(cfg, summary)
     notes_at = next((i for i, (k, v) in enumerate(blocks) if k == "h2" and v == "Notes"), len(blocks))
     blocks = blocks[:notes_at] + fig_blocks + blocks[notes_at:]
-    (out / "report.md").write_text(_md(blocks))
-    (out / "report.html").write_text(_html(blocks, out))
+    markdown = _md(blocks)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(_html(markdown, out))
     result = {**public(summary), "report": str(out / "report.md"), "html": str(out / "report.html"),
-              "figures": files, "parquet": str(out / "metrics.parquet")}
+              "figures": files, "videos": videos, "parquet": str(out / "metrics.parquet"),
+              "verdict": verdict_of(summary).headline}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     save_config(cfg, out)
     return result
 
 
-__all__ = ["BASELINES", "PUBLISHED", "format_ci", "write_report"]
+__all__ = ["BASELINES", "PUBLISHED", "format_ci", "verdict_of", "write_report"]

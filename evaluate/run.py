@@ -12,6 +12,7 @@ interval of per-seed differences, with the two-level seed-and-window bootstrap b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ from thinkjepa.evaluate.windows import (
 )
 
 REFERENCE = "jepa_only"
+REFERENCES = ("jepa_matched", REFERENCE)
+"""Baselines a guided model is compared against, in order of preference: the report's verdict
+uses the first one evaluated (a capacity-matched JEPA-only model, else plain jepa_only)."""
 GUIDED = "thinkjepa"
 BASELINES = ("last_observed", "constant_velocity")
 
@@ -189,7 +193,7 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
                 notes.append(note)
             mr = run_model(model, ds, ids, targets, batch_size=cfg.train.batch_size, rollout={m: steps for m in modes},
                            rollout_rows=rows, rollout_targets=roll_targets, encoded_future=enc_rows,
-                           keep_pred=v in (GUIDED, REFERENCE) and seed == seeds[v][0], name=v, seed=seed)
+                           keep_pred=v in (GUIDED, *REFERENCES) and seed == seeds[v][0], name=v, seed=seed)
             mr.checkpoint = info
             runs.setdefault(v, []).append(mr)
             checkpoints.setdefault(v, {})[str(seed)] = info
@@ -233,6 +237,7 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
         "checkpoints": checkpoints,
         "gates": gates,
         "models": models,
+        "reference": reference_of(models),
         "notes": notes,
         "_runs": runs,
         "_refs": refs,
@@ -273,23 +278,32 @@ def _check_same_windows(models: dict[str, dict[str, Any]], ids: list[str]) -> No
             raise RuntimeError(f"model row {name!r} was scored on other windows than the common set")
 
 
+def reference_of(models: Mapping[str, Any]) -> str | None:
+    """The reference row of a summary's models: the first of ``REFERENCES`` present."""
+    return next((r for r in REFERENCES if r in models), None)
+
+
 def _compare(models: dict[str, dict[str, Any]], n_boot: int) -> None:
-    """Paired bootstrap of per-window ADE (seed means) vs jepa_only, the interval over training
-    seeds where both rows have 2 or more seeds in common (a baseline pairs with every seed), and
-    the bootstrap of each test-time ablation vs thinkjepa on the ablation's windows."""
-    ref = models.get(REFERENCE)
-    for name, m in models.items():
-        if ref is not None and name != REFERENCE and m["kind"] != "test_ablation":
-            m["vs_jepa_only"] = comparison(m["per_window_ADE"], ref["per_window_ADE"], n_boot)
+    """Against every reference row present (``vs_<ref>``): the interval over windows of
+    per-window ADE (seed means), the interval over training seeds where both rows have 2 or more
+    seeds in common (a baseline pairs with every seed), and the rollouts' window intervals; and
+    each test-time ablation vs thinkjepa on the ablation's windows."""
+    for ref_name in (r for r in REFERENCES if r in models):
+        ref = models[ref_name]
+        for name, m in models.items():
+            if name == ref_name or m["kind"] == "test_ablation":
+                continue
+            m[f"vs_{ref_name}"] = comparison(m["per_window_ADE"], ref["per_window_ADE"], n_boot)
             over_seeds = seed_comparison(m["per_seed_window_ADE"], ref["per_seed_window_ADE"], n_boot)
             if over_seeds is not None:
-                m["vs_jepa_only_seeds"] = over_seeds
-            m["rollout_vs_jepa_only"] = {}
+                m[f"vs_{ref_name}_seeds"] = over_seeds
+            m[f"rollout_vs_{ref_name}"] = {}
             for mode, ro in m["rollout"].items():
                 if mode in ref["rollout"]:
                     a = dict(enumerate(ro["per_window_ADE"]))
                     b = dict(enumerate(ref["rollout"][mode]["per_window_ADE"]))
-                    m["rollout_vs_jepa_only"][mode] = comparison(a, b, n_boot)
+                    m[f"rollout_vs_{ref_name}"][mode] = comparison(a, b, n_boot)
+    for m in models.values():
         if m["kind"] == "test_ablation" and GUIDED in models:
             full = models[GUIDED]["per_window_ADE"]
             m["vs_thinkjepa"] = comparison(m["per_window_ADE"], {w: full[w] for w in m["per_window_ADE"]}, n_boot)
@@ -300,4 +314,4 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 
-__all__ = ["BASELINES", "GUIDED", "REFERENCE", "evaluate_all", "public", "summarize_model"]
+__all__ = ["BASELINES", "GUIDED", "REFERENCE", "REFERENCES", "evaluate_all", "public", "reference_of", "summarize_model"]

@@ -1,62 +1,89 @@
-"""Statistics of a comparison: mean +- std over seeds, paired bootstrap intervals over windows,
-intervals over training seeds, and the digest that names a window set.
+"""Statistics of a comparison: mean +- std over seeds, intervals over windows and over training
+seeds, the minimum counts below which nothing is called significant, and the digest that names
+a window set.
 
-Two questions, two instruments. ``paired_bootstrap`` over windows answers "on these windows,
-with these trained models, is the difference real?": it holds the window-to-window noise and
-none of the run-to-run noise (a new training seed is a new model). ``seed_comparison`` answers
-"would it hold for another training run?": a paired Student t interval over the per-seed mean
-differences (small seed counts are what this field trains, and a percentile bootstrap over 3
-seeds is far too narrow), with a two-level bootstrap (seeds, then windows) beside it.
+Two questions, two instruments, each named by ``method`` in what it returns:
 
-Pure NumPy, no files: the benchmark and the report call the same functions.
+- over windows (``comparison``): "on these windows, with these trained models, is the
+  difference real?" The BCa bootstrap of the mean per-window difference
+  (``scipy.stats.bootstrap``, windows resampled with their pairs). It holds the window-to-window
+  noise and none of the run-to-run noise (a new training seed is a new model).
+- over training seeds (``seed_comparison``): "would it hold for another training run?" The
+  paired Student t interval of the per-seed mean differences
+  (``scipy.stats.ttest_rel(...).confidence_interval()``; small seed counts are what this field
+  trains, and a bootstrap over 3 seeds is far too narrow), with the two-level bootstrap (seeds,
+  then windows; no scipy equivalent, so written here) beside it.
+
+A count below ``MIN_WINDOWS`` windows or ``MIN_SEEDS`` seeds is never called significant,
+whatever its interval says: a bootstrap over a handful of windows collapses (one window gives a
+zero-width interval), and a t interval over 2 seeds rests on one degree of freedom.
+
+No files: the benchmark and the report call the same functions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats as sps
+
+MIN_WINDOWS = 10
+"""Fewest windows an interval over windows needs before a difference is called significant."""
+MIN_SEEDS = 3
+"""Fewest paired training seeds before a difference across training runs is called significant."""
+CONFIDENCE = 0.95
+
+WINDOW_METHOD = "BCa bootstrap, scipy.stats.bootstrap"
+SEED_METHOD = "paired t, scipy.stats.ttest_rel"
+HIERARCHICAL_METHOD = "two-level percentile bootstrap (seeds, then windows)"
 
 _CHUNK = 256
 """Bootstrap resamples drawn at once (bounds memory on large window sets)."""
 
 
-def paired_bootstrap(
-    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over paired windows and its percentile-bootstrap 95% interval.
-
-    ``a[i]`` and ``b[i]`` belong to the same window (see ``align``); windows are resampled
-    with replacement, keeping the pairs together. Returns ``(mean_diff, lo, hi)``; the
-    difference is significant at 5% when the interval excludes 0."""
+def _pair(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, ndim: int, what: str) -> np.ndarray:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired_bootstrap needs two equal-length non-empty 1-D arrays, got {a.shape} and {b.shape}")
+    if a.shape != b.shape or a.ndim != ndim or 0 in a.shape:
+        shape = "equal-length non-empty 1-D arrays" if ndim == 1 else "equal (seeds, windows) arrays"
+        raise ValueError(f"{what} needs two {shape}, got {a.shape} and {b.shape}")
+    return a - b
+
+
+def _check_boot(n_boot: int) -> None:
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for start in range(0, n_boot, _CHUNK):
-        k = min(_CHUNK, n_boot - start)
-        means[start : start + k] = d[rng.integers(0, d.size, size=(k, d.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(d.mean()), float(lo), float(hi)
 
 
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
-"""Two-sided 95% Student t quantiles by degrees of freedom (standard tables); a df between two
-rows takes the smaller df's (larger, conservative) value, beyond 120 it is 1.980."""
+def paired_bootstrap(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0,
+    method: str = "BCa",
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired windows and its 95% bootstrap interval (``method``: ``BCa``
+    or ``percentile``, as ``scipy.stats.bootstrap`` takes it).
 
-
-def t_quantile_975(df: int) -> float:
-    """The 97.5% Student t quantile for ``df`` degrees of freedom (conservative between rows)."""
-    if df < 1:
-        raise ValueError(f"a t interval needs at least 1 degree of freedom (2 seeds), got {df}")
-    return T_975[max(k for k in T_975 if k <= df)]
+    ``a[i]`` and ``b[i]`` belong to the same window (see ``align``); windows are resampled with
+    replacement, keeping the pairs together. Returns ``(mean_diff, lo, hi)``. Where every
+    difference is the same (or there is one window) the interval is that value: no resample can
+    move it, and scipy's BCa is undefined there."""
+    d = _pair(a, b, 1, "paired_bootstrap")
+    _check_boot(n_boot)
+    mean = float(d.mean())
+    if np.ptp(d) == 0:
+        return mean, mean, mean
+    with warnings.catch_warnings():
+        # BCa on a few windows warns that its acceleration estimate is unstable: the minimum
+        # counts above are what guards the verdict, so the warning only floods logs
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        res = sps.bootstrap((d,), np.mean, confidence_level=CONFIDENCE, n_resamples=n_boot, method=method,
+                            vectorized=True, batch=_CHUNK, rng=np.random.default_rng(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined (e.g. two distinct values): percentile
+        return paired_bootstrap(a, b, n_boot, seed, method="percentile")
+    return mean, lo, hi
 
 
 def hierarchical_bootstrap(
@@ -67,13 +94,10 @@ def hierarchical_bootstrap(
     ``a[s, w]`` and ``b[s, w]`` are per-window values of the same training seed ``s`` (rows
     paired: both variants of one seed start from the same weights) on the same window ``w``.
     Each resample draws seeds with replacement, then windows with replacement, both kept
-    paired, so the interval holds the seed-to-seed and the window-to-window variation."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape or a.ndim != 2 or 0 in a.shape:
-        raise ValueError(f"hierarchical_bootstrap needs two equal (seeds, windows) arrays, got {a.shape} and {b.shape}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    d = a - b
+    paired, so the interval holds the seed-to-seed and the window-to-window variation.
+    ``scipy.stats.bootstrap`` resamples one level only, hence this one."""
+    d = _pair(a, b, 2, "hierarchical_bootstrap")
+    _check_boot(n_boot)
     n_s, n_w = d.shape
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
@@ -82,19 +106,39 @@ def hierarchical_bootstrap(
         rows = rng.integers(0, n_s, size=(k, n_s, 1))
         cols = rng.integers(0, n_w, size=(k, 1, n_w))
         means[start : start + k] = d[rows, cols].mean(axis=(1, 2))
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(d.mean()), float(lo), float(hi)
 
 
+def t_interval(diffs: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% Student t interval (``scipy.stats.ttest_rel``);
+    equal differences give that value as the interval."""
+    d = np.asarray(diffs, np.float64)
+    if d.ndim != 1 or d.size < 2:
+        raise ValueError(f"a t interval needs at least 2 paired values (1 degree of freedom), got {d.size}")
+    mean = float(d.mean())
+    if np.ptp(d) == 0:
+        return mean, mean, mean
+    ci = sps.ttest_rel(d, np.zeros_like(d)).confidence_interval(CONFIDENCE)
+    return mean, float(ci.low), float(ci.high)
+
+
+def _call(lo: float, hi: float, enough: bool) -> dict[str, bool]:
+    excludes = bool(lo > 0 or hi < 0)
+    return {"excludes_zero": excludes, "enough": enough, "significant": excludes and enough}
+
+
 def seed_comparison(
-    a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], n_boot: int, seed: int = 0
+    a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], n_boot: int, seed: int = 0,
+    min_seeds: int = MIN_SEEDS, min_windows: int = MIN_WINDOWS,
 ) -> dict[str, Any] | None:
     """Variant ``a`` against ``b`` over training seeds: per-seed mean differences, their paired
     t interval and the two-level bootstrap; ``None`` with fewer than 2 paired seeds.
 
     ``a`` and ``b`` map a seed to its per-window values (same window order). Seeds are paired
     by name; a side with one unseeded run (a baseline, key ``"-"``) is paired with every seed
-    of the other."""
+    of the other. ``significant`` needs ``min_seeds`` seeds and ``min_windows`` windows."""
     if set(a) == {"-"}:
         a = {s: a["-"] for s in b}
     if set(b) == {"-"}:
@@ -105,17 +149,17 @@ def seed_comparison(
     A = np.asarray([a[s] for s in common], np.float64)
     B = np.asarray([b[s] for s in common], np.float64)
     diffs = (A - B).mean(axis=1)
-    n = diffs.size
-    mean = float(diffs.mean())
-    half = t_quantile_975(n - 1) * float(diffs.std(ddof=1)) / np.sqrt(n)
+    n, n_w = diffs.size, int(A.shape[1])
+    mean, lo, hi = t_interval(diffs)
     _, h_lo, h_hi = hierarchical_bootstrap(A, B, n_boot=n_boot, seed=seed)
-    lo, hi = float(mean - half), float(mean + half)
+    enough = n >= min_seeds and n_w >= min_windows
     return {
-        "mean_diff": mean, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0), "seeds": n,
+        "mean_diff": mean, "lo": lo, "hi": hi, **_call(lo, hi, enough), "seeds": n, "windows": n_w,
+        "min_seeds": min_seeds, "min_windows": min_windows, "method": SEED_METHOD,
         "per_seed_diff": {s: float(x) for s, x in zip(common, diffs)},
+        "per_seed_std": float(diffs.std(ddof=1)),
         "lower_in": int((diffs < 0).sum()), "higher_in": int((diffs > 0).sum()),
-        "windows": int(A.shape[1]), "method": "paired t over seeds",
-        "hierarchical": {"lo": h_lo, "hi": h_hi, "significant": bool(h_lo > 0 or h_hi < 0)},
+        "hierarchical": {"lo": h_lo, "hi": h_hi, **_call(h_lo, h_hi, enough), "method": HIERARCHICAL_METHOD},
     }
 
 
@@ -128,11 +172,14 @@ def align(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[list[str], np
     return ids, np.array([a[i] for i in ids]), np.array([b[i] for i in ids])
 
 
-def comparison(a: Mapping[str, float], b: Mapping[str, float], n_boot: int, seed: int = 0) -> dict[str, float | int | bool]:
-    """``paired_bootstrap`` of two per-window mappings as the report and metrics.json state it."""
+def comparison(a: Mapping[str, float], b: Mapping[str, float], n_boot: int, seed: int = 0,
+               min_windows: int = MIN_WINDOWS) -> dict[str, Any]:
+    """``paired_bootstrap`` of two per-window mappings as the report and metrics.json state it;
+    ``significant`` needs ``min_windows`` windows."""
     ids, x, y = align(a, b)
     mean, lo, hi = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
-    return {"mean_diff": mean, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0), "windows": len(ids)}
+    return {"mean_diff": mean, "lo": lo, "hi": hi, **_call(lo, hi, len(ids) >= min_windows), "windows": len(ids),
+            "min_windows": min_windows, "method": WINDOW_METHOD}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -146,5 +193,6 @@ def window_digest(window_ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(window_ids)).encode()).hexdigest()[:16]
 
 
-__all__ = ["T_975", "align", "comparison", "hierarchical_bootstrap", "mean_std", "paired_bootstrap", "seed_comparison",
-           "t_quantile_975", "window_digest"]
+__all__ = ["CONFIDENCE", "HIERARCHICAL_METHOD", "MIN_SEEDS", "MIN_WINDOWS", "SEED_METHOD", "WINDOW_METHOD", "align",
+           "comparison", "hierarchical_bootstrap", "mean_std", "paired_bootstrap", "seed_comparison", "t_interval",
+           "window_digest"]

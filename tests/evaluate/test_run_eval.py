@@ -48,7 +48,10 @@ def test_seeds_are_aggregated_and_compared_with_a_bootstrap(result, eval_workdir
     assert len(tj["ADE_by_step"]) == len(tj["ADE_by_step_std"]) == 8
     c = tj["vs_jepa_only"]
     assert c["lo"] <= c["mean_diff"] <= c["hi"] and c["windows"] == 6
-    assert c["significant"] == (c["lo"] > 0 or c["hi"] < 0)
+    assert c["excludes_zero"] == (c["lo"] > 0 or c["hi"] < 0)
+    # 6 windows and 2 seeds are below the minimum counts: nothing is called significant
+    assert not c["enough"] and not c["significant"] and c["method"].startswith("BCa bootstrap")
+    assert result["reference"] == "jepa_only"
     assert "vs_jepa_only" not in result["models"]["jepa_only"]
     # over training seeds: the per-seed differences of the per-seed ADEs, paired by seed; a baseline
     # (one unseeded run) pairs with every seed of jepa_only
@@ -104,13 +107,23 @@ def test_report_files(result, eval_workdir):
                     "## Training-time ablations", "## Per joint group", "## Per task", "## Figures"):
         assert heading in md, heading
     assert "| constant_velocity |" in md and "| shuffled |" in md
-    assert "over 2 training seeds" in md and "CI, seeds" in md
+    assert "Over 2 training seeds" in md and "CI, seeds" in md
+    # the first line is the one verdict; with 6 windows and 2 seeds it makes no call and says what to add
+    first = md.splitlines()[0]
+    assert first == result["verdict"] and first.startswith("**Verdict: no call yet on thinkjepa vs jepa_only**")
+    assert "6 test windows (minimum 10" in first and "2 training seeds (minimum 3" in first and " decides, because " in first
+    assert "significantly better" not in md and "BCa bootstrap, scipy.stats.bootstrap" in md and "ttest_rel" in md
+    # a forecast video per overlaid window (2 gains, 2 losses), linked from both documents
+    assert len(result["videos"]) == 4
+    for f in result["videos"]:
+        assert f"]({f})" in md and (out / f).stat().st_size > 1000
     for f in result["figures"]:
         assert f"]({f})" in md and (out / f).stat().st_size > 2000
     assert {"overlay_gain.png", "overlay_loss.png", "ade_diff_hist.png", "horizon_rollout_shifted.png"} <= set(result["figures"])
     page = (out / "report.html").read_text()
     srcs = re.findall(r'src="([^"]+)"', page)
     assert len(srcs) == len(result["figures"]) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(f'href="{f}"' in page for f in result["videos"]) and "<table>" in page and "<strong>Verdict:" in page
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
 
 
