@@ -46,12 +46,13 @@ from thinkjepa.evaluate.predict import find_runs, gate_values
 from thinkjepa.evaluate.stats import paired_bootstrap, seed_comparison
 
 
-def run_eval(cfg, progress=None) -> dict[str, Any]:
-    """Evaluate and write every output; returns the metrics.json summary."""
+def run_eval(cfg, progress=None, saved=None) -> dict[str, Any]:
+    """Evaluate and write every output; returns the metrics.json summary. ``saved``:
+    {variant: {seed: saved model folder}} evaluated instead of the training runs."""
     from thinkjepa.evaluate.report import write_report
     from thinkjepa.evaluate.run import evaluate_all
 
-    return write_report(cfg, evaluate_all(cfg, progress=progress))
+    return write_report(cfg, evaluate_all(cfg, progress=progress, saved=saved))
 
 
 __all__ = ["find_runs", "gate_values", "paired_bootstrap", "run_eval", "seed_comparison"]

@@ -20,7 +20,8 @@ from thinkjepa.evaluate.errors import joint_errors
 from thinkjepa.evaluate.latent import LatentStep
 from thinkjepa.train.checkpoint import checkpoint_path, load_trained_model, seed_run_dir
 from thinkjepa.train.dataset import WindowDataset, WindowRef
-from thinkjepa.train.model import gates_tanh
+from thinkjepa.train.hub import CONFIG, read_config
+from thinkjepa.train.model import ThinkJEPA, gates_tanh
 
 
 def find_runs(cfg: PipelineConfig, variant: str) -> dict[int, Path]:
@@ -149,7 +150,13 @@ def variant_dataset(cfg: PipelineConfig, variant: str, split: str, refs: list[Wi
 
 
 def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """The run's best model (on the GPU when there is one) and what metrics.json says of it."""
+    """The run's best model (on the GPU when there is one) and what metrics.json says of it;
+    ``run_dir`` may also be a saved model folder (``train.hub``, ``tj-eval --model``)."""
+    if (Path(run_dir) / CONFIG).is_file():
+        model = ThinkJEPA.from_pretrained(run_dir)
+        conf = read_config(run_dir)
+        return (model.cuda() if torch.cuda.is_available() else model), {
+            "path": str(run_dir), **{k: conf.get(k) for k in ("step", "best_val_ade", "fingerprint")}}
     model, payload = load_trained_model(run_dir, "best", map_location="cpu")
     if torch.cuda.is_available():
         model = model.cuda()

@@ -140,8 +140,9 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
     return s
 
 
-def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
-    """Run every checkpoint, baseline and ablation; the summary (without report paths)."""
+def evaluate_all(cfg: PipelineConfig, progress=None, saved: Mapping[str, Mapping[int, Any]] | None = None) -> dict[str, Any]:
+    """Run every checkpoint, baseline and ablation; the summary (without report paths).
+    ``saved``: {variant: {seed: saved model folder}} used instead of the training runs."""
     ec = cfg.eval
     thr, split = ec.acc_threshold_m, ec.split
     notes: list[str] = []
@@ -178,7 +179,7 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
     seeds: dict[str, list[int]] = {}
     for v in variants:
         ds = variant_dataset(cfg, v, split, refs)
-        found = find_runs(cfg, v)
+        found = dict((saved or {}).get(v) or find_runs(cfg, v))
         seeds[v] = list(found)
         kinds[v] = "training_ablation" if v in cfg.variants else "variant"
         for seed, run_dir in found.items():

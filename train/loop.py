@@ -66,6 +66,7 @@ from thinkjepa.train.dataset import (
     make_loader,
     train_statistics,
 )
+from thinkjepa.train.hub import export_run
 from thinkjepa.train.run_inputs import (
     StaleInputError,
     check_caches,
@@ -287,6 +288,8 @@ def run_training(
     trainer.prepare()
     trainer.fit(on_step=on_step, progress=progress)
     trainer.finish()
+    if trainer.main:  # the release format beside the resume checkpoint (train.hub)
+        export_run(trainer.run_dir)
     return trainer.run_dir
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from thinkjepa.config import ModelConfig
 
 from .head import JointHead, camera_to_world
+from .hub import PretrainedMixin
 from .injection import CrossAttnInjection, FiLMInjection
 from .predictor import Predictor, init_from_vjepa2
 from .pyramid import GuidancePyramid
@@ -46,7 +47,7 @@ def guidance_mode(cfg: ModelConfig) -> GuidanceMode:
     return "means" if cfg.injection == "film" else "tokens"
 
 
-class ThinkJEPA(nn.Module):
+class ThinkJEPA(PretrainedMixin, nn.Module):
     def __init__(
         self,
         model_cfg: ModelConfig,

@@ -164,3 +164,26 @@ def test_stale_guidance_or_another_model_is_refused_before_any_scoring(eval_work
     other = eval_workdir.model_copy(update={"encoder": enc.model_copy(update={"storage_dtype": "float16"})})
     with pytest.raises(StaleInputError, match=r"JEPA cache .*storage_dtype"):
         common_window_set(other, ["jepa_only"], "test")
+
+
+def test_tj_eval_model_evaluates_saved_models_without_the_training_folder(eval_workdir, tmp_path, result):
+    import shutil
+
+    from thinkjepa.app.cli.eval_cmd import app
+    from thinkjepa.train.hub import EXPORT_DIR
+
+    # training wrote the release format beside each run's checkpoints; copy two out and point
+    # train.out nowhere: the saved folders alone must do
+    models = []
+    for v in ("thinkjepa", "jepa_only"):
+        models += ["--model", str(shutil.copytree(eval_workdir.path(eval_workdir.train.out) / v / "seed-0" / EXPORT_DIR, tmp_path / v))]
+    save_config(eval_workdir, tmp_path, "pipelines.yaml")
+    res = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--json", *models, "--set", "eval.bootstrap=200",
+                                   "--set", f"eval.out={tmp_path / 'eval'}", "--set", f"train.out={tmp_path / 'no-runs'}"])
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout)
+    assert printed["seeds"] == {"thinkjepa": [0], "jepa_only": [0]}
+    for v in ("thinkjepa", "jepa_only"):  # the same ADE as the pipeline's eval of that seed
+        assert printed["models"][v]["ADE"] == result["models"][v]["per_seed"]["0"]["ADE"]
+        assert printed["checkpoints"][v]["0"]["path"] == str(tmp_path / v)
+    assert not (tmp_path / "no-runs").exists() and len(printed["videos"]) == 4
