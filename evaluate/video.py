@@ -59,7 +59,11 @@ def _draw(image: np.ndarray, tracks: list[tuple[tuple[int, int, int], np.ndarray
                 d.line(pts, fill=color, width=max(1, r // 2))
             if ok[k, j]:
                 u, v = uv[k, j]
-                d.ellipse([u - r, v - r, u + r, v + r], outline=color, width=2)
+                if color == COLORS["guided"]:  # filled and small: visible inside the reference's ring
+                    d.ellipse([u - r + 1, v - r + 1, u + r - 1, v + r - 1], fill=color)
+                else:
+                    rr = r + 2 if color == COLORS["reference"] else r
+                    d.ellipse([u - rr, v - rr, u + rr, v + rr], outline=color, width=2)
     d.rectangle([0, 0, image.shape[1], 28], fill=(0, 0, 0))
     d.multiline_text((4, 2), caption, fill=(255, 255, 255))
     return np.asarray(im)
