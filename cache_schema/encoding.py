@@ -49,6 +49,16 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
+def bfloat16_view(bits):
+    """An array stored as bfloat16 (uint16 bits, array attribute ``thinkjepa_dtype =
+    "bfloat16"``) as a ``torch.bfloat16`` tensor sharing its memory: the helper for reading a
+    cache with stock zarr, which has no bfloat16 data type (``zarr.open_array(...)[...]`` gives
+    the uint16 bits)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(bits, dtype=np.uint16)).view(torch.bfloat16)
+
+
 def to_storage(x: np.ndarray, storage_dtype: str, what: str) -> np.ndarray:
     """C-contiguous little-endian array in the storage representation; refuses float16 overflow."""
     if not np.issubdtype(x.dtype, np.floating):

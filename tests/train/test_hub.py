@@ -9,11 +9,10 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from test_model import build, make_batch, open_gates
 
 from thinkjepa.train.hub import CARD, CONFIG, WEIGHTS, model_card, read_config
 from thinkjepa.train.model import ThinkJEPA
-
-from test_model import build, make_batch, open_gates
 
 
 @pytest.mark.parametrize("overrides", [{}, {"injection": "cross_attn"}, {"variant": "jepa_only"}])
