@@ -3,7 +3,11 @@
     python benchmarks/bench_cache.py [--clips N] [--workdir DIR]
 
 Prints (all ratios against a baseline run here, on the same bytes):
-- write MB/s of ``CacheWriter.commit`` vs one plain file per clip (``open().write``);
+- write MB/s of ``CacheWriter.commit`` vs one plain file per clip (``open().write``) and vs
+  zarr-python's own writer (``zarr.create_array(..., shards=...)`` with the cache's chunk
+  layout and codecs, which writes the same bytes: tests/cache_schema/test_zarr_interop.py);
+- token read MB/s of ``CacheReader.stream`` vs zarr-python reading those arrays
+  (``zarr.open_array(...)[...]``) into the same zero-padded float32 batch;
 - streaming read MB/s of the token arrays through ``CacheReader.stream`` (float32 out) vs
   reading those files back and converting to float32, with numpy's ``astype`` (the plain
   way) and with the reader's own vectorised conversion into the same zero-padded batch
@@ -111,6 +115,38 @@ def raw_read_means(folder: Path, clips: list[VLMEntry]) -> None:
             np.frombuffer(f.read(n), np.float32), np.frombuffer(f.read(n), np.float32)
 
 
+def zarr_write(folder: Path, clips: list[VLMEntry]) -> None:
+    """Every array of every clip through zarr-python's writer, with the cache's layout and
+    codecs (bytes + crc32c, one shard per large array), one group per clip."""
+    import zarr
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
+    from thinkjepa.cache_schema.schema import CHUNK_SEP, chunk_layout
+
+    for i, e in enumerate(clips):
+        names = ("prefill", "generated", "prefill_mean", "generated_mean", "prefill_ids", "generated_ids", "prefill_kind", "frame_index")
+        for name, a in zip(names, payload(e)):
+            chunks, shard = chunk_layout(a.shape, a.dtype.itemsize)
+            z = zarr.create_array(store=str(folder / str(i) / name), shape=a.shape, dtype=a.dtype, chunks=chunks, shards=shard,
+                                  serializer=BytesCodec(endian="little"), compressors=[Crc32cCodec()], filters=None,
+                                  fill_value=0, chunk_key_encoding={"name": "default", "separator": CHUNK_SEP},
+                                  config={"write_empty_chunks": True}, zarr_format=3)
+            z[...] = a
+
+
+def zarr_read(folder: Path, clips: list[VLMEntry]) -> None:
+    """The token arrays of every clip through zarr-python, into the zero-padded float32 batch
+    shape the cache reader hands to training (as ``raw_read(..., "padded")``)."""
+    import zarr
+
+    for i in range(len(clips)):
+        for name, pad in (("prefill", PAD_PREFILL), ("generated", N_GENERATED)):
+            x = zarr.open_array(str(folder / str(i) / name), mode="r")[...]
+            out = np.empty((x.shape[0], pad, x.shape[2]), np.float32)
+            storage_into_f32(out[:, :x.shape[1]], x, "float16")
+            out[:, x.shape[1]:] = 0
+
+
 def cache_write(url: str, meta: StoreMeta, clips: list[VLMEntry]) -> None:
     with CacheWriter(url, meta, part="bench") as w:
         for e in clips:
@@ -171,24 +207,28 @@ def main() -> None:
               f"{logical / 1e6:.0f} MB per pass")
 
         # write: alternate baseline and cache so both see the same machine state
-        t_raw, t_cache = float("inf"), float("inf")
+        t_raw, t_cache, t_zarr = float("inf"), float("inf"), float("inf")
         for rep in range(args.reps):
             d = work / f"raw{rep}"
             t_raw = min(t_raw, timed(raw_write, d, clips))
             t_cache = min(t_cache, timed(cache_write, str(work / f"cache{rep}.zarr"), meta, clips))
+            t_zarr = min(t_zarr, timed(zarr_write, work / f"zarr{rep}", clips))
             if rep:
-                shutil.rmtree(d)
-                shutil.rmtree(work / f"cache{rep}.zarr")
+                for f in (d, work / f"cache{rep}.zarr", work / f"zarr{rep}"):
+                    shutil.rmtree(f)
         mb = logical / 1e6
         print(f"write   plain files  {mb / t_raw:8.0f} MB/s")
-        print(f"write   cache        {mb / t_cache:8.0f} MB/s   ratio {t_raw / t_cache:.2f}x plain")
+        print(f"write   zarr-python  {mb / t_zarr:8.0f} MB/s   (same layout, codecs and bytes as the cache)")
+        print(f"write   cache        {mb / t_cache:8.0f} MB/s   ratio {t_raw / t_cache:.2f}x plain, "
+              f"{t_zarr / t_cache:.2f}x zarr-python (best of {args.reps})")
 
         url, raw_dir = str(work / "cache0.zarr"), work / "raw0"
         mt = {"prefill": PAD_PREFILL, "generated": N_GENERATED}
         cache_read(url, ("prefill", "generated"), mt)  # first use: imports, page cache
         t = median_rounds(args.reps, {
             "bytes": (raw_read, raw_dir, clips, None), "numpy": (raw_read, raw_dir, clips, "numpy"),
-            "vec": (raw_read, raw_dir, clips, "padded"), "cache": (cache_read, url, ("prefill", "generated"), mt)})
+            "vec": (raw_read, raw_dir, clips, "padded"), "zarr": (zarr_read, work / "zarr0", clips),
+            "cache": (cache_read, url, ("prefill", "generated"), mt)})
         tmb = token_bytes / 1e6
 
         def ratio(base: str) -> float:  # median of the per-round ratios
@@ -197,9 +237,10 @@ def main() -> None:
         print(f"read    plain files, bytes only                 {tmb / med(t['bytes']):8.0f} MB/s")
         print(f"read    plain files + float32 (numpy astype)    {tmb / med(t['numpy']):8.0f} MB/s")
         print(f"read    plain files + float32 (vectorised, padded) {tmb / med(t['vec']):5.0f} MB/s")
+        print(f"read    zarr-python + float32 (vectorised, padded) {tmb / med(t['zarr']):5.0f} MB/s")
         print(f"read    cache stream (float32 out)              {tmb / med(t['cache']):8.0f} MB/s   "
               f"ratio {ratio('numpy'):.2f}x plain+astype, {ratio('vec'):.2f}x plain+vectorised+padded, "
-              f"{ratio('bytes'):.2f}x bytes only  (median of {args.reps})")
+              f"{ratio('bytes'):.2f}x bytes only, {ratio('zarr'):.2f}x zarr-python  (median of {args.reps})")
 
         # the means path: tiny reads, so per-entry overhead is all there is; many passes
         passes = max(1, 64 // len(clips))
