@@ -78,6 +78,7 @@ def paired_bootstrap(
         # BCa on a few windows warns that its acceleration estimate is unstable: the minimum
         # counts above are what guards the verdict, so the warning only floods logs
         warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # BCa's 0/0 on near-constant data: NaN, handled below
         res = sps.bootstrap((d,), np.mean, confidence_level=CONFIDENCE, n_resamples=n_boot, method=method,
                             vectorized=True, batch=_CHUNK, rng=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -120,8 +121,11 @@ def t_interval(diffs: Sequence[float] | np.ndarray) -> tuple[float, float, float
     mean = float(d.mean())
     if np.ptp(d) == 0:
         return mean, mean, mean
-    ci = sps.ttest_rel(d, np.zeros_like(d)).confidence_interval(CONFIDENCE)
-    return mean, float(ci.low), float(ci.high)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # differences equal up to rounding: the interval is ~0 wide
+        ci = sps.ttest_rel(d, np.zeros_like(d)).confidence_interval(CONFIDENCE)
+    lo, hi = float(ci.low), float(ci.high)
+    return (mean, lo, hi) if np.isfinite(lo) and np.isfinite(hi) else (mean, mean, mean)
 
 
 def _call(lo: float, hi: float, enough: bool) -> dict[str, bool]:

@@ -7,12 +7,14 @@ import pytest
 
 from thinkjepa.evaluate import paired_bootstrap
 from thinkjepa.evaluate.stats import (
+    MIN_SEEDS,
+    MIN_WINDOWS,
     align,
     comparison,
     hierarchical_bootstrap,
     mean_std,
     seed_comparison,
-    t_quantile_975,
+    t_interval,
     window_digest,
 )
 
@@ -27,8 +29,38 @@ def test_constant_difference_has_a_degenerate_interval_at_that_difference():
 def test_two_windows_the_bootstrap_distribution_is_known():
     # d = [0, 1]: resampled means are 0 (p 1/4), 0.5 (1/2), 1 (1/4): the 2.5% and 97.5%
     # percentiles are 0 and 1 (with thousands of resamples both tails are hit)
-    mean, lo, hi = paired_bootstrap([1.0, 3.0], [1.0, 2.0], n_boot=4000, seed=0)
+    mean, lo, hi = paired_bootstrap([1.0, 3.0], [1.0, 2.0], n_boot=4000, seed=0, method="percentile")
     assert (mean, lo, hi) == (0.5, 0.0, 1.0)
+
+
+def test_bca_corrects_the_percentile_interval_of_a_skewed_difference():
+    # a few windows gain a lot, most a little: the mean's sampling distribution is skewed, and
+    # BCa moves the interval toward the long tail where the percentile interval does not
+    rng = np.random.default_rng(4)
+    d = np.where(rng.random(60) < 0.1, rng.exponential(2.0, 60), rng.normal(0.05, 0.02, 60))
+    zero = np.zeros_like(d)
+    m, lo_b, hi_b = paired_bootstrap(d, zero, n_boot=4000, seed=1)
+    _, lo_p, hi_p = paired_bootstrap(d, zero, n_boot=4000, seed=1, method="percentile")
+    assert m == pytest.approx(d.mean()) and lo_b <= m <= hi_b
+    assert lo_b > lo_p and hi_b > hi_p
+
+
+def test_nothing_is_called_below_the_minimum_counts():
+    # one window: the interval collapses onto the difference; it excludes 0 and is still not called
+    one = comparison({"w@1": 0.2}, {"w@1": 0.5}, n_boot=200)
+    assert (one["lo"], one["hi"]) == (pytest.approx(-0.3), pytest.approx(-0.3)) and one["excludes_zero"]
+    assert not one["enough"] and not one["significant"] and one["min_windows"] == MIN_WINDOWS
+    for n in (MIN_WINDOWS - 1, MIN_WINDOWS):
+        a = {f"w@{i}": 1.0 + 0.01 * i for i in range(n)}
+        b = {f"w@{i}": 2.0 for i in range(n)}
+        c = comparison(a, b, n_boot=200)
+        assert c["excludes_zero"] and c["significant"] == (n >= MIN_WINDOWS)
+    # seeds: a consistent gain over MIN_SEEDS - 1 seeds is not called, over MIN_SEEDS it is
+    for k in (MIN_SEEDS - 1, MIN_SEEDS):
+        a = {str(s): [-0.1 - 0.01 * s] * MIN_WINDOWS for s in range(k)}
+        b = {str(s): [0.0] * MIN_WINDOWS for s in range(k)}
+        cs = seed_comparison(a, b, n_boot=100)
+        assert cs["excludes_zero"] and cs["significant"] == (k >= MIN_SEEDS) and cs["hierarchical"]["enough"] == (k >= MIN_SEEDS)
 
 
 def test_pairing_matters_and_significance_follows_the_interval():
@@ -57,12 +89,17 @@ def test_mean_std_and_digest():
     assert window_digest(["a@1", "b@2"]) == window_digest(["b@2", "a@1"]) != window_digest(["a@1"])
 
 
-def test_t_quantiles_are_the_table_values_and_conservative_between_rows():
-    assert t_quantile_975(1) == 12.706 and t_quantile_975(2) == 4.303 and t_quantile_975(4) == 2.776
-    assert t_quantile_975(11) == t_quantile_975(10) == 2.228  # between rows: the smaller df's value
-    assert t_quantile_975(10_000) == 1.980
-    with pytest.raises(ValueError, match="2 seeds"):
-        t_quantile_975(0)
+def test_t_interval_is_scipys_paired_t_interval():
+    from scipy import stats
+
+    d = np.array([0.3, -0.1, 0.5, 0.2, 0.0, 0.4, 0.1, -0.2, 0.3, 0.2, 0.6, 0.1])  # 12 seeds: df 11, between table rows
+    mean, lo, hi = t_interval(d)
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    assert mean == pytest.approx(d.mean()) and lo == pytest.approx(mean - half) and hi == pytest.approx(mean + half)
+    assert stats.t.ppf(0.975, 11) < 2.228  # the old table's value for df 11 (conservative, now exact)
+    assert t_interval([0.2, 0.2, 0.2]) == (pytest.approx(0.2), pytest.approx(0.2), pytest.approx(0.2))
+    with pytest.raises(ValueError, match="at least 2"):
+        t_interval([1.0])
 
 
 def test_seed_interval_is_the_paired_t_interval_of_per_seed_differences():
@@ -71,10 +108,11 @@ def test_seed_interval_is_the_paired_t_interval_of_per_seed_differences():
     a = {"0": [1.0, 2.0], "1": [3.0, 4.0], "2": [5.0, 6.0]}
     b = {"0": [0.0, 1.0], "1": [1.0, 2.0], "2": [2.0, 3.0]}
     c = seed_comparison(a, b, n_boot=500)
-    half = 4.303 / np.sqrt(3)
+    half = 4.302652729911275 / np.sqrt(3)  # Student t 97.5% quantile, 2 degrees of freedom
     assert c["mean_diff"] == pytest.approx(2.0) and c["per_seed_diff"] == {"0": 1.0, "1": 2.0, "2": 3.0}
     assert c["lo"] == pytest.approx(2.0 - half) and c["hi"] == pytest.approx(2.0 + half)
     assert not c["significant"] and c["higher_in"] == 3 and c["lower_in"] == 0 and c["seeds"] == 3 and c["windows"] == 2
+    assert c["method"] == "paired t, scipy.stats.ttest_rel"
     # with one seed, or no seed in common, there is no interval over seeds
     assert seed_comparison({"0": [1.0]}, {"0": [0.0]}, n_boot=10) is None
     assert seed_comparison({"0": [1.0], "1": [1.0]}, {"2": [0.0], "3": [0.0]}, n_boot=10) is None
@@ -84,8 +122,8 @@ def test_seed_pairing_matters_a_consistent_small_gain_is_significant_over_seeds(
     # seeds differ a lot in level (a seed effect shared by both variants of that seed), the gain is
     # small and the same in every seed: paired by seed it is significant
     level = {"0": 0.0, "1": 5.0, "2": -3.0, "3": 8.0}
-    a = {s: [v - 0.1, v - 0.1 + 1.0] for s, v in level.items()}
-    b = {s: [v + 0.01 * k, v + 1.0] for k, (s, v) in enumerate(level.items())}
+    a = {s: [v - 0.1 + w for w in range(MIN_WINDOWS)] for s, v in level.items()}
+    b = {s: [v + 0.01 * k + w for w in range(MIN_WINDOWS)] for k, (s, v) in enumerate(level.items())}
     c = seed_comparison(a, b, n_boot=500)
     assert c["significant"] and c["hi"] < 0 and c["lower_in"] == 4
 
