@@ -24,7 +24,10 @@ STAGES = ("thinkjepa.extract", "thinkjepa.train", "thinkjepa.evaluate")
 # the model code: torch modules that see tensors, never files, caches or the data layer
 MODEL = ("thinkjepa.train.predictor", "thinkjepa.train.injection", "thinkjepa.train.pyramid",
          "thinkjepa.train.head", "thinkjepa.train.model")
-MODEL_MAY_IMPORT = ("thinkjepa.config", "thinkjepa.joints", *MODEL)
+# train.hub: the thin save_pretrained/from_pretrained mixin the model class inherits (as a
+# transformers model inherits PreTrainedModel); the model code itself never calls it, and the
+# mixin reaches no other project module (checked below)
+MODEL_MAY_IMPORT = ("thinkjepa.config", "thinkjepa.joints", "thinkjepa.train.hub", *MODEL)
 
 
 def _modules() -> dict[str, Path]:
@@ -115,6 +118,10 @@ def test_model_code_imports_no_io() -> None:
     for mod in MODEL:
         bad = sorted(d for d in GRAPH[mod] if not d.startswith(MODEL_MAY_IMPORT))
         assert not bad, f"{mod} imports {bad}: the model code knows nothing of files or caches"
+
+
+def test_the_hub_mixin_reaches_no_project_module() -> None:
+    assert not GRAPH["thinkjepa.train.hub"], GRAPH["thinkjepa.train.hub"]
 
 
 def test_prediction_and_reporting_share_the_metrics_not_each_other() -> None:

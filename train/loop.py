@@ -66,7 +66,7 @@ from thinkjepa.train.dataset import (
     make_loader,
     train_statistics,
 )
-from thinkjepa.train.hub import export_run
+from thinkjepa.train.export import export_run
 from thinkjepa.train.run_inputs import (
     StaleInputError,
     check_caches,

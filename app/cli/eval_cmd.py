@@ -32,7 +32,7 @@ def main(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, 
     saved = None
     if model:
         from thinkjepa.config import ModelConfig
-        from thinkjepa.train.hub import saved_models
+        from thinkjepa.train.export import saved_models
 
         saved, model_cfg = saved_models(model)
         seeds = sorted({s for runs in saved.values() for s in runs})
