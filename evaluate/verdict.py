@@ -87,7 +87,7 @@ def decide(models: dict[str, dict[str, Any]], guided: str, ref: str | None,
     lines.insert(0 if decides == "windows" else 1, _window_line(guided, ref, w))
     short = []
     if w["windows"] < min_windows:
-        short.append(f"{w['windows']} test windows (minimum {min_windows}: evaluate a larger split)")
+        short.append(f"{w['windows']} test window{'s' if w['windows'] != 1 else ''} (minimum {min_windows}: evaluate a larger split)")
     if n_seeds < min_seeds:
         short.append(f"{n_seeds} training seed{'s' if n_seeds != 1 else ''} (minimum {min_seeds}: add seeds to `train.seeds`)")
     diff = f"{guided} - {ref} ADE {fmt_diff(dec['mean_diff'])} m, 95% interval {_iv(dec)}"

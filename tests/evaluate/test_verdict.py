@@ -53,7 +53,7 @@ def test_one_window_or_too_few_seeds_is_no_call_and_says_what_to_add():
     one = _models({"0": [0.1], "1": [0.1], "2": [0.1]}, {"0": [0.5], "1": [0.5], "2": [0.5]})
     v = decide(one, "thinkjepa", "jepa_only")
     assert not v.called and v.headline.startswith("**Verdict: no call yet on thinkjepa vs jepa_only**")
-    assert "only 1 test windows (minimum 10: evaluate a larger split)" in v.headline and "seeds" not in v.headline.split("only")[1].split(".")[0]
+    assert "only 1 test window (minimum 10: evaluate a larger split)" in v.headline and "seeds" not in v.headline.split("only")[1].split(".")[0]
     single_seed = _models({"0": [0.1 + 0.01 * i for i in range(20)]}, {"0": [0.5] * 20})
     v = decide(single_seed, "thinkjepa", "jepa_only")
     assert not v.called and v.decides == "windows" and "1 training seed (minimum 3: add seeds to `train.seeds`)" in v.headline
