@@ -257,7 +257,7 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     ref = summary.get("reference") or reference_of(models) or "jepa_only"
     v = verdict_of(summary)
     b: list[Block] = [("p", v.headline), ("h1", "ThinkJEPA evaluation")]
-    b.append(("p", f"Split `{summary['split']}`: {ws['windows']} windows (set digest `{ws['digest']}`, identical for every "
+    b.append(("p", f"Split `{summary['split']}`: {ws['windows']} window{'' if ws['windows'] == 1 else 's'} (set digest `{ws['digest']}`, identical for every "
                    f"model row). Metrics in metres, world frame; Acc = share of joint errors below {thr:g} m. Seeds: "
                    + ", ".join(f"{name} {sd}" for name, sd in summary["seeds"].items())
                    + f". Values are mean ± std over seeds. Differences are against `{ref}` (the first of "

@@ -43,7 +43,7 @@ class Verdict:
 
 def _window_line(name: str, ref: str, c: dict[str, Any]) -> str:
     head = (f"Over windows ({c['method']}): **{name}** - {ref} ADE {fmt_diff(c['mean_diff'])} m, 95% interval {_iv(c)} "
-            f"on {c['windows']} windows (window-to-window noise only: these trained models on these windows)")
+            f"on {_n(c['windows'], 'window')} (window-to-window noise only: these trained models on these windows)")
     if not c["enough"]:
         return f"{head}; fewer than {c['min_windows']} windows, so not called either way."
     return f"{head}: {'excludes' if c['excludes_zero'] else 'contains'} 0."
@@ -57,6 +57,10 @@ def _seed_line(name: str, ref: str, c: dict[str, Any]) -> str:
     if not c["enough"]:
         return f"{head}; fewer than {c['min_seeds']} seeds or {c['min_windows']} windows, so not called either way."
     return f"{head}: {'excludes' if c['excludes_zero'] else 'contains'} 0."
+
+
+def _n(k: int, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
 
 
 def _width(c: dict[str, Any]) -> float:
@@ -74,11 +78,14 @@ def decide(models: dict[str, dict[str, Any]], guided: str, ref: str | None,
     m = models[guided]
     w, s = m[f"vs_{ref}"], m.get(f"vs_{ref}_seeds")
     n_seeds = s["seeds"] if s else len(m.get("seeds") or []) or 1
-    if s is None or _width(w) >= _width(s):
+    if s is not None and _width(s) == _width(w) == 0:
+        decides, dec, other = "seeds", s, w
+        why = "the two models' forecasts do not differ here (both intervals are zero wide)"
+    elif s is None or _width(w) > _width(s):
         decides, dec, other = "windows", w, s
         why = ("only one training seed, so run-to-run variation is not measured" if s is None
                else f"windows vary more than training runs here (interval width {_width(w):.2e} m vs {_width(s):.2e} m over seeds)")
-    else:
+    else:  # on a tie the seed interval: whether another training run agrees is the wider question
         decides, dec, other = "seeds", s, w
         why = f"training runs vary more than windows (interval width {_width(s):.2e} m vs {_width(w):.2e} m over windows)"
     label = {"seeds": "the interval over training seeds", "windows": "the interval over windows"}
@@ -87,9 +94,9 @@ def decide(models: dict[str, dict[str, Any]], guided: str, ref: str | None,
     lines.insert(0 if decides == "windows" else 1, _window_line(guided, ref, w))
     short = []
     if w["windows"] < min_windows:
-        short.append(f"{w['windows']} test window{'s' if w['windows'] != 1 else ''} (minimum {min_windows}: evaluate a larger split)")
+        short.append(f"{_n(w['windows'], 'test window')} (minimum {min_windows}: evaluate a larger split)")
     if n_seeds < min_seeds:
-        short.append(f"{n_seeds} training seed{'s' if n_seeds != 1 else ''} (minimum {min_seeds}: add seeds to `train.seeds`)")
+        short.append(f"{_n(n_seeds, 'training seed')} (minimum {min_seeds}: add seeds to `train.seeds`)")
     diff = f"{guided} - {ref} ADE {fmt_diff(dec['mean_diff'])} m, 95% interval {_iv(dec)}"
     reason = f"{label[decides][0].upper()}{label[decides][1:]} decides, because {why}{scale}."
     if short:

@@ -60,6 +60,13 @@ def test_one_window_or_too_few_seeds_is_no_call_and_says_what_to_add():
     assert "because only one training seed, so run-to-run variation is not measured" in v.headline
 
 
+def test_identical_forecasts_are_named_as_such():
+    same = _models({str(s): [0.3] * 12 for s in range(3)}, {str(s): [0.3] * 12 for s in range(3)})
+    v = decide(same, "thinkjepa", "jepa_only")
+    assert v.called and v.decides == "seeds" and "no measurable difference" in v.headline
+    assert "the two models' forecasts do not differ here (both intervals are zero wide)" in v.headline
+
+
 def test_the_reference_prefers_the_capacity_matched_baseline():
     assert reference_of({"thinkjepa": {}, "jepa_only": {}, "jepa_matched": {}}) == "jepa_matched"
     assert reference_of({"thinkjepa": {}, "jepa_only": {}}) == "jepa_only"
