@@ -5,7 +5,7 @@ uses the plainest codec chain (``bytes`` + ``crc32c``): a full chunk is a contig
 the array plus a 4-byte checksum, written without a copy, and fsync'ed where the commit
 protocol needs it. zarr-python's writer produces the same bytes
 (``tests/cache_schema/test_zarr_interop.py``) at about 0.4x this encoder's speed
-(``benchmarks/bench_cache.py``: 46 vs 116 MB/s on a shared 2-core box). ``get`` and ``verify``
+(``benchmarks/bench_cache.py``: 57 vs 143 MB/s on a shared 2-core box). ``get`` and ``verify``
 read through zarr-python, so every test read also checks the files are valid Zarr.
 """
 

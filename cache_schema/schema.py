@@ -78,7 +78,7 @@ names any other path is refused, so a crafted record cannot make a writer delete
 read, anything outside its part.
 
 Readers list ``index/`` once (keys come from the file names, records are read on demand) and
-decode arrays straight from the chunk bytes (``CacheReader._fetch``, 1.5x zarr-python's
+decode arrays straight from the chunk bytes (``CacheReader._fetch``, 1.5-1.8x zarr-python's
 speed on token arrays, ``benchmarks/bench_cache.py``); ``get`` and ``verify`` go through zarr-python, so the tests also
 prove the files are plain Zarr v3 that any Zarr tool can open.
 """

@@ -114,3 +114,8 @@ def test_demo_on_real_egodex_fixtures(egodex_root, tmp_path):
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
     assert set(metrics["models"]) >= {"thinkjepa", "jepa_only", "vlm_only"}
     assert all(m["windows"] == 1 for m in metrics["models"].values())  # one test episode, one window
+    # one window is never called significant: the report's first line, the verdict, says so and what to add
+    first = (workdir / "eval" / "report.md").read_text().splitlines()[0]
+    assert first == metrics["verdict"] and first.startswith("**Verdict: no call yet") and "only 1 test window (minimum 10" in first
+    assert len(metrics["videos"]) >= 2 and all((workdir / "eval" / v).stat().st_size > 0 for v in metrics["videos"])
+    assert all(f'href="{v}"' in (workdir / "eval" / "report.html").read_text() for v in metrics["videos"])
