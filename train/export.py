@@ -56,4 +56,18 @@ def saved_models(paths: list[str]) -> tuple[dict[str, dict[int, Path]], dict[str
     return out, first
 
 
-__all__ = ["export_run", "saved_models"]
+def export_after_training(run_dir: str | Path) -> Path | None:
+    """``export_run`` at the end of a training run: a failure is a warning naming the run, never
+    a failed run (the checkpoints are what training promises; the export can be redone with
+    ``export_run``)."""
+    import warnings
+
+    try:
+        return export_run(run_dir)
+    except Exception as e:  # noqa: BLE001 - the trained checkpoints stand whatever happens here
+        warnings.warn(f"{run_dir}: trained, but saving {EXPORT_DIR}/ failed ({type(e).__name__}: {e}); "
+                      "retry with thinkjepa.train.export.export_run", stacklevel=2)
+        return None
+
+
+__all__ = ["export_after_training", "export_run", "saved_models"]

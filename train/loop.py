@@ -66,7 +66,7 @@ from thinkjepa.train.dataset import (
     make_loader,
     train_statistics,
 )
-from thinkjepa.train.export import export_run
+from thinkjepa.train.export import export_after_training
 from thinkjepa.train.run_inputs import (
     StaleInputError,
     check_caches,
@@ -289,7 +289,7 @@ def run_training(
     trainer.fit(on_step=on_step, progress=progress)
     trainer.finish()
     if trainer.main:  # the release format beside the resume checkpoint (train.hub)
-        export_run(trainer.run_dir)
+        export_after_training(trainer.run_dir)
     return trainer.run_dir
 
 
