@@ -11,6 +11,9 @@ changed are read again (a record is replaced by an atomic rename, so a new recor
 a new inode). Like git's index, a summary taken within ``RACY_S`` of the folder's mtime is not
 trusted on its own (a commit in the same clock tick leaves the mtime unchanged): such a part
 is re-listed next time. Remote stores are listed and read in full.
+
+A part with a catalog (``catalog``: a Parquet table its writer keeps) is read from it instead,
+checked against the records; the summaries serve caches written before catalogs existed.
 """
 
 from __future__ import annotations
@@ -68,7 +71,48 @@ def _load_summary(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and doc.get("version") == SUMMARY_VERSION else None
 
 
-def _local_part(root: Path, part: str, cache_dir: Path | None) -> dict[str, Brief]:
+def _read_brief(path: Path, name: str) -> tuple[str, str | None, float, str] | None:
+    """``(key, fingerprint, committed_at, path)`` of the record file ``path`` named ``name``;
+    fingerprint None when the file is torn or foreign (listed, never counted as committed)."""
+    key = _key_of(name)
+    if key is None:
+        return None
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        rec = json.loads(raw) if raw else None
+    except ValueError:
+        rec = None
+    if not isinstance(rec, dict) or rec.get("key") != key:
+        return key, None, 0.0, ""
+    return key, str(rec.get("fingerprint", "")), float(rec.get("committed_at", 0) or 0), str(rec.get("path", ""))
+
+
+def catalog_briefs(backend: Any, part: str) -> dict[str, Brief] | None:
+    """The part's briefs from its catalog (checked against the records), None without one."""
+    from thinkjepa.cache_schema.catalog import part_rows
+
+    rows = part_rows(backend, part, _read_brief)
+    if rows is None:
+        return None
+    return {r[0]: (r[2], r[3], part) for r in rows.values() if r[2] is not None}
+
+
+def catalog_keys(backend: Any, part: str) -> list[str] | None:
+    """Every key with a record file in the part, torn ones included (``CacheReader.keys``)."""
+    from thinkjepa.cache_schema.catalog import part_rows
+
+    rows = part_rows(backend, part, _read_brief)
+    return None if rows is None else [r[0] for r in rows.values()]
+
+
+def _local_part(backend: Any, part: str, cache_dir: Path | None) -> dict[str, Brief]:
+    got = catalog_briefs(backend, part)
+    if got is not None:
+        return got
+    root = backend.root
     folder = root / INDEX / part
     try:
         folder_mtime = folder.stat().st_mtime_ns
@@ -141,7 +185,7 @@ def record_briefs(backend: Any, cache_dir: str | Path | None = None) -> dict[str
     if getattr(backend, "is_local", False):
         cdir = Path(cache_dir) if cache_dir is not None else None
         for part in backend.list_dirs(INDEX):
-            merge(_local_part(backend.root, part, cdir))
+            merge(_local_part(backend, part, cdir))
         return newest
     from thinkjepa.cache_schema.schema import parse_record_path
 
