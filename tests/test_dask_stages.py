@@ -32,6 +32,10 @@ def _workdir(cfg, name: str) -> tuple[Path, list[str]]:
     return work, ["--set", f"workdir={work}"]
 
 
+def _store(cfg, section: str, work: Path) -> str:
+    return str(getattr(cfg, section).cache).replace("{workdir}", str(work))
+
+
 def _by_hand(config: str, sets: list[str]) -> None:
     """`tj run --shard I/2 extract encode` for each I, as a job array runs them (processes)."""
     for i in range(2):
@@ -47,7 +51,7 @@ def _caches(cfg, work: Path) -> dict[str, dict[str, tuple]]:
     """Per store: key -> (fingerprint, part, every array of the entry)."""
     out = {}
     for section in STORES:
-        url = str(work / Path(getattr(cfg, section).cache).relative_to(cfg.workdir))
+        url = _store(cfg, section, work)
         r = CacheReader(url)
         out[section] = {}
         for rec in r.records():
@@ -75,7 +79,7 @@ def _kill_a_worker_mid_shard(cfg, work: Path, worker_pids: list[int], killed: li
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not killed:
         for section in STORES:
-            locks = work / Path(getattr(cfg, section).cache).relative_to(cfg.workdir) / "locks"
+            locks = Path(_store(cfg, section, work)) / "locks"
             for lock in locks.glob("*.lock") if locks.exists() else ():
                 try:
                     pid = json.loads(lock.read_text())["pid"]
