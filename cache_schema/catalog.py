@@ -69,19 +69,31 @@ def _encode(rows: list[Row], meta: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _decode(raw: bytes) -> tuple[dict[str, Any], dict[str, list]] | None:
-    """``(meta, columns)`` of one catalog file; None when it is torn, foreign or of another version."""
+def _meta(raw: bytes) -> dict[str, Any] | None:
+    """The metadata of one catalog file (its footer only); None when it is torn, foreign or of
+    another version."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(raw))
-        meta = json.loads((table.schema.metadata or {})[CATALOG_META_KEY.encode()])
-        if meta.get("version") != CATALOG_VERSION or list(table.column_names) != list(COLUMNS):
-            return None
-        return meta, {c: table.column(c).to_pylist() for c in COLUMNS}
+        schema = pq.read_schema(pa.BufferReader(raw))
+        meta = json.loads((schema.metadata or {})[CATALOG_META_KEY.encode()])
     except Exception:  # noqa: BLE001 - any unreadable file is just no catalog: the records are read
         return None
+    if meta.get("version") != CATALOG_VERSION or list(schema.names) != list(COLUMNS):
+        return None
+    return meta
+
+
+def _columns(raw: bytes, names: tuple[str, ...]) -> dict[str, list] | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(pa.BufferReader(raw)).read(columns=list(names))
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return {c: table.column(c).to_pylist() for c in names}
 
 
 def _seqs(backend: Any, part: str) -> list[int]:
@@ -160,31 +172,30 @@ def record_identity(backend: Any, rel: str) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _load(backend: Any, part: str) -> tuple[dict[str, Any], dict[str, Row]] | None:
-    """The newest complete file of the part and every later delta: ``(newest meta, rows by
-    record file name)``; None when there is no usable complete file."""
-    seqs = _seqs(backend, part)
-    files = []
-    for seq in reversed(seqs):
+def _load(backend: Any, part: str) -> tuple[dict[str, Any], list[bytes]] | None:
+    """The newest complete file of the part and every later delta, oldest first, with the
+    newest file's metadata; None when there is no usable complete file."""
+    raws: list[bytes] = []
+    newest: dict[str, Any] | None = None
+    for seq in reversed(_seqs(backend, part)):
         raw = backend.get(catalog_path(part, seq))
-        got = _decode(raw) if raw else None
-        if got is None:
+        meta = _meta(raw) if raw else None
+        if meta is None:
             return None  # torn, deleted by a compaction meanwhile, or another version: use the records
-        files.append(got)
-        if got[0].get("complete"):
-            break
-    if not files or not files[-1][0].get("complete"):
-        return None
-    rows: dict[str, Row] = {}
-    for _meta, cols in reversed(files):  # oldest first: a later row replaces an earlier one
-        for row in zip(*(cols[c] for c in COLUMNS)):
-            rows[row[1]] = row  # type: ignore[assignment]
-    return files[0][0], rows
+        newest = newest or meta
+        raws.append(raw)  # type: ignore[arg-type]
+        if meta.get("complete"):
+            return newest, raws[::-1]
+    return None
 
 
-def part_rows(backend: Any, part: str, read_brief) -> dict[str, Row] | None:
-    """``{record file name: row}`` of every committed record of ``part``, as the records say;
-    None when the part has no usable catalog (the caller then reads the records).
+Entry = tuple[str | None, float]
+"""``(fingerprint, committed_at)`` of a committed key; fingerprint None for a torn record."""
+
+
+def part_entries(backend: Any, part: str, read_brief) -> dict[str, Entry] | None:
+    """``{key: (fingerprint, committed_at)}`` of every record file of ``part``, as the records
+    say; None when the part has no usable catalog (the caller then reads the records).
 
     ``read_brief(path, name)`` reads one record file into ``(key, fingerprint, committed_at,
     path)`` (fingerprint None: torn or foreign) or None (not a record's name)."""
@@ -193,15 +204,29 @@ def part_rows(backend: Any, part: str, read_brief) -> dict[str, Row] | None:
     loaded = _load(backend, part)
     if loaded is None:
         return None
-    meta, rows = loaded
+    meta, raws = loaded
     folder = backend.root / INDEX / part
     try:
         mtime = folder.stat().st_mtime_ns
     except FileNotFoundError:
         return {}
     if mtime == meta["folder_mtime_ns"] and (meta["written_ns"] - mtime) / 1e9 > RACY_S:
-        return rows
-    out: dict[str, Row] = {}
+        # unchanged since the newest file was written: only the columns status needs
+        out: dict[str, Entry] = {}
+        for raw in raws:  # oldest first: a later row replaces an earlier one
+            cols = _columns(raw, ("key", "fingerprint", "committed_at"))
+            if cols is None:
+                return None
+            out.update(zip(cols["key"], zip(cols["fingerprint"], cols["committed_at"])))
+        return out
+    rows: dict[str, tuple] = {}
+    for raw in raws:
+        cols = _columns(raw, COLUMNS)
+        if cols is None:
+            return None
+        for row in zip(*(cols[c] for c in COLUMNS)):
+            rows[row[1]] = row
+    out = {}
     with os.scandir(folder) as it:
         for e in it:
             name = e.name
@@ -211,15 +236,13 @@ def part_rows(backend: Any, part: str, read_brief) -> dict[str, Row] | None:
                 st = e.stat()
             except FileNotFoundError:
                 continue
-            ident = (st.st_ino, st.st_size, st.st_mtime_ns)
             row = rows.get(name)
-            if row is not None and tuple(row[5:]) == ident:
-                out[name] = row
+            if row is not None and row[5:] == (st.st_ino, st.st_size, st.st_mtime_ns):
+                out[row[0]] = (row[2], row[3])
                 continue
             got = read_brief(Path(e.path), name)
             if got is not None:
-                key, fp, at, path = got
-                out[name] = (key, name, fp, at, path, *ident)
+                out[got[0]] = (got[1], got[2])
     return out
 
 

@@ -92,20 +92,20 @@ def _read_brief(path: Path, name: str) -> tuple[str, str | None, float, str] | N
 
 def catalog_briefs(backend: Any, part: str) -> dict[str, Brief] | None:
     """The part's briefs from its catalog (checked against the records), None without one."""
-    from thinkjepa.cache_schema.catalog import part_rows
+    from thinkjepa.cache_schema.catalog import part_entries
 
-    rows = part_rows(backend, part, _read_brief)
-    if rows is None:
+    got = part_entries(backend, part, _read_brief)
+    if got is None:
         return None
-    return {r[0]: (r[2], r[3], part) for r in rows.values() if r[2] is not None}
+    return {k: (fp, at, part) for k, (fp, at) in got.items() if fp is not None}
 
 
 def catalog_keys(backend: Any, part: str) -> list[str] | None:
     """Every key with a record file in the part, torn ones included (``CacheReader.keys``)."""
-    from thinkjepa.cache_schema.catalog import part_rows
+    from thinkjepa.cache_schema.catalog import part_entries
 
-    rows = part_rows(backend, part, _read_brief)
-    return None if rows is None else [r[0] for r in rows.values()]
+    got = part_entries(backend, part, _read_brief)
+    return None if got is None else list(got)
 
 
 def _local_part(backend: Any, part: str, cache_dir: Path | None) -> dict[str, Brief]:
