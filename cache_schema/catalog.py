@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from thinkjepa.cache_schema.record_listing import RACY_S
 from thinkjepa.cache_schema.schema import (
     CATALOG,
     CATALOG_META_KEY,
@@ -39,9 +39,6 @@ from thinkjepa.cache_schema.schema import (
     escape_key,
 )
 
-log = logging.getLogger(__name__)
-
-RACY_S = 2.0
 COMPACT_EVERY = 32
 COLUMNS = ("key", "name", "fingerprint", "committed_at", "path", "ino", "size", "mtime_ns")
 
@@ -106,7 +103,7 @@ def _seqs(backend: Any, part: str) -> list[int]:
 
 
 class PartCatalog:
-    """The catalog of one part, kept by that part's writer (who holds its lock)."""
+    """The catalog of one part of a local store, kept by that part's writer (who holds its lock)."""
 
     def __init__(self, backend: Any, part: str) -> None:
         self._b, self.part = backend, part
@@ -122,19 +119,16 @@ class PartCatalog:
             return 0
 
     def _write(self, rows: list[Row], complete: bool) -> None:
-        folder = self._folder_mtime() if self._b.is_local else 0
+        from thinkjepa.cache_schema.fsio import atomic_write_bytes
+
+        folder = self._folder_mtime()  # before the rows are read: the lock holder alone changes it
         self._seq += 1
         meta = {"version": CATALOG_VERSION, "part": self.part, "complete": complete,
                 "folder_mtime_ns": folder, "written_ns": time.time_ns()}
+        path = self._b.root / catalog_path(self.part, self._seq)
+        path.parent.mkdir(parents=True, exist_ok=True)
         # derived data: a power cut that tears it costs one re-listing, so no fsync
-        if self._b.is_local:
-            from thinkjepa.cache_schema.fsio import atomic_write_bytes
-
-            path = self._b.root / catalog_path(self.part, self._seq)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, _encode(rows, meta), durable=False)
-        else:
-            self._b.put_atomic(catalog_path(self.part, self._seq), _encode(rows, meta))
+        atomic_write_bytes(path, _encode(rows, meta), durable=False)
 
     def add(self, row: Row) -> None:
         self._pending.append(row)
