@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thinkjepa.cache_schema.record_listing import RACY_S
+from thinkjepa.cache_schema.record_listing import RACY_S, record_files
 from thinkjepa.cache_schema.schema import (
     CATALOG,
     CATALOG_META_KEY,
@@ -221,22 +221,14 @@ def part_entries(backend: Any, part: str, read_brief) -> dict[str, Entry] | None
         for row in zip(*(cols[c] for c in COLUMNS)):
             rows[row[1]] = row
     out = {}
-    with os.scandir(folder) as it:
-        for e in it:
-            name = e.name
-            if name.startswith(".") or not name.endswith(RECORD_SUFFIX):
-                continue  # temp files of a writer in flight
-            try:
-                st = e.stat()
-            except FileNotFoundError:
-                continue
-            row = rows.get(name)
-            if row is not None and row[5:] == (st.st_ino, st.st_size, st.st_mtime_ns):
-                out[row[0]] = (row[2], row[3])
-                continue
-            got = read_brief(Path(e.path), name)
-            if got is not None:
-                out[got[0]] = (got[1], got[2])
+    for e, ident in record_files(folder):
+        row = rows.get(e.name)
+        if row is not None and row[5:] == ident:
+            out[row[0]] = (row[2], row[3])
+            continue
+        got = read_brief(Path(e.path), e.name)
+        if got is not None:
+            out[got[0]] = (got[1], got[2])
     return out
 
 

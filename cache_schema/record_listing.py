@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,19 @@ def _load_summary(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) and doc.get("version") == SUMMARY_VERSION else None
+
+
+def record_files(folder: Path) -> Iterator[tuple[os.DirEntry, tuple[int, int, int]]]:
+    """Each record file of a part's folder with its identity ``(inode, size, mtime_ns)``."""
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or not e.name.endswith(RECORD_SUFFIX):
+                continue  # temp files of a writer in flight
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            yield e, (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _read_brief(path: Path, name: str) -> tuple[str, str | None, float, str] | None:
@@ -131,30 +145,23 @@ def _local_part(backend: Any, part: str, cache_dir: Path | None) -> dict[str, Br
     listed_at = time.time_ns()
     files: dict[str, list] = {}
     briefs: dict[str, Brief] = {}
-    with os.scandir(folder) as it:
-        for e in it:
-            name = e.name
-            if name.startswith(".") or not name.endswith(RECORD_SUFFIX):
-                continue  # temp files of a writer in flight
-            try:
-                st = e.stat()
-            except FileNotFoundError:
-                continue
-            ident = [st.st_ino, st.st_size, st.st_mtime_ns]
-            prev = old_files.get(name)
-            if prev is not None and prev[:3] == ident:
-                files[name] = prev
-                briefs[prev[3]] = tuple(prev[4:])  # type: ignore[assignment]
-                continue
-            try:
-                got = _brief(Path(e.path).read_bytes(), part)
-            except FileNotFoundError:
-                continue
-            if got is None or got[0] != _key_of(name):
-                continue
-            key, brief = got
-            files[name] = [*ident, key, *brief]
-            briefs[key] = brief
+    for e, (ino, size, mtime) in record_files(folder):
+        name = e.name
+        ident = [ino, size, mtime]
+        prev = old_files.get(name)
+        if prev is not None and prev[:3] == ident:
+            files[name] = prev
+            briefs[prev[3]] = tuple(prev[4:])  # type: ignore[assignment]
+            continue
+        try:
+            got = _brief(Path(e.path).read_bytes(), part)
+        except FileNotFoundError:
+            continue
+        if got is None or got[0] != _key_of(name):
+            continue
+        key, brief = got
+        files[name] = [*ident, key, *brief]
+        briefs[key] = brief
     if spath is not None:
         from thinkjepa.cache_schema.fsio import atomic_write_json
 
