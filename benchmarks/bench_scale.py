@@ -13,7 +13,8 @@ plus the stage stamps a finished ``tj run`` leaves. Then times, per size, in thi
 * ``tj data index`` after 1% of the episodes changed (whatever that command does; only at
   the sizes of ``--index-sizes``, after a first untimed full index).
 
-Prints seconds per size, the growth exponent between sizes (1.0 = linear) and the peak
+Prints wall seconds (and the process's CPU seconds, ``[cpu]``: the cost without the wait for a
+core on a loaded machine) per size, the growth exponent between sizes (1.0 = linear) and the peak
 resident memory of each size's process (each size runs in a process of its own). The CLI
 commands run in-process (typer's runner), so the interpreter and import start-up, a constant
 printed once, is not in them.
@@ -276,10 +277,17 @@ def build(base: Path, n: int):
     return cfg
 
 
+CPU_TIMES: dict[float, float] = {}
+"""Process CPU seconds of each ``_timed`` call, by its wall seconds: on a loaded machine the
+wall time is mostly waiting for a core, the CPU time is what the command costs."""
+
+
 def _timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    CPU_TIMES[wall] = time.process_time() - c0
+    return wall
 
 
 def _touch_one_percent(cfg, n: int) -> None:
@@ -399,6 +407,7 @@ def one_size(base: Path, n: int, with_index: bool) -> None:
 
     cfg = build(base, n)
     seconds = measure(cfg, base, n, with_index)
+    seconds.update({f"{k} [cpu]": CPU_TIMES[v] for k, v in list(seconds.items())})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}), flush=True)
 
