@@ -148,7 +148,7 @@ def run_sharded(
         from distributed import wait
 
         wait(futures)
-        failed = {f.key: f.exception() for f in futures if f.status != "finished"}
+        failed = {f.key: f.exception() if f.status == "error" else f.status for f in futures if f.status != "finished"}
     finally:
         if own:
             client.close()
