@@ -120,14 +120,32 @@ class CacheReader:
 
     def _parts_of(self) -> dict[str, list[str]]:
         if self._listing is None:
-            listing: dict[str, list[str]] = {}
-            for rel in self._b.list_files(INDEX):
-                parsed = parse_record_path(rel)
-                if parsed is not None:
-                    listing.setdefault(parsed[1], []).append(parsed[0])
+            listing = self._catalog_listing()
+            if listing is None:
+                listing = {}
+                for rel in self._b.list_files(INDEX):
+                    parsed = parse_record_path(rel)
+                    if parsed is not None:
+                        listing.setdefault(parsed[1], []).append(parsed[0])
             with self._lock:
                 self._listing = listing
         return self._listing
+
+    def _catalog_listing(self) -> dict[str, list[str]] | None:
+        """Key -> parts from the parts' catalogs (a few Parquet reads, checked against the
+        records); None unless every part has one (then the index is listed)."""
+        from thinkjepa.cache_schema.record_listing import catalog_keys
+
+        if not self._b.is_local:
+            return None
+        listing: dict[str, list[str]] = {}
+        for part in self._b.list_dirs(INDEX):
+            got = catalog_keys(self._b, part)
+            if got is None:
+                return None
+            for key in got:
+                listing.setdefault(key, []).append(part)
+        return listing
 
     def keys(self) -> list[str]:
         """Committed keys, sorted (one listing of the index, no record read)."""

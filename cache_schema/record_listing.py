@@ -11,6 +11,9 @@ changed are read again (a record is replaced by an atomic rename, so a new recor
 a new inode). Like git's index, a summary taken within ``RACY_S`` of the folder's mtime is not
 trusted on its own (a commit in the same clock tick leaves the mtime unchanged): such a part
 is re-listed next time. Remote stores are listed and read in full.
+
+A part with a catalog (``catalog``: a Parquet table its writer keeps) is read from it instead,
+checked against the records; the summaries serve caches written before catalogs existed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +72,61 @@ def _load_summary(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and doc.get("version") == SUMMARY_VERSION else None
 
 
-def _local_part(root: Path, part: str, cache_dir: Path | None) -> dict[str, Brief]:
+def record_files(folder: Path) -> Iterator[tuple[os.DirEntry, tuple[int, int, int]]]:
+    """Each record file of a part's folder with its identity ``(inode, size, mtime_ns)``."""
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or not e.name.endswith(RECORD_SUFFIX):
+                continue  # temp files of a writer in flight
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            yield e, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_brief(path: Path, name: str) -> tuple[str, str | None, float, str] | None:
+    """``(key, fingerprint, committed_at, path)`` of the record file ``path`` named ``name``;
+    fingerprint None when the file is torn or foreign (listed, never counted as committed)."""
+    key = _key_of(name)
+    if key is None:
+        return None
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        rec = json.loads(raw) if raw else None
+    except ValueError:
+        rec = None
+    if not isinstance(rec, dict) or rec.get("key") != key:
+        return key, None, 0.0, ""
+    return key, str(rec.get("fingerprint", "")), float(rec.get("committed_at", 0) or 0), str(rec.get("path", ""))
+
+
+def catalog_briefs(backend: Any, part: str) -> dict[str, Brief] | None:
+    """The part's briefs from its catalog (checked against the records), None without one."""
+    from thinkjepa.cache_schema.catalog import part_entries
+
+    got = part_entries(backend, part, _read_brief)
+    if got is None:
+        return None
+    return {k: (fp, at, part) for k, (fp, at) in got.items() if fp is not None}
+
+
+def catalog_keys(backend: Any, part: str) -> list[str] | None:
+    """Every key with a record file in the part, torn ones included (``CacheReader.keys``)."""
+    from thinkjepa.cache_schema.catalog import part_entries
+
+    got = part_entries(backend, part, _read_brief)
+    return None if got is None else list(got)
+
+
+def _local_part(backend: Any, part: str, cache_dir: Path | None) -> dict[str, Brief]:
+    got = catalog_briefs(backend, part)
+    if got is not None:
+        return got
+    root = backend.root
     folder = root / INDEX / part
     try:
         folder_mtime = folder.stat().st_mtime_ns
@@ -87,30 +145,23 @@ def _local_part(root: Path, part: str, cache_dir: Path | None) -> dict[str, Brie
     listed_at = time.time_ns()
     files: dict[str, list] = {}
     briefs: dict[str, Brief] = {}
-    with os.scandir(folder) as it:
-        for e in it:
-            name = e.name
-            if name.startswith(".") or not name.endswith(RECORD_SUFFIX):
-                continue  # temp files of a writer in flight
-            try:
-                st = e.stat()
-            except FileNotFoundError:
-                continue
-            ident = [st.st_ino, st.st_size, st.st_mtime_ns]
-            prev = old_files.get(name)
-            if prev is not None and prev[:3] == ident:
-                files[name] = prev
-                briefs[prev[3]] = tuple(prev[4:])  # type: ignore[assignment]
-                continue
-            try:
-                got = _brief(Path(e.path).read_bytes(), part)
-            except FileNotFoundError:
-                continue
-            if got is None or got[0] != _key_of(name):
-                continue
-            key, brief = got
-            files[name] = [*ident, key, *brief]
-            briefs[key] = brief
+    for e, (ino, size, mtime) in record_files(folder):
+        name = e.name
+        ident = [ino, size, mtime]
+        prev = old_files.get(name)
+        if prev is not None and prev[:3] == ident:
+            files[name] = prev
+            briefs[prev[3]] = tuple(prev[4:])  # type: ignore[assignment]
+            continue
+        try:
+            got = _brief(Path(e.path).read_bytes(), part)
+        except FileNotFoundError:
+            continue
+        if got is None or got[0] != _key_of(name):
+            continue
+        key, brief = got
+        files[name] = [*ident, key, *brief]
+        briefs[key] = brief
     if spath is not None:
         from thinkjepa.cache_schema.fsio import atomic_write_json
 
@@ -141,7 +192,7 @@ def record_briefs(backend: Any, cache_dir: str | Path | None = None) -> dict[str
     if getattr(backend, "is_local", False):
         cdir = Path(cache_dir) if cache_dir is not None else None
         for part in backend.list_dirs(INDEX):
-            merge(_local_part(backend.root, part, cdir))
+            merge(_local_part(backend, part, cdir))
         return newest
     from thinkjepa.cache_schema.schema import parse_record_path
 

@@ -13,6 +13,12 @@ A cache is a Zarr v3 store (a local folder or any fsspec URL). Layout, relative 
                                               chunks/shard/nbytes, token counts, committed_at
     failures/<part>/<ekey>.json               {key, part, reason, at}; deleted when <key> commits
     locks/<part>.lock                         (local stores) flock held by the live writer of <part>
+    catalog/<part>/<seq>.parquet              derived table of <part>'s commit records (key, fingerprint,
+                                              committed_at, path, record file identity), written by
+                                              the part's writer after the records; readers check it
+                                              against the records (``catalog``). Optional: a cache
+                                              without it (written before it existed) is read from its
+                                              records, and a file of another CATALOG_VERSION is ignored
 
 ``<ekey>`` is the entry key (``<task>/<episode>@<t>``) escaped by :func:`escape_key`
 (reversible; only ``[A-Za-z0-9_-]`` and ``~HH`` escapes, so ``.`` can separate ``<gen>``).
@@ -107,6 +113,11 @@ CLIPS = "clips"
 INDEX = "index"
 FAILURES = "failures"
 LOCKS = "locks"
+CATALOG = "catalog"
+CATALOG_VERSION = 1
+"""Version of the catalog files' columns; derived data, so a change needs no SCHEMA_VERSION bump:
+files of another version are ignored and rewritten by the part's next writer."""
+CATALOG_META_KEY = "thinkjepa.catalog"
 ZARR_JSON = "zarr.json"
 RECORD_SUFFIX = ".json"
 TMP_MARK = ".tmp-"
@@ -282,6 +293,10 @@ def entry_path(part: str, key: str, gen: str) -> str:
 
 def record_path(part: str, key: str) -> str:
     return f"{INDEX}/{part}/{escape_key(key)}{RECORD_SUFFIX}"
+
+
+def catalog_path(part: str, seq: int) -> str:
+    return f"{CATALOG}/{part}/{seq:010d}.parquet"
 
 
 def check_record(rec: Any, part: str, key: str, rel: str) -> dict:

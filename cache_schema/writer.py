@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from thinkjepa.cache_schema.catalog import PartCatalog, Row, record_identity, row_of
 from thinkjepa.cache_schema.encoding import (
     all_finite,
     as_numpy,
@@ -104,6 +105,12 @@ class CacheWriter:
                     self._b.put_atomic(rel, dumps(group_zarr_json({})))
             self._records = self._load_own_records()
             self._collect_garbage()
+            self._catalog: PartCatalog | None = None
+            self._idents: dict[str, tuple[int, int, int] | None] = {}
+            if self._b.is_local:  # object stores: readers list and read the records (see ``catalog``)
+                self._catalog = PartCatalog(self._b, self.part)
+                self._idents = {k: record_identity(self._b, record_path(self.part, k)) for k in self._records}
+                self._catalog.compact(self._catalog_rows())  # repairs what a killed writer left behind
         except BaseException:
             self._lock.release()
             raise
@@ -217,10 +224,23 @@ class CacheWriter:
             raise
         old = self._records.get(key)
         self._records[key] = record
+        if self._catalog is not None:
+            self._idents[key] = ident = record_identity(self._b, record_rel)
+            self._catalog.add(row_of(record, ident))
         if old is not None and old.get("path") != entry_dir:
             self._b.delete_tree(old["path"])
         self._b.delete(failure_path(self.part, key))
         return record
+
+    def _catalog_rows(self) -> list[Row]:
+        return [row_of(r, self._idents.get(k)) for k, r in self._records.items()]
+
+    def flush(self) -> None:
+        """Add the entries committed since the last flush to the part's catalog (after each
+        commit batch; ``close`` compacts it). The records stay the truth: a writer killed
+        before this only leaves the catalog behind, and readers check it against them."""
+        if self._catalog is not None:
+            self._catalog.flush(self._catalog_rows)
 
     def record_failure(self, key: str, reason: str) -> None:
         """Persist why ``key`` could not be produced; removed when ``key`` later commits here."""
@@ -307,10 +327,23 @@ class CacheWriter:
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._catalog is not None and self._lock_held():
+            try:
+                self._catalog.compact(self._catalog_rows())
+            except OSError as e:  # derived data: readers fall back to the records
+                log.warning("cache %s: writing the catalog of part %s failed: %s", self.url, self.part, e)
+            self._catalog = None
         self._lock.release()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    def _lock_held(self) -> bool:
+        try:
+            self._lock.check()
+        except CacheError:
+            return False
+        return True
 
     def __enter__(self) -> CacheWriter:
         return self

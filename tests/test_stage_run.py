@@ -85,6 +85,9 @@ class _Sink:
     def record_failure(self, key, reason):
         return self.writer.record_failure(key, reason)
 
+    def flush(self):
+        return self.writer.flush()
+
 
 META = StoreMeta(kind="jepa", model="tiny/vjepa2", revision=None, layers=[], layer_convention="encoder_last",
                  hidden_size=HIDDEN, storage_dtype="float32", extra={})

@@ -67,6 +67,8 @@ class EntrySink(Protocol):
 
     def record_failure(self, key: str, reason: str) -> Any: ...
 
+    def flush(self) -> Any: ...
+
 
 ItemT = TypeVar("ItemT", bound=WorkItem)
 PayloadT = TypeVar("PayloadT")
@@ -143,6 +145,8 @@ def run_batches(
                         with lock:
                             summary.done.append(item.key)
                 advance()
+            with lock:
+                sink.flush()  # the batch into the store's catalog (its records are already the truth)
 
         def wait_for_commits() -> None:
             while in_flight:

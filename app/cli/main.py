@@ -84,6 +84,13 @@ def run(
     allow_partial: Annotated[bool, typer.Option(
         help="Let train/eval run while shards are pending, on what is there (recorded in their stamp).",
     )] = False,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Run the shards of extract and encode as tasks on a dask.distributed cluster: its scheduler "
+             "address (tcp://host:8786), or local:N for N local worker processes. See docs/extract.md.",
+    )] = None,
+    shards: Annotated[int | None, typer.Option(
+        help="With --scheduler: the shard count (default: the VLM store's, else one per worker).", min=1,
+    )] = None,
     progress: ProgressOpt = True,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -94,8 +101,17 @@ def run(
     cfg = load(config, set_, verbose)
     _progress_env(progress and not json_out)
     names = [s.value for s in stages] if stages else None
-    done = pipeline.run(cfg, names, force=force, on_event=None if json_out else _event_printer,
-                        shard=parse_shard(shard) if shard else None, allow_partial=allow_partial)
+    on_event = None if json_out else _event_printer
+    if scheduler is not None:
+        if shard:
+            raise typer.BadParameter("--shard and --scheduler exclude each other: the scheduler runs every shard")
+        from thinkjepa.app import dask_stages
+
+        done = dask_stages.run(cfg, names, scheduler, shards, force=force, allow_partial=allow_partial,
+                               on_event=on_event)
+    else:
+        done = pipeline.run(cfg, names, force=force, on_event=on_event,
+                            shard=parse_shard(shard) if shard else None, allow_partial=allow_partial)
     if json_out:
         print(json.dumps({"stages": [{"stage": s, "outcome": o} for s, o in done]}))
 

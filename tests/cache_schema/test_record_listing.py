@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from cache_testdata import vlm_entry, vlm_meta
 
@@ -27,10 +28,16 @@ def test_briefs_match_the_records_on_every_store_type(store_url, tmp_path):
     assert {k: b[0] for k, b in briefs.items()} == {"a/0@9": "fp-a", "a/1@9": "fp-a", "b/0@9": "fp-b"}
 
 
+def _legacy(url: str) -> None:
+    """The store as written before catalogs existed (records only): the summaries' case."""
+    shutil.rmtree(os.path.join(url, "catalog"))
+
+
 def test_cached_summaries_see_new_replaced_and_removed_records(tmp_path, monkeypatch):
     url, cache = str(tmp_path / "c.zarr"), str(tmp_path / "listing")
     part = "shard-00000-of-00001"
     _commit(url, part, ["a/0@9", "a/1@9", "a/2@9"], "fp-1")
+    _legacy(url)
     reads: list[str] = []
     real_brief = record_listing._brief
     monkeypatch.setattr(record_listing, "_brief", lambda raw, p: reads.append(p) or real_brief(raw, p))
@@ -45,6 +52,7 @@ def test_cached_summaries_see_new_replaced_and_removed_records(tmp_path, monkeyp
 
     # one record replaced (new fingerprint), one added, one removed: exactly those are re-read
     _commit(url, part, ["a/1@9", "a/3@9"], "fp-2", seed=10)
+    _legacy(url)
     os.unlink(tmp_path / "c.zarr" / "index" / part / "a~2F0~409.json")
     reads.clear()
     briefs = CacheReader(url).briefs(cache)
@@ -65,6 +73,7 @@ def test_cached_summaries_see_new_replaced_and_removed_records(tmp_path, monkeyp
 def test_a_damaged_summary_only_costs_a_relisting(tmp_path):
     url, cache = str(tmp_path / "c.zarr"), tmp_path / "listing"
     _commit(url, "p0", ["a/0@9"], "fp-1")
+    _legacy(url)
     CacheReader(url).briefs(str(cache))
     for f in cache.iterdir():
         f.write_text("{ torn")
