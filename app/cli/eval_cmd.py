@@ -6,14 +6,25 @@ import json
 
 from rich.table import Table
 
-from thinkjepa.app.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load, typer_app
+from thinkjepa.app.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    VerboseOpt,
+    VersionOpt,
+    cli_command,
+    console,
+    load,
+    typer_app,
+)
 
 app = typer_app("Evaluate trained variants against baselines (ADE / FDE / Acc, rollouts, ablations).", single_command=True)
 
 
 @app.command()
 @cli_command("tj-eval")
-def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def main(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+         version: VersionOpt = False) -> None:
     """Forecast the eval split with every variant in eval.variants (every seed of train.seeds,
     best checkpoint by val ADE), the baselines and the test-time guidance ablations; writes
     metrics.json/.parquet, report.md, report.html and plots. --json prints metrics.json."""
