@@ -412,10 +412,14 @@ def run(
     *,
     shard: tuple[int, int] | None = None,
     allow_partial: bool = False,
+    dry_run: bool = False,
 ) -> list[tuple[str, str]]:
     """Run the stale stages among ``stages`` (default: all) in order.
 
-    Returns ``(stage, "ran" | "fresh" | "left")`` pairs. A stage's upstream must be fresh; a
+    Returns ``(stage, "ran" | "fresh" | "left")`` pairs (``dry_run``: ``"would run"`` instead
+    of running, each with a ``would run`` event carrying the reasons; no stage, stamp or config
+    is written (only the status memos ``status`` refreshes), and a stage that would run counts
+    as fresh for the stages after it). A stage's upstream must be fresh; a
     stage that consumes a shardable stage refuses while a shard of it is pending (listing the
     shards) unless ``allow_partial``. ``shard = (I, N)``: run only shard I of the shardable
     stages; the others are ``left`` to the job that runs once every shard is done (``index``
@@ -430,7 +434,8 @@ def run(
     if shard is not None:
         validate_shard(*shard)
         part = part_name(*shard)
-    save_config(cfg, cfg.path("{workdir}"), "pipeline.config.yaml")
+    if not dry_run:
+        save_config(cfg, cfg.path("{workdir}"), "pipeline.config.yaml")
 
     def event(name: str, what: str, info: dict[str, Any]) -> None:
         if on_event:
@@ -439,6 +444,7 @@ def run(
     listing = _listing(cfg)
     rows = {r["stage"]: r for r in status(cfg, listing)}
     done: list[tuple[str, str]] = []
+    planned: set[str] = set()  # dry run: the stages that would have run
     for stage in STAGES:
         if stage.name not in wanted:
             continue
@@ -456,7 +462,7 @@ def run(
                 done.append((stage.name, "left"))
                 event(stage.name, "left", {"why": f"needs every shard: run `tj run {stage.name}` once all are done"})
             continue
-        partial = _pending_inputs(rows, stage)
+        partial = {u: w for u, w in _pending_inputs(rows, stage).items() if u not in planned}
         if partial and not allow_partial:
             lines = "; ".join(f"{k}: {v}" for k, v in partial.items())
             raise RuntimeError(
@@ -464,7 +470,7 @@ def run(
                 f"Run the pending shards (`tj run --shard I/N`), or pass --allow-partial to run {stage.name} "
                 "on what is there (recorded in its stamp)"
             )
-        blocked = [u for u in stage.upstream if rows[u]["stale"] and u not in partial]
+        blocked = [u for u in stage.upstream if rows[u]["stale"] and u not in partial and u not in planned]
         if blocked:
             raise RuntimeError(
                 f"stage {stage.name}: upstream {', '.join(blocked)} is stale; run `tj run {' '.join(blocked)} {stage.name}`"
@@ -472,6 +478,12 @@ def run(
         if not row["stale"] and not force:
             done.append((stage.name, "fresh"))
             event(stage.name, "fresh", {})
+            continue
+        if dry_run:
+            planned.add(stage.name)
+            done.append((stage.name, "would run"))
+            event(stage.name, "would run", {"reasons": row["reasons"] or ["--force"], "shard": part,
+                                            "partial": partial or None})
             continue
         event(stage.name, "start", {"reasons": row["reasons"], "shard": part, "partial": partial or None})
         if stage.name in SHARDABLE:

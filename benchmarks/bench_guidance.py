@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--episodes-per-scene", type=int, default=8)
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
-    # 40 epochs (the demo's) stop while val ADE is still falling: every seed left its plateau at a
+    # 40 epochs (the demo's default until issue 33) stop while val ADE is still falling: every seed left its plateau at a
     # different step, and that timing was most of the seed-to-seed spread (README, Guidance benchmark)
-    ap.add_argument("--epochs", type=int, default=120, help="training epochs per run (the demo's default is 40)")
+    ap.add_argument("--epochs", type=int, default=120, help="training epochs per run (the demo's default is 20, on fewer windows)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES + DIAGNOSES)
     ap.add_argument("--ablations", nargs="*", default=None,
                     help="training-time ablations of pipelines.yaml to add on cued data (default: all of them)")

@@ -3,7 +3,7 @@
 vLLM's ``ExampleHiddenStatesConnector`` (used with the ``extract_hidden_states`` speculative
 method) reads each finished request's hidden states out of the cache-only "KV cache" and
 writes them to ``<shared_storage_path>/<request>.safetensors``. Its write step stages the
-copy in pinned host memory on a CUDA stream, which fails on a CPU-only build (REFERENCE §4).
+copy in pinned host memory on a CUDA stream, which fails on a CPU-only build (docs/reference.md §4).
 Here a CPU cache is copied directly and written by the same thread pool, under the same
 per-file lock protocol; on CUDA the parent's asynchronous path runs unchanged.
 

@@ -132,7 +132,7 @@ def build_chat_prompt(templater: Any, user_text: str) -> str:
 
 
 def video_metadata(frame_indices: Sequence[int], fps: float) -> dict[str, Any]:
-    """Metadata of pre-sampled frames, in the form vLLM's Qwen3-VL processor takes (REFERENCE §4).
+    """Metadata of pre-sampled frames, in the form vLLM's Qwen3-VL processor takes (docs/reference.md §4).
 
     ``do_sample_frames`` False: the frames are already the ones the thinker sees; the
     processor only uses ``frames_indices`` / ``fps`` for the timestamp text."""

@@ -222,11 +222,7 @@ class WindowDataset(Dataset):
     def _episode(self, ref: WindowRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         clip = ref.window.clip_id
         if clip not in self._episodes:
-            from thinkjepa.data.egodex import read_episode
-
-            # the manifest only lists validated episodes: skip re-probing the video
-            ep = read_episode(ref.video_path, ref.annotation_path, clip_id=clip, check_video=False)
-            self._episodes[clip] = (ep.joints, ep.confidences, ep.camera_pose)
+            self._episodes[clip] = _EPISODES.get(ref.video_path, ref.annotation_path, clip)
         return self._episodes[clip]
 
     def targets(self, index: int):
@@ -291,6 +287,51 @@ class WindowDataset(Dataset):
         }
         sample.update(self.guidance_inputs(index))
         return sample
+
+
+class _EpisodeMemo:
+    """The episode arrays (joints, confidences, camera pose) read from HDF5, kept per process
+    across datasets: ``tj run`` and ``tj demo`` build a train and a val dataset for every
+    variant and seed, and each read the same files again (15 ms of CPU per synthetic episode,
+    most of a short run's setup). Keyed by the file's path, size and mtime, so a replaced file
+    is read anew; least recently used first out beyond ``max_bytes``; the arrays are read-only,
+    so no caller can change another's."""
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, video_path: str, annotation_path: str, clip: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import os
+
+        from thinkjepa.data.egodex import read_episode
+
+        st = os.stat(annotation_path)
+        key = (annotation_path, st.st_size, st.st_mtime_ns)
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        # the manifest only lists validated episodes: skip re-probing the video
+        ep = read_episode(video_path, annotation_path, clip_id=clip, check_video=False)
+        arrays = (ep.joints, ep.confidences, ep.camera_pose)
+        for a in arrays:
+            a.setflags(write=False)
+        with self.lock:
+            if key not in self.entries:
+                self.entries[key] = arrays
+                self.bytes += sum(a.nbytes for a in arrays)
+            while self.bytes > self.max_bytes and len(self.entries) > 1:
+                _, old = self.entries.popitem(last=False)
+                self.bytes -= sum(a.nbytes for a in old)
+        return arrays
+
+
+_EPISODES = _EpisodeMemo(max_bytes=256 * 2**20)
 
 
 def train_statistics(ds: WindowDataset, guidance: bool = True) -> dict[str, Any]:

@@ -19,7 +19,7 @@ arise: samples without a single guidance token attend to nothing and contribute 
   pass already gives that layer a gradient, so the guidance path trains from step 0.
 - ``zero_gate`` (the reference code's): gates at zero, MLPs at their random init. The gradient
   reaches the gates only; tanh(0) = 0 blocks it from the MLPs until the gates have moved, and
-  with a zero-initialised readout nothing moves at all (REFERENCE.md section 7). Guidance is never pooled across
+  with a zero-initialised readout nothing moves at all (docs/reference.md §7). Guidance is never pooled across
 the batch: every sample is modulated by its own signature or tokens.
 """
 

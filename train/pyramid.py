@@ -32,7 +32,7 @@ prefill's vision tokens and ``frame_groups`` keeps one vision mean per thinker f
 K = 1 is exactly the reference signature.
 
 Normalisation: the whole-token means of a thinker are dominated by what every sample shares
-(template, scene); the per-sample part that carries a cue is 5-20x smaller (REFERENCE.md
+(template, scene); the per-sample part that carries a cue is 5-20x smaller (docs/reference.md
 section 7). ``set_normalization`` stores per (stored layer, slot, channel) mean and std of
 the pooled guidance over the TRAIN split (never batch statistics: a sample's guidance must
 not depend on the other samples in its batch); they are buffers, so they travel in the

@@ -16,6 +16,7 @@ from thinkjepa.app.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     JsonOpt,
+    NoCaptureVerboseOpt,
     ProgressOpt,
     UsageError,
     cli_command,
@@ -48,6 +49,7 @@ def verify_cmd(
         "--repair", help="Un-commit every damaged entry (and remove temp files and orphans) so the next run of its "
                          "stage redoes exactly those; takes each affected part's writer lock.")] = False,
     progress: ProgressOpt = True,
+    verbose: NoCaptureVerboseOpt = False,
 ) -> None:
     """Check schema, entries (readable, shapes, no NaN/Inf) and orphans; exit 1 listing problems
     (with --repair: exit 0 once everything found was repaired)."""
@@ -97,7 +99,8 @@ WindowKeyArg = Annotated[
 
 @app.command()
 @cli_command("tj cache show")
-def show(path: PathArg, window_key: WindowKeyArg, json_out: JsonOpt = False) -> None:
+def show(path: PathArg, window_key: WindowKeyArg, json_out: JsonOpt = False,
+         verbose: NoCaptureVerboseOpt = False) -> None:
     """Shapes, dtypes, token counts, text and provenance of one cache entry (one window)."""
     import numpy as np
 
@@ -145,7 +148,8 @@ def show(path: PathArg, window_key: WindowKeyArg, json_out: JsonOpt = False) -> 
 @app.command()
 @cli_command("tj cache stats")
 def stats(path: PathArg, json_out: JsonOpt = False,
-          norms: Annotated[bool, typer.Option(help="Compute per-layer norms (reads the mean arrays).")] = True) -> None:
+          norms: Annotated[bool, typer.Option(help="Compute per-layer norms (reads the mean arrays).")] = True,
+          verbose: NoCaptureVerboseOpt = False) -> None:
     """Entries per part, token counts per stream, bytes, failures, per-layer mean norms (dask)."""
     from thinkjepa.cache_schema import cache_stats
 

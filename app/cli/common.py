@@ -7,6 +7,9 @@ Exit codes, the same for every command (``cli_command``):
 - 1: the work ran and failed (entries failed, nothing usable in the data, a stage error).
 - 2: usage or config error: a bad option or config value, a missing input (file, folder,
   manifest, cache) the command needs before it can start.
+- 3: ``tj status --exit-code`` only: something is stale (the counterpart of ``git diff
+  --exit-code`` and ``dvc status``; distinct from 1 so a script can tell "work to do" from
+  "broken").
 - 130: interrupted (Ctrl-C); 143 when training was stopped by SIGTERM (checkpoint written).
 """
 
@@ -32,7 +35,7 @@ from thinkjepa.logs import STDERR  # noqa: E402 - after the env default above
 
 console = Console(file=STDERR)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STALE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 
 class UsageError(ValueError):
@@ -55,16 +58,52 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars (stderr).")]
 VerboseOpt = Annotated[
     bool,
-    typer.Option("--verbose", help="Show third-party logs (vLLM, torch, ...) live; they always go to <workdir>/logs."),
+    typer.Option("--verbose", "-v", help="Show third-party logs (vLLM, torch, ...) live; they always go to <workdir>/logs."),
+]
+
+NoCaptureVerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Accepted by every command; this one captures no third-party output "
+                                         "(it reads no config, so it has no workdir): what libraries print shows live."),
+]
+
+
+def version_text(prog: str) -> str:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("thinkjepa")
+    except PackageNotFoundError:  # run from a tree that was never installed
+        ours = "unknown (not installed)"
+    return f"{prog} {ours} (thinkjepa, Python {platform.python_version()})"
+
+
+def _version_callback(ctx: typer.Context, value: bool) -> None:
+    if value:
+        typer.echo(version_text(ctx.find_root().info_name or "thinkjepa"))
+        raise typer.Exit(EXIT_OK)
+
+
+VersionOpt = Annotated[
+    bool,
+    typer.Option("--version", callback=_version_callback, is_eager=True, expose_value=True,
+                 help="Print the version and exit."),
 ]
 
 
 def typer_app(help: str, *, single_command: bool = False) -> typer.Typer:
     """The Typer app of one console script or command group. A single-command script (tj-train,
     tj-eval) takes its options at the top level, so it shows no completion commands and runs
-    without arguments; a group prints its help when called bare."""
+    without arguments (it declares ``VersionOpt`` itself); a group prints its help when called
+    bare and takes ``--version`` before its command."""
     extra: dict[str, Any] = {"add_completion": False} if single_command else {"no_args_is_help": True}
-    return typer.Typer(help=help, pretty_exceptions_show_locals=False, **extra)
+    app = typer.Typer(help=help, pretty_exceptions_show_locals=False, **extra)
+    if not single_command:
+        @app.callback()
+        def _root(version: VersionOpt = False) -> None:
+            pass
+    return app
 
 
 def exit_code_for(exc: BaseException) -> int | None:
@@ -133,14 +172,16 @@ def _report(name: str, exc: BaseException, code: int, json_out: bool, log: Path 
         print(json.dumps({"ok": False, "exit_code": code, "error": message}))
 
 
-def load(config: Path | None, sets: list[str] | None, verbose: bool = False) -> PipelineConfig:
+def load(config: Path | None, sets: list[str] | None, verbose: bool = False, *, capture: bool = True) -> PipelineConfig:
     """Load the config (a mistake in it is a ``UsageError``) and start capturing third-party
-    output into ``<workdir>/logs`` (``verbose``: also shown live)."""
+    output into ``<workdir>/logs`` (``verbose``: also shown live; ``capture`` False: not
+    captured, nothing written, for commands that promise to write nothing)."""
     try:
         cfg = load_config(config, sets or [])
     except Exception as e:  # pydantic / yaml / missing file: all are user errors here
         raise UsageError(f"config error: {e}") from e
-    start_logging(cfg.path("{workdir}"), verbose)
+    if capture:
+        start_logging(cfg.path("{workdir}"), verbose)
     return cfg
 
 

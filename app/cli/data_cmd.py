@@ -15,6 +15,7 @@ from thinkjepa.app.cli.common import (
     EXIT_FAILED,
     ConfigOpt,
     JsonOpt,
+    NoCaptureVerboseOpt,
     ProgressOpt,
     SetOpt,
     UsageError,
@@ -40,6 +41,7 @@ def synth(
     tasks: Annotated[int | None, typer.Option(help="Task folders, 1-4 (default: one per 4 episodes).")] = None,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
+    verbose: NoCaptureVerboseOpt = False,
 ) -> None:
     """Synthetic EgoDex episodes whose future hand motion depends on an early visual cue."""
     from thinkjepa.data.synth import synthesize_dataset

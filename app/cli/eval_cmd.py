@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thinkjepa.app.cli.common import ConfigOpt, JsonOpt, SetOpt, VerboseOpt, cli_command, console, load, typer_app
+from thinkjepa.app.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    VerboseOpt,
+    VersionOpt,
+    cli_command,
+    console,
+    load,
+    typer_app,
+)
 
 app = typer_app("Evaluate trained variants against baselines (ADE / FDE / Acc, rollouts, ablations).", single_command=True)
 
@@ -20,7 +30,7 @@ ModelOpt = Annotated[list[str] | None, typer.Option(
 @app.command()
 @cli_command("tj-eval")
 def main(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, json_out: JsonOpt = False,
-         verbose: VerboseOpt = False) -> None:
+         verbose: VerboseOpt = False, version: VersionOpt = False) -> None:
     """Forecast the eval split with every variant in eval.variants (every seed of train.seeds,
     best checkpoint by val ADE), or the saved models given with --model, the baselines and the
     test-time guidance ablations; writes metrics.json/.parquet, report.md, report.html, plots and

@@ -88,6 +88,7 @@ def status(
     shards: Annotated[
         int | None, typer.Option(help="Group by this shard count (default: the count the store was written with).")
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Per shard: done / stale / failed / pending windows, failure reasons, stale entries.
 
@@ -95,7 +96,7 @@ def status(
     """
     from thinkjepa.extract.status import extraction_status
 
-    cfg = load(config, set_)
+    cfg = load(config, set_, verbose)
     st = extraction_status(cfg, shards=shards)
     if json_out:
         print(json.dumps(st, indent=2))

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from thinkjepa.app.cli import cache_cmd, data_cmd, eval_cmd, extract_cmd, train_cmd
 from thinkjepa.app.cli.common import (
+    EXIT_STALE,
     ConfigOpt,
     JsonOpt,
     ProgressOpt,
@@ -31,7 +32,7 @@ app = typer_app("ThinkJEPA: VLM-guided latent world models for 3D hand-trajector
 app.add_typer(data_cmd.app, name="data", help="Synthesise EgoDex-layout data and index datasets.")
 app.add_typer(cache_cmd.app, name="cache", help="Inspect and verify feature caches.")
 app.add_typer(extract_cmd.app, name="extract", help="Stage one: thinker hidden states into the VLM cache (= tj-extract).")
-app.command("train", help="Stage two: train the predictor (= tj-train).")(train_cmd.train)
+app.command("train", help="Stage two: train the predictor (= tj-train).", cls=train_cmd.ConfigAwareCommand)(train_cmd.train)
 app.command("eval", help="Evaluate trained variants (= tj-eval).")(eval_cmd.main)
 app.command("encode", help="Encode past/future windows with frozen V-JEPA2 into the JEPA cache.")(train_cmd.encode)
 
@@ -59,16 +60,26 @@ def _print_status(rows: list[dict]) -> None:
 
 @app.command()
 @cli_command("tj status")
-def status(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+def status(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    exit_code: Annotated[bool, typer.Option(
+        "--exit-code", help=f"Exit {EXIT_STALE} when a stage is stale (0 when every stage is fresh), for scripts.",
+    )] = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Which stages are stale, and why."""
     from thinkjepa.app import pipeline
 
-    cfg = load(config, set_)
+    cfg = load(config, set_, verbose)
     rows = pipeline.status(cfg)
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
     else:
         _print_status(rows)
+    if exit_code and any(r["stale"] for r in rows):
+        raise typer.Exit(EXIT_STALE)
 
 
 @app.command()
@@ -91,6 +102,9 @@ def run(
     shards: Annotated[int | None, typer.Option(
         help="With --scheduler: the shard count (default: the VLM store's, else one per worker).", min=1,
     )] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", "-n", help="Say which stages would run and why; run and write nothing (no stamp, config or log).",
+    )] = False,
     progress: ProgressOpt = True,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -98,22 +112,33 @@ def run(
     """Rerun the stale stages, in order (index, extract, encode, train, eval)."""
     from thinkjepa.app import pipeline
 
-    cfg = load(config, set_, verbose)
+    cfg = load(config, set_, verbose, capture=not dry_run)
     _progress_env(progress and not json_out)
     names = [s.value for s in stages] if stages else None
-    on_event = None if json_out else _event_printer
+    reasons: dict[str, list[str]] = {}
+
+    def on_event(stage: str, event: str, info: dict) -> None:
+        if event == "would run":
+            reasons[stage] = info["reasons"]
+        if not json_out:
+            _event_printer(stage, event, info)
+
     if scheduler is not None:
         if shard:
             raise typer.BadParameter("--shard and --scheduler exclude each other: the scheduler runs every shard")
+        if dry_run:
+            raise typer.BadParameter("--dry-run and --scheduler exclude each other: use tj run --dry-run alone")
         from thinkjepa.app import dask_stages
 
         done = dask_stages.run(cfg, names, scheduler, shards, force=force, allow_partial=allow_partial,
                                on_event=on_event)
     else:
         done = pipeline.run(cfg, names, force=force, on_event=on_event,
-                            shard=parse_shard(shard) if shard else None, allow_partial=allow_partial)
+                            shard=parse_shard(shard) if shard else None, allow_partial=allow_partial,
+                            dry_run=dry_run)
     if json_out:
-        print(json.dumps({"stages": [{"stage": s, "outcome": o} for s, o in done]}))
+        print(json.dumps({"dry_run": dry_run, "stages": [
+            {"stage": s, "outcome": o, **({"reasons": reasons[s]} if s in reasons else {})} for s, o in done]}))
 
 
 def _progress_env(enabled: bool) -> None:
@@ -128,6 +153,8 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
         console.print(f"[bold cyan]▶ {stage}[/bold cyan] ({'; '.join(info.get('reasons', []))})")
     elif event == "left":
         console.print(f"[yellow]…[/yellow] {stage}: left for later ({info.get('why')})")
+    elif event == "would run":
+        console.print(f"[bold cyan]would run {stage}[/bold cyan] ({'; '.join(info.get('reasons', []))})")
     elif event == "done":
         console.print(f"[green]✓[/green] {stage}: {json.dumps(info, default=str)[:300]}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from thinkjepa.app.cli.common import (
     EXIT_FAILED,
@@ -23,6 +24,7 @@ from thinkjepa.app.cli.common import (
     SetOpt,
     UsageError,
     VerboseOpt,
+    VersionOpt,
     cli_command,
     console,
     load,
@@ -34,7 +36,7 @@ BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
 
 
 def _configured_variants(path: Path = Path("pipelines.yaml")) -> list[str]:
-    """Keys of ``variants:`` in ./pipelines.yaml, for --help (never fails: help must show)."""
+    """Keys of ``variants:`` in the config file, for --help (never fails: help must show)."""
     try:
         import yaml
 
@@ -43,10 +45,34 @@ def _configured_variants(path: Path = Path("pipelines.yaml")) -> list[str]:
         return []
 
 
-def variant_help() -> str:
-    extra = _configured_variants()
-    names = ", ".join(BUILTIN_VARIANTS + tuple(extra))
-    return f"Variant to train, one of: {names} (a key of `variants:` in the config; default: model.variant)."
+def variant_help(config: Path | None = None) -> str:
+    path = config or Path("pipelines.yaml")
+    names = ", ".join(dict.fromkeys(BUILTIN_VARIANTS + tuple(_configured_variants(path))))
+    return f"Variant to train, one of: {names} (a key of `variants:` in {path}; default: model.variant)."
+
+
+def _config_in(args: list[str]) -> Path | None:
+    """The file ``--config``/``-c`` names in a command line (the last one wins, as in parsing)."""
+    found = None
+    for i, a in enumerate(args):
+        if a in ("--config", "-c") and i + 1 < len(args):
+            found = Path(args[i + 1])
+        elif a.startswith("--config="):
+            found = Path(a.split("=", 1)[1])
+    return found
+
+
+class ConfigAwareCommand(TyperCommand):
+    """``--help`` lists the variants of the file ``--config`` names: click builds help text
+    while it parses (``--help`` is eager), so the option's help is set from the raw arguments
+    first."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        help_text = variant_help(_config_in(list(args)))
+        for param in self.params:
+            if param.name == "variant":
+                param.help = help_text  # type: ignore[attr-defined]
+        return super().make_context(info_name, args, parent=parent, **extra)
 
 
 def check_variant(cfg, name: str) -> str:
@@ -59,12 +85,12 @@ def check_variant(cfg, name: str) -> str:
 app = typer_app("Stage two: train the ThinkJEPA predictor (or a baseline/ablation variant) from the caches.", single_command=True)
 
 
-@app.command()
+@app.command(cls=ConfigAwareCommand)
 @cli_command("tj-train")
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    variant: Annotated[str | None, typer.Option("--variant", "-v", help=variant_help())] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help=variant_help())] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Train this seed only (default: every seed in train.seeds).")
     ] = None,
@@ -75,6 +101,7 @@ def train(
     progress: ProgressOpt = True,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
+    version: VersionOpt = False,
 ) -> None:
     """Train one variant for every seed of train.seeds, each into <train.out>/<variant>/seed-<s>/;
     resumes from its last.pt when its settings and data match, starts afresh when the settings

@@ -2,7 +2,7 @@
 
 Why a second generator (v1 stays in ``synth.py``, byte for byte reproducible): in v1 the whole
 reach happens after the forecast time t, so the dense window shows nothing that predicts it and
-no JEPA-only model can beat "the hands stay where they are" (REFERENCE.md section 7). Here:
+no JEPA-only model can beat "the hands stay where they are" (docs/reference.md §7). Here:
 
 - Many procedural scenes (task folders; background, table and camera motion per scene, scene
   colours of low saturation so they never look like a cue colour), split by scene.

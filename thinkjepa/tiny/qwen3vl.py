@@ -8,7 +8,7 @@ prompt opens ``<think>``), and the image and video processor configs. The folder
 loads through exactly the code path of a hub id (``from_pretrained`` / ``LLM(model=path)``)
 with ``HF_HUB_OFFLINE=1``.
 
-Shape constraints that the real engines impose (REFERENCE §4-5): vLLM's CPU attention needs
+Shape constraints that the real engines impose (docs/reference.md §4-5): vLLM's CPU attention needs
 a head_dim of 32 or more; ``mrope_section`` must sum to head_dim/2; the deepstack indexes
 must lie inside the vision depth. The same seed always gives the same files' contents.
 """
