@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from thinkjepa.config import PipelineConfig
 from thinkjepa.evaluate.errors import joint_errors
 from thinkjepa.evaluate.latent import LatentStep
-from thinkjepa.train.checkpoint import checkpoint_path, load_trained_model, seed_run_dir
+from thinkjepa.train.checkpoint import check_finished, checkpoint_path, load_trained_model, seed_run_dir
 from thinkjepa.train.dataset import WindowDataset, WindowRef
 from thinkjepa.train.model import gates_tanh
 
@@ -149,8 +149,10 @@ def variant_dataset(cfg: PipelineConfig, variant: str, split: str, refs: list[Wi
 
 
 def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """The run's best model (on the GPU when there is one) and what metrics.json says of it."""
+    """The run's best model (on the GPU when there is one) and what metrics.json says of it.
+    Only a finished run: its ``summary.json`` (written last) names the checkpoint's fingerprint."""
     model, payload = load_trained_model(run_dir, "best", map_location="cpu")
+    check_finished(run_dir, payload.get("fingerprint"))
     if torch.cuda.is_available():
         model = model.cuda()
     info = {

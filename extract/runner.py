@@ -37,6 +37,7 @@ from thinkjepa.data.video import VideoError
 from thinkjepa.extract.fingerprint import Fingerprinter, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
+from thinkjepa.provenance import record_stage_inputs
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
 from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, listing_cache_dir, manifest_rows, run_batches
@@ -405,6 +406,7 @@ def run_shard(
         with CacheWriter(url, reader.meta, part=summary.part) as writer:
             for clip_id, problem in summary.failed.items():
                 writer.record_failure(clip_id, problem)
+    record_stage_inputs(cfg, "extract")
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -80,6 +80,28 @@ def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) 
                 generated_ids=rng.integers(0, 100, n_gen).astype(np.int32),
                 prefill_kind=kind, frame_index=frame, text="random", provenance={}, fingerprint=fps.get(key, "random"),
             ))
+    from thinkjepa.provenance import record_stage_inputs
+
+    record_stage_inputs(cfg, "extract")  # as the extraction runner does
+
+
+def private_copy(cfg: PipelineConfig, tmp_path: Path, **train) -> PipelineConfig:
+    """A copy of ``cfg``'s workdir and episodes (caches, manifest, data) under ``tmp_path``, safe
+    to damage, with ``train`` settings and runs under ``tmp_path/runs``; the manifest is rebuilt
+    for the copied episodes."""
+    import shutil
+
+    from thinkjepa.data.manifest import build_manifest
+
+    work, data = tmp_path / "work", tmp_path / "data"
+    shutil.copytree(cfg.workdir, work)
+    shutil.copytree(cfg.data.root, data)
+    d = cfg.model_dump()
+    d["workdir"], d["data"]["root"] = str(work), str(data)
+    d["train"].update(train, out=str(tmp_path / "runs"))
+    out = PipelineConfig.model_validate(d)
+    build_manifest(out.data.root, out.path(out.data.manifest), out.data, out.sampling)
+    return out
 
 
 def all_window_ids(cfg: PipelineConfig, splits=("train", "val", "test")) -> list[str]:

@@ -38,6 +38,31 @@ def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
     return Path(run_dir) / (LAST if which == "last" else BEST)
 
 
+SUMMARY = "summary.json"
+"""Written last by a run that finished: the run folder's "done" mark. A training call removes
+it before it touches the folder, so a failed or interrupted run is never taken for done."""
+
+
+class UnfinishedRunError(FileNotFoundError):
+    """A run folder whose checkpoints are not those of a finished run."""
+
+
+def check_finished(run_dir: str | Path, fingerprint: str | None) -> None:
+    """Refuse a run folder that holds no finished run of ``fingerprint`` (a checkpoint's): the
+    training call that wrote it failed or was stopped, or another run's summary is there."""
+    import json
+
+    path = Path(run_dir) / SUMMARY
+    try:
+        done = json.loads(path.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        done = None
+    if done is None or done != fingerprint:
+        why = "has no summary.json" if done is None else f"summary.json is of run {done}, the checkpoint of {fingerprint}"
+        raise UnfinishedRunError(f"{run_dir}: not a finished run ({why}: the training that wrote it failed or was "
+                                 "stopped); rerun `tj run train` or `tj-train` for this variant and seed")
+
+
 def seed_run_dir(train_out: str | Path, variant: str, seed: int) -> Path:
     """The one home of where a variant's run for one seed lives (training writes, eval reads)."""
     return Path(train_out) / variant / f"seed-{int(seed)}"

@@ -45,9 +45,12 @@ from typing import Any
 
 import torch
 
+from thinkjepa.cache_schema.fsio import atomic_write_json
 from thinkjepa.config import PipelineConfig, TrainConfig, save_config
+from thinkjepa.provenance import stage_fingerprint
 from thinkjepa.stage_run import progress_bar
 from thinkjepa.train.checkpoint import (
+    SUMMARY,
     build_payload,
     checkpoint_path,
     load_checkpoint,
@@ -75,6 +78,7 @@ from thinkjepa.train.run_inputs import (
     load_inputs,
     run_inputs,
     save_inputs,
+    training_data,
 )
 
 LOG_EVERY = 10
@@ -171,6 +175,7 @@ def run_fingerprint(cfg: PipelineConfig, variant: str, guidance: str) -> str:
         "guidance": guidance,
         "train": train,
         "sections": cfg.section_fingerprint("model", "sampling", "encoder", "thinker", "data"),
+        "stage": stage_fingerprint("train"),  # the training code and torch's version
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -330,6 +335,7 @@ class Trainer:
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.train_ds, self.val_ds, self.inputs = self._datasets(allow_stale)
+        self.data = training_data(vcfg)
 
         self.sampler = EpochBatchSampler(len(self.train_ds), tc.batch_size, tc.seed, shuffle=True, rank=self.rank,
                                          world=self.world)
@@ -375,6 +381,9 @@ class Trainer:
         aside = _resume_decision(self.run_dir, self.fingerprint, self.inputs, resume)  # every rank: a refusal stops all
         accelerator.wait_for_everyone()
         if self.main:
+            # summary.json is the run's "done" mark, written last: until this call finishes, nothing
+            # (tj status, tj run, tj-eval) takes the folder for a finished run
+            (self.run_dir / SUMMARY).unlink(missing_ok=True)
             _set_aside(self.run_dir, aside)
         accelerator.wait_for_everyone()
         last = checkpoint_path(self.run_dir, "last")
@@ -566,6 +575,7 @@ class Trainer:
                 "variant": self.variant,
                 "seed": tc.seed,
                 "fingerprint": self.fingerprint,
+                "data": self.data,
                 "guidance": self.mode,
                 "steps": state["step"],
                 "epochs": state["epoch"],
@@ -585,7 +595,7 @@ class Trainer:
                 "steps_per_s": timing["steps"] / timing["total"] if timing["total"] else None,
                 "data_wait_frac": timing["wait"] / timing["total"] if timing["total"] else None,
             }
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            atomic_write_json(self.run_dir / SUMMARY, summary, indent=1)
         self.accelerator.wait_for_everyone()
         torch.set_num_threads(self.threads_before)
 
@@ -613,22 +623,50 @@ def train_seeds(
     seeds whose inputs changed. ``resume`` is passed to every ``run_training`` (``restart``
     also retrains finished seeds)."""
     out: dict[int, tuple[Path, bool]] = {}
+    data = training_data(cfg) if skip_finished else None
     for seed in cfg.train.seeds if seeds is None else seeds:
         vcfg = _with_seed(cfg.for_variant(variant), seed)
         run_dir = seed_run_dir(cfg.path(vcfg.train.out), variant, seed)
-        if skip_finished and resume != "restart" and _finished(run_dir, run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))):
-            out[seed] = (run_dir, False)
-            continue
-        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=resume,
+        fingerprint = run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))
+        mode = resume
+        if skip_finished and resume != "restart":
+            done = _summary(run_dir)
+            if _finished(run_dir, fingerprint, data):
+                out[seed] = (run_dir, False)
+                continue
+            if done is not None and done.get("fingerprint") == fingerprint:
+                mode = "restart"  # finished on data that has changed since: train again on the new data
+        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=mode,
                                   allow_stale=allow_stale), True)
     return out
 
 
-def _finished(run_dir: Path, fingerprint: str) -> bool:
-    summary = run_dir / "summary.json"
-    if not summary.exists() or not checkpoint_path(run_dir, "last").exists():
+def _summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _finished(run_dir: Path, fingerprint: str, data: dict | None = None) -> bool:
+    """The run finished (``summary.json``, written last) under ``fingerprint`` and, when given,
+    on ``data`` (``run_inputs.training_data``)."""
+    summary = _summary(run_dir)
+    if summary is None or not checkpoint_path(run_dir, "last").exists():
         return False
-    return json.loads(summary.read_text()).get("fingerprint") == fingerprint
+    return summary.get("fingerprint") == fingerprint and (data is None or summary.get("data") == data)
+
+
+def finished_runs(cfg: PipelineConfig) -> dict[str, str | None]:
+    """``{variant/seed-N: fingerprint}`` of every run ``tj run`` trains, from its ``summary.json``
+    (``None`` where the run has not finished: never trained, failed or interrupted)."""
+    out: dict[str, str | None] = {}
+    for variant in cfg.eval.variants:
+        for seed in cfg.train.seeds:
+            run_dir = seed_run_dir(cfg.path(cfg.train.out), variant, seed)
+            done = _summary(run_dir) if checkpoint_path(run_dir, "last").exists() else None
+            out[f"{variant}/seed-{seed}"] = (done or {}).get("fingerprint")
+    return out
 
 
 def _inputs_of(
@@ -797,4 +835,5 @@ __all__ = [
     "run_fingerprint",
     "run_training",
     "train_seeds",
+    "finished_runs",
 ]

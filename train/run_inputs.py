@@ -59,11 +59,12 @@ def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: Cache
     stale latents or guidance. ``allow_stale`` (``tj run --allow-partial``, while shards of a
     changed stage are pending): return the stale keys instead, for the caller to leave out."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
-    from thinkjepa.extract.encode import entry_fingerprint
+    from thinkjepa.extract.encode import encode_stage_fingerprint, jepa_entry_fingerprint
 
     content = for_workdir(cfg.workdir)
-    want = {ref.key: entry_fingerprint(cfg.encoder, ref.window,
-                                       episode_or_placeholder(content, ref.video_path, ref.annotation_path))
+    stage = encode_stage_fingerprint(cfg.encoder)
+    want = {ref.key: jepa_entry_fingerprint(cfg.encoder, ref.window,
+                                            episode_or_placeholder(content, ref.video_path, ref.annotation_path), stage)
             for ref in refs}
     content.save()
     stale = _refuse_stale(jepa, want, "JEPA", "encoded", "tj encode", allow_stale)
@@ -85,6 +86,33 @@ def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: st
                               f"({verb} with other settings or from an episode edited since; first: "
                               f"{', '.join(stale[:3])}); rerun `{redo}` to redo exactly them")
     return set(stale)
+
+
+def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | None = None) -> dict[str, str]:
+    """A brief of the data every training run of ``cfg`` reads, cheap enough for ``tj status``:
+    the manifest rows of the train and val splits and the identity (fingerprint and
+    generation) of each cache entry of their clips. An edited episode, once re-encoded or
+    re-extracted, changes it (its entries get a new generation and fingerprint).
+    ``readers``: ``{"jepa": ..., "vlm": ...}`` already open (the trainer's), else opened here."""
+    from thinkjepa.cache_schema import store_exists
+    from thinkjepa.data.manifest import read_manifest
+    from thinkjepa.provenance import digest as sha
+
+    path = cfg.path(cfg.data.manifest)
+    if not path.exists():
+        return {"manifest": "missing"}
+    rows = [r for r in read_manifest(path).to_pylist() if r["split"] in ("train", "val")]
+    clips = {str(r["clip_id"]) for r in rows}
+    out = {"manifest": sha(sorted((str(r["clip_id"]), {k: str(v) for k, v in sorted(r.items())}) for r in rows))}
+    for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):
+        reader = (readers or {}).get(name)
+        if reader is None and (name in (readers or {}) or not store_exists(url)):
+            out[name] = "missing"
+            continue
+        reader = reader or CacheReader(url)
+        out[name] = sha({rec["key"]: f"{rec['fingerprint']}@{rec['path'].rsplit('.', 1)[-1]}" for rec in reader.records()
+                         if rec["key"].split("@", 1)[0] in clips})
+    return out
 
 
 def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], jepa_url: str, vlm_url: str | None,

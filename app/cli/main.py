@@ -84,6 +84,9 @@ def run(
     allow_partial: Annotated[bool, typer.Option(
         help="Let train/eval run while shards are pending, on what is there (recorded in their stamp).",
     )] = False,
+    keep: Annotated[list[str] | None, typer.Option(
+        "--keep", help="Keep this stage's output although stale (e.g. a harmless code change); its stamp records it.",
+    )] = None,
     progress: ProgressOpt = True,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -95,7 +98,7 @@ def run(
     _progress_env(progress and not json_out)
     names = [s.value for s in stages] if stages else None
     done = pipeline.run(cfg, names, force=force, on_event=None if json_out else _event_printer,
-                        shard=parse_shard(shard) if shard else None, allow_partial=allow_partial)
+                        shard=parse_shard(shard) if shard else None, allow_partial=allow_partial, keep=keep)
     if json_out:
         print(json.dumps({"stages": [{"stage": s, "outcome": o} for s, o in done]}))
 
@@ -110,6 +113,8 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
         console.print(f"[green]✓[/green] {stage}: fresh, skipped")
     elif event == "start":
         console.print(f"[bold cyan]▶ {stage}[/bold cyan] ({'; '.join(info.get('reasons', []))})")
+    elif event == "kept":
+        console.print(f"[yellow]=[/yellow] {stage}: kept on purpose ({'; '.join(info.get('reasons', []))})")
     elif event == "left":
         console.print(f"[yellow]…[/yellow] {stage}: left for later ({info.get('why')})")
     elif event == "done":

@@ -31,12 +31,17 @@ VERSION = 2
 MEMO_NAME = "content-fingerprints.json"
 
 
-def hash_hdf5(path: str | os.PathLike) -> str:
-    h = hashlib.sha256(b"hdf5-bytes-v2")
+def hash_bytes(path: str | os.PathLike, salt: bytes = b"") -> str:
+    """sha256 of a file's bytes (after ``salt``), 24 hex digits."""
+    h = hashlib.sha256(salt)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:24]
+
+
+def hash_hdf5(path: str | os.PathLike) -> str:
+    return hash_bytes(path, b"hdf5-bytes-v2")
 
 
 def hash_video(path: str | os.PathLike) -> str:
