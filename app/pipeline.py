@@ -90,7 +90,7 @@ def _raise_on_failures(stage: str, failed: dict[str, str], where: str) -> None:
 
 
 def _run_train(cfg: PipelineConfig, partial: bool = False) -> dict[str, Any]:
-    from thinkjepa.train.loop import train_seeds
+    from thinkjepa.train.seeds import train_seeds
 
     results = {}
     for variant in cfg.eval.variants:
@@ -193,7 +193,7 @@ def _data(stage: Stage, cfg: PipelineConfig) -> dict[str, str] | None:
 def _runs(stage: Stage, cfg: PipelineConfig) -> dict[str, str | None] | None:
     if stage.name != "train":
         return None
-    from thinkjepa.train.loop import finished_runs
+    from thinkjepa.train.seeds import finished_runs
 
     return finished_runs(cfg)
 
@@ -375,7 +375,7 @@ def _training_reasons(cfg: PipelineConfig, state: dict[str, Any]) -> list[str]:
     """Training data changed since the stamp (re-extracted / re-encoded windows, another
     manifest), or a run that is not finished under the settings it would get now (a failed
     or interrupted ``tj-train``)."""
-    from thinkjepa.train.loop import finished_runs
+    from thinkjepa.train.seeds import finished_runs
 
     out = []
     old, new = state.get("data"), _data(_stage("train"), cfg)

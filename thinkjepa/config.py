@@ -178,6 +178,9 @@ class TrainConfig(_Section):
     num_threads: int | None = None
     """torch intra-op threads for training (None: torch's default). Tiny models on a busy
     CPU run several times faster on one thread than on two that wait for each other."""
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers, through accelerate's (``Accelerator(log_with=...)``); ``[none]``
+    logs nothing. TensorBoard writes under ``<run>/tb``."""
 
 
 class EvalConfig(_Section):

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import os
 import random
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from thinkjepa.train.run_inputs import StaleInputError, describe_changes, digest, load_inputs
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -223,3 +227,62 @@ __all__ = [
     "save_atomic",
     "seed_run_dir",
 ]
+
+
+# -- resume policy ---------------------------------------------------------------------------
+
+RESUME_MODES = ("auto", "resume", "restart")
+"""``auto`` resumes when settings and data match, starts afresh when the settings changed and
+refuses when the data changed; ``resume`` refuses unless it can resume; ``restart`` starts afresh."""
+
+
+def resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str) -> list[Path]:
+    """The checkpoints to set aside before starting (none: resume ``last.pt`` or start afresh
+    in an empty folder); StaleInputError when ``resume`` forbids what the folder holds."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    present = [p for p in (checkpoint_path(run_dir, w) for w in ("last", "best")) if p.exists()]
+    if resume == "restart":
+        return present
+    last = checkpoint_path(run_dir, "last")
+    if not last.exists():
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: nothing to resume (no {last.name}); drop --resume to start")
+        return [p for p in present if _fingerprint_of(p) != fingerprint]
+    payload = _load_or_none(last)
+    if payload is None or payload["fingerprint"] != fingerprint:
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: {last.name} was made with other settings; refusing to resume "
+                                  "(--restart starts over)")
+        return present
+    changes = describe_changes(payload.get("inputs") or None, digest(inputs), load_inputs(run_dir), inputs)
+    if changes:
+        raise StaleInputError(
+            f"{run_dir}: the data changed since {last.name} was written: {'; '.join(changes)}. "
+            "Refusing to resume on other data: pass --restart to start over (the old checkpoints are kept as "
+            "*.stale-*), or restore the data to resume")
+    return [p for p in present if _fingerprint_of(p) != fingerprint]
+
+
+def _load_or_none(path: Path) -> dict | None:
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:  # an older format (not weights_only-safe) or damaged: never resumed
+        warnings.warn(str(e), stacklevel=4)
+        return None
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    payload = _load_or_none(path)
+    return None if payload is None else payload["fingerprint"]
+
+
+def set_aside(run_dir: Path, paths: list[Path]) -> None:
+    """Rename checkpoints that will not be resumed (``*.stale-<time>.pt``): evaluation can never
+    pick up a ``best.pt`` of another configuration or other data."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in paths:
+        stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
+        path.rename(stale)
+        warnings.warn(f"{run_dir}: {path.name} was made with other settings or data; kept as {stale.name}",
+                      stacklevel=4)
