@@ -76,7 +76,7 @@ def jepa_entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = ""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def store_extra(cfg: PipelineConfig) -> dict[str, Any]:
+def jepa_store_extra(cfg: PipelineConfig) -> dict[str, Any]:
     """Store-wide settings compared on open: one sampling rule and frame size per store."""
     return {"sampling": cfg.sampling.model_dump(mode="json"), "frame_size": cfg.encoder.frame_size}
 
@@ -91,7 +91,7 @@ def jepa_store_meta(cfg: PipelineConfig, hidden_size: int) -> StoreMeta:
         layer_convention=LAYER_CONVENTION,
         hidden_size=int(hidden_size),
         storage_dtype=enc.storage_dtype,
-        extra=store_extra(cfg),
+        extra=jepa_store_extra(cfg),
     )
 
 
@@ -310,5 +310,5 @@ __all__ = [
     "jepa_store_meta",
     "plan_encode",
     "run_encode",
-    "store_extra",
+    "jepa_store_extra",
 ]

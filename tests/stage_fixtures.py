@@ -57,13 +57,13 @@ def tiny_config(workdir: Path, root: Path, vjepa: Path, **sections) -> PipelineC
 def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) -> None:
     """A VLM cache with random states of the right layout for ``keys``, each committed with the
     fingerprint extraction would give it (training refuses stale entries)."""
-    from thinkjepa.extract.runner import fingerprint_of, plan_clips, store_extra
+    from thinkjepa.extract.runner import fingerprint_of, plan_clips, vlm_store_extra
 
     fps = {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items}
 
     meta = StoreMeta(kind="vlm", model=cfg.thinker.model, revision=None, layers=list(cfg.thinker.layers),
                      layer_convention="decoder_output_prenorm", hidden_size=VLM_HIDDEN,
-                     storage_dtype="float32", extra=store_extra(cfg))
+                     storage_dtype="float32", extra=vlm_store_extra(cfg))
     rng = np.random.default_rng(seed)
     L = len(cfg.thinker.layers)
     with CacheWriter(cfg.url(cfg.thinker.cache), meta, part="shard-00000-of-00001") as w:
