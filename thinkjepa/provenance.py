@@ -126,10 +126,19 @@ def engine_version(package: str) -> str | None:
     return None
 
 
-def _file_digest(path: Path) -> str:
-    from thinkjepa.data.content import hash_bytes
+def _model_file_digests(files: list[Path]) -> dict[str, str]:
+    """Digests of a model's files, memoised across processes by path, size and mtime (a
+    multi-GB checkpoint is read once, not at every ``tj status``)."""
+    from thinkjepa.data.content import ContentFingerprints
 
-    return hash_bytes(path)
+    memo = ContentFingerprints(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                               / "thinkjepa" / "model-file-digests.json")
+    out = {p.name: memo.bytes_digest(p) for p in files}
+    try:
+        memo.save()
+    except OSError:
+        pass  # a read-only home only costs re-hashing
+    return out
 
 
 _MODEL_MEMO: dict[tuple, dict[str, Any]] = {}
@@ -144,7 +153,7 @@ def model_identity(model: str, revision: str | None = None) -> dict[str, Any]:
             p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".pt", ".pth")))
         key = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files) + (str(folder.resolve()),)
         if key not in _MODEL_MEMO:
-            _MODEL_MEMO[key] = {"local": {p.name: _file_digest(p) for p in files}}
+            _MODEL_MEMO[key] = {"local": _model_file_digests(files)}
         return _MODEL_MEMO[key]
     return {"hub": model, "revision": resolved_revision(model, revision)}
 

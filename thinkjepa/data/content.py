@@ -94,6 +94,18 @@ class ContentFingerprints:
             self.hashed += 1
         return digest
 
+    def bytes_digest(self, path: str | os.PathLike) -> str:
+        """``hash_bytes`` of any file, memoised like ``file`` (model weights: hashed once)."""
+        p = os.path.abspath(path)
+        st = os.stat(p)
+        with self._lock:
+            hit = self._memo.get(p)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = hash_bytes(p, b"bytes-v1")
+        self.record(p, digest, st)
+        return digest
+
     def record(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
         """Remember ``digest`` for the file as it is now (its size and mtime): for a caller that
         knows the content already, e.g. hard links to one file hashed once."""
