@@ -7,9 +7,9 @@ from pathlib import Path
 
 from thinkjepa.config import PipelineConfig
 from thinkjepa.provenance import stage_fingerprint
+from thinkjepa.train import loop
 from thinkjepa.train.checkpoint import SUMMARY, checkpoint_path, seed_run_dir
 from thinkjepa.train.dataset import guidance_mode_for
-from thinkjepa.train.loop import run_training, with_seed
 from thinkjepa.train.run_inputs import run_fingerprint, training_data
 
 
@@ -32,7 +32,7 @@ def train_seeds(
     out: dict[int, tuple[Path, bool]] = {}
     data, code = (training_data(cfg), stage_fingerprint("train")) if skip_finished else (None, None)
     for seed in cfg.train.seeds if seeds is None else seeds:
-        vcfg = with_seed(cfg.for_variant(variant), seed)
+        vcfg = loop.with_seed(cfg.for_variant(variant), seed)
         run_dir = seed_run_dir(cfg.path(vcfg.train.out), variant, seed)
         fingerprint = run_fingerprint(vcfg, variant, guidance_mode_for(vcfg))
         mode = resume
@@ -43,7 +43,7 @@ def train_seeds(
                 continue
             if done is not None and done.get("fingerprint") == fingerprint:
                 mode = "restart"  # finished on other data or code: resuming would keep its weights
-        out[seed] = (run_training(cfg, variant, seed=seed, progress=progress, resume=mode,
+        out[seed] = (loop.run_training(cfg, variant, seed=seed, progress=progress, resume=mode,
                                   allow_stale=allow_stale), True)
     return out
 
