@@ -1,8 +1,11 @@
 """The stage graph behind ``tj run`` / ``tj status``: rerun only what is stale.
 
 Each stage declares the config sections it reads and the stages it consumes. Its *stamp* is
-a hash of those sections, the upstream stamps and (for ``index``) a listing of the dataset
-files. A stage's state comes from what its outputs hold wherever they can say it:
+a hash of those sections, the upstream stamps, (for ``index``) a listing of the dataset
+files, the code, engine versions and model identities that compute it
+(``thinkjepa.provenance``; ``tj status`` names what changed, e.g. ``train/pooling.py
+changed``) and (for ``train``) a brief of the training data (``train.run_inputs.training_data``).
+``tj run --keep STAGE`` keeps a stale output on purpose and the stamp records it. A stage's state comes from what its outputs hold wherever they can say it:
 
 * ``extract`` and ``encode`` (the *shardable* stages) are fresh exactly when every window the
   manifest plans is committed with the fingerprint the config gives it now, whichever command
@@ -11,7 +14,9 @@ files. A stage's state comes from what its outputs hold wherever they can say it
   no dataset file changed since (the dataset listing recorded in its stamp, or, for a
   manifest written by ``tj data index``, no dataset file newer than the manifest);
 * ``train`` and ``eval`` have no per-window outputs: their stamp, written by ``tj run`` when
-  they succeed, says with which inputs they ran.
+  they succeed, says with which inputs they ran; ``train`` is also stale when a run it
+  recorded is no longer finished (a later ``tj-train`` failed or was stopped: ``summary.json``,
+  the run's done mark, is gone).
 
 Stamps live in ``<workdir>/state/<stage>.json`` (``<stage>.<part>.json`` for one shard),
 written atomically and durably (``thinkjepa.cache_schema.fsio``), and carry the inputs they were computed
