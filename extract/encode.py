@@ -25,7 +25,7 @@ import numpy as np
 
 from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, StoreMeta
 from thinkjepa.config import EncoderConfig, PipelineConfig
-from thinkjepa.provenance import record_stage_inputs, stage_fingerprint
+from thinkjepa.provenance import model_key, record_stage_inputs, stage_fingerprint
 from thinkjepa.sampling import TooShortError, Window
 from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, manifest_rows, run_batches
@@ -63,7 +63,7 @@ def jepa_entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = ""
     payload = {
         "fingerprint_version": FINGERPRINT_VERSION,
         "schema_version": SCHEMA_VERSION,
-        "model": enc.model,
+        "model": model_key(enc.model),  # a local folder by content, not its path
         "revision": enc.revision,
         "frame_size": enc.frame_size,
         "storage_dtype": enc.storage_dtype,
@@ -85,7 +85,7 @@ def jepa_store_meta(cfg: PipelineConfig, hidden_size: int) -> StoreMeta:
     enc = cfg.encoder
     return StoreMeta(
         kind="jepa",
-        model=enc.model,
+        model=model_key(enc.model),  # a local folder by content: the store stays valid when moved
         revision=enc.revision,
         layers=[],
         layer_convention=LAYER_CONVENTION,

@@ -18,7 +18,7 @@ from typing import Any
 
 from thinkjepa.cache_schema import SCHEMA_VERSION
 from thinkjepa.config import ThinkerConfig
-from thinkjepa.provenance import stage_fingerprint
+from thinkjepa.provenance import model_key, stage_fingerprint
 
 FINGERPRINT_VERSION = 3
 """Bump when the extraction code changes what it stores for the same settings.
@@ -39,7 +39,7 @@ def fingerprint_payload(
         "fingerprint_version": FINGERPRINT_VERSION,
         "schema_version": SCHEMA_VERSION,
         "backend": thinker.backend,
-        "model": thinker.model,
+        "model": model_key(thinker.model),  # a local folder by content, not its path
         "revision": thinker.revision,
         "layers": [int(x) for x in thinker.layers],
         "layer_convention": layer_convention,

@@ -37,7 +37,7 @@ from thinkjepa.data.video import VideoError
 from thinkjepa.extract.fingerprint import Fingerprinter, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
-from thinkjepa.provenance import record_stage_inputs
+from thinkjepa.provenance import model_key, record_stage_inputs
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
 from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, listing_cache_dir, manifest_rows, run_batches
@@ -179,14 +179,14 @@ def episode_files_digest(cfg: PipelineConfig) -> str | None:
     mtimes), else one stat per episode file."""
     import hashlib
 
-    import pyarrow.parquet as pq
+    from thinkjepa.data.manifest import read_manifest
 
     if cfg.data.root and Path(cfg.data.root).is_dir():
         from thinkjepa.data.listing import dataset_listing
 
         return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
     try:
-        table = pq.read_table(cfg.path(cfg.data.manifest), columns=["annotation_path", "video_path"])
+        table = read_manifest(cfg.path(cfg.data.manifest)).select(["annotation_path", "video_path"])
     except (OSError, KeyError, ValueError):
         return None
     h = hashlib.sha256()
@@ -249,7 +249,7 @@ def vlm_store_meta(cfg: PipelineConfig, *, layers: Sequence[int], layer_conventi
     """The VLM store's settings for this config and an engine's layers / convention / width."""
     return StoreMeta(
         kind="vlm",
-        model=cfg.thinker.model,
+        model=model_key(cfg.thinker.model),  # a local folder by content: the store stays valid when moved
         revision=cfg.thinker.revision,
         layers=[int(x) for x in layers],
         layer_convention=layer_convention,

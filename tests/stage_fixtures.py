@@ -58,10 +58,11 @@ def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) 
     """A VLM cache with random states of the right layout for ``keys``, each committed with the
     fingerprint extraction would give it (training refuses stale entries)."""
     from thinkjepa.extract.runner import fingerprint_of, plan_clips, vlm_store_extra
+    from thinkjepa.provenance import model_key
 
     fps = {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items}
 
-    meta = StoreMeta(kind="vlm", model=cfg.thinker.model, revision=None, layers=list(cfg.thinker.layers),
+    meta = StoreMeta(kind="vlm", model=model_key(cfg.thinker.model), revision=None, layers=list(cfg.thinker.layers),
                      layer_convention="decoder_output_prenorm", hidden_size=VLM_HIDDEN,
                      storage_dtype="float32", extra=vlm_store_extra(cfg))
     rng = np.random.default_rng(seed)
@@ -85,10 +86,10 @@ def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) 
     record_stage_inputs(cfg, "extract")  # as the extraction runner does
 
 
-def private_copy(cfg: PipelineConfig, tmp_path: Path, **train) -> PipelineConfig:
+def private_copy(cfg: PipelineConfig, tmp_path: Path, out: str | None = None, **train) -> PipelineConfig:
     """A copy of ``cfg``'s workdir and episodes (caches, manifest, data) under ``tmp_path``, safe
-    to damage, with ``train`` settings and runs under ``tmp_path/runs``; the manifest is rebuilt
-    for the copied episodes."""
+    to damage, with ``train`` settings and runs under ``out`` (default ``tmp_path/runs``); the
+    manifest is rebuilt for the copied episodes."""
     import shutil
 
     from thinkjepa.data.manifest import build_manifest
@@ -98,7 +99,7 @@ def private_copy(cfg: PipelineConfig, tmp_path: Path, **train) -> PipelineConfig
     shutil.copytree(cfg.data.root, data)
     d = cfg.model_dump()
     d["workdir"], d["data"]["root"] = str(work), str(data)
-    d["train"].update(train, out=str(tmp_path / "runs"))
+    d["train"].update(train, out=out or str(tmp_path / "runs"))
     out = PipelineConfig.model_validate(d)
     build_manifest(out.data.root, out.path(out.data.manifest), out.data, out.sampling)
     return out

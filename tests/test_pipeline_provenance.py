@@ -135,3 +135,26 @@ def test_keep_records_an_output_kept_on_purpose(trained, tmp_path, monkeypatch):
     assert not row["stale"] and row["kept"] == ["train/pooling.py changed"]
     with pytest.raises(ValueError, match="--keep extract"):
         pipeline.run(cfg, ["extract"], keep=["extract"])
+
+
+def test_a_copied_workdir_reruns_nothing(tiny_pipeline, tmp_path):
+    cfg = private_copy(tiny_pipeline, tmp_path / "first", out="{workdir}/train", max_steps=2, batch_size=2,
+                       checkpoint_every=100, seeds=[0])
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"variants": ["jepa_only"]})})
+    pipeline.run(cfg, ["index"], force=True)
+    pipeline.run(cfg)
+    assert not any(r["stale"] for r in _rows(cfg).values())
+    # the workdir and its data copied elsewhere together (as `cp -a` does, or a mount at another path)
+    copy = tmp_path / "elsewhere"
+    for old in (Path(cfg.workdir), Path(cfg.data.root)):
+        shutil.copytree(old, copy / old.name)
+    d = cfg.model_dump()
+    d["workdir"], d["data"]["root"] = str(copy / "work"), str(copy / "data")
+    moved = PipelineConfig.model_validate(d)
+    rows = _rows(moved)
+    assert not any(r["stale"] for r in rows.values()), {n: r["reasons"] for n, r in rows.items()}
+    assert all(outcome == "fresh" for _, outcome in pipeline.run(moved))
+    from thinkjepa.data.manifest import read_manifest
+
+    paths = read_manifest(moved.path(moved.data.manifest)).column("video_path").to_pylist()
+    assert all(p.startswith(str(copy / "data")) for p in paths)  # the copy's episodes, not the original's

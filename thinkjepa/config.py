@@ -293,8 +293,14 @@ class PipelineConfig(_Section):
         return PipelineConfig.model_validate(data)
 
     def section_fingerprint(self, *sections: str) -> str:
-        """Stable hash of the named sections: what a stage's outputs depend on."""
-        payload = {s: _get_dotted(self.model_dump(mode="json"), s) for s in sections}
+        """Stable hash of the named sections: what a stage's outputs depend on. Place-free
+        (``provenance.portable``): a copied or moved workdir keeps its fingerprints."""
+        from thinkjepa.provenance import portable
+
+        dump = self.model_dump(mode="json")
+        if dump["data"].get("root"):  # the data is identified by its listing (the index stamp), not its place
+            dump["data"]["root"] = "{data.root}"
+        payload = portable({s: _get_dotted(dump, s) for s in sections}, self.workdir)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -158,6 +158,39 @@ def model_identity(model: str, revision: str | None = None) -> dict[str, Any]:
     return {"hub": model, "revision": resolved_revision(model, revision)}
 
 
+def model_key(model: str) -> str:
+    """A model as fingerprints name it: a local folder by its content (``local:<digest>``),
+    anything else (a hub id) as written. Moving or copying the folder keeps the key."""
+    if Path(model).is_dir() and (Path(model) / "config.json").is_file():
+        return "local:" + digest(model_identity(model))
+    return model
+
+
+def portable(value: Any, workdir: str | os.PathLike) -> Any:
+    """``value`` (a config dump) with what names a place made place-free: local model folders
+    by ``model_key``, paths inside ``workdir`` as ``{workdir}/...``. Stamps and fingerprints
+    hash this form, so a workdir copied or mounted elsewhere keeps them."""
+    base = str(Path(workdir).resolve())
+    raw = str(workdir)
+
+    def one(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: one(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        if not isinstance(v, str) or "/" not in v:
+            return v
+        key = model_key(v)
+        if key != v:
+            return key
+        for prefix in (base, raw):
+            if v == prefix or v.startswith(prefix.rstrip("/") + "/"):
+                return "{workdir}" + v[len(prefix.rstrip("/")):]
+        return v
+
+    return one(value)
+
+
 def resolved_revision(model: str, revision: str | None) -> str | None:
     """The commit the local Hugging Face cache holds for ``model`` at ``revision`` (what
     transformers records as ``config._commit_hash``), else ``revision`` as configured."""
@@ -244,6 +277,7 @@ def describe_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[st
 
 
 __all__ = ["ENGINE_OVERRIDES", "SOURCE_ROOT", "STAGE_CODE", "STAGE_ENGINES", "code_digest", "code_files",
-           "describe_changes", "digest", "engine_version", "inputs_path", "model_identity", "module_digest",
+           "describe_changes", "digest", "engine_version", "inputs_path", "model_identity", "model_key", "module_digest",
+           "portable",
            "record_stage_inputs", "recorded_stage_inputs", "resolved_revision", "stage_fingerprint", "stage_inputs",
            "stage_models"]

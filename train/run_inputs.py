@@ -18,6 +18,7 @@ from typing import Any
 
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.config import PipelineConfig
+from thinkjepa.provenance import model_key
 
 INPUTS_FILE = "inputs.json"
 
@@ -46,9 +47,10 @@ def check_caches(cfg: PipelineConfig, jepa: CacheReader, vlm: CacheReader | None
     for name, reader, section, want in (("JEPA", jepa, "encoder", cfg.encoder), ("VLM", vlm, "thinker", cfg.thinker)):
         if reader is None:
             continue
+        expected = {"model": model_key(want.model), "revision": want.revision, "storage_dtype": want.storage_dtype}
         problems += [f"{name} cache {reader.url}: {k} is {getattr(reader.meta, k)!r}, config {section}.{k} is "
                      f"{getattr(want, k)!r}" + (" (the cache holds states of another model)" if k == "model" else "")
-                     for k in ("model", "revision", "storage_dtype") if getattr(reader.meta, k) != getattr(want, k)]
+                     for k, v in expected.items() if getattr(reader.meta, k) != v]
         stored, sampling = reader.meta.extra.get("sampling"), cfg.sampling.model_dump(mode="json")
         if stored is not None and stored != sampling:
             diff = [f"{k}: cache {stored.get(k)!r}, config {sampling[k]!r}" for k in sampling if stored.get(k) != sampling[k]]
@@ -96,6 +98,12 @@ def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: st
     return set(stale)
 
 
+def _row_brief(row: dict) -> dict[str, str]:
+    """A manifest row without where its files lie (their content is in the entries'
+    fingerprints): a workdir copied or mounted elsewhere keeps its training-data brief."""
+    return {k: str(v) for k, v in sorted(row.items()) if k not in ("video_path", "annotation_path")}
+
+
 def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | None = None) -> dict[str, str]:
     """A brief of the data every training run of ``cfg`` reads, cheap enough for ``tj status``:
     the manifest rows of the train and val splits and the identity (fingerprint and
@@ -111,7 +119,7 @@ def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | 
         return {"manifest": "missing"}
     rows = [r for r in read_manifest(path).to_pylist() if r["split"] in ("train", "val")]
     clips = {str(r["clip_id"]) for r in rows}
-    out = {"manifest": sha(sorted((str(r["clip_id"]), {k: str(v) for k, v in sorted(r.items())}) for r in rows))}
+    out = {"manifest": sha(sorted((str(r["clip_id"]), _row_brief(r)) for r in rows))}
     for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):
         reader = (readers or {}).get(name)
         if reader is None and not store_exists(url):
@@ -145,7 +153,7 @@ def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], readers: d
     rows = table.to_pylist() if hasattr(table, "to_pylist") else table.to_dict("records")
     return {
         "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()[:16],
-        "manifest_rows": {str(r["clip_id"]): _sha({k: str(v) for k, v in sorted(r.items())}) for r in rows},
+        "manifest_rows": {str(r["clip_id"]): _sha(_row_brief(r)) for r in rows},
         "stores": {name: store_id(r) for name, r in readers.items()},
         "entries": entries,
         "windows": {s: list(ids) for s, ids in window_ids.items()},

@@ -19,6 +19,7 @@ of the previous manifest whose files have the same size and mtime are kept witho
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -301,7 +302,7 @@ def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig,
     if path is None or not path.is_file():
         return {}
     try:
-        table = pq.read_table(path)
+        table = _with_paths(pq.read_table(path), path, relative=False)
         prov = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
     except (OSError, ValueError, pa.ArrowException):
         return {}
@@ -411,9 +412,27 @@ def build_manifest(
     from thinkjepa.cache_schema.fsio import atomic_write_bytes
 
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(_with_paths(table, out, relative=True), sink)
     atomic_write_bytes(out, sink.getvalue().to_pybytes())
     return table, problems
+
+
+_PATH_COLUMNS = ("video_path", "annotation_path")
+
+
+def _with_paths(table: pa.Table, manifest: Path, *, relative: bool) -> pa.Table:
+    """Episode paths as stored (relative to the manifest's folder, so a workdir copied or
+    mounted elsewhere with its data keeps a valid manifest) or as read (absolute). Absolute
+    paths already stored (older manifests) are read as they are."""
+    base = str(Path(manifest).resolve().parent)
+    for col in _PATH_COLUMNS:
+        if col not in table.column_names:
+            continue
+        vals = [v if v is None or os.path.isabs(v) != relative else
+                (os.path.relpath(v, base) if relative else os.path.normpath(os.path.join(base, v)))
+                for v in table.column(col).to_pylist()]
+        table = table.set_column(table.column_names.index(col), col, pa.array(vals, pa.string()))
+    return table
 
 
 def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) -> pa.Table:
@@ -425,6 +444,7 @@ def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) ->
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a clips manifest: missing column(s) {', '.join(missing)}")
+    table = _with_paths(table, path, relative=False)
     return filter_split(table, split) if split is not None else table
 
 
