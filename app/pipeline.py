@@ -1,8 +1,11 @@
 """The stage graph behind ``tj run`` / ``tj status``: rerun only what is stale.
 
 Each stage declares the config sections it reads and the stages it consumes. Its *stamp* is
-a hash of those sections, the upstream stamps and (for ``index``) a listing of the dataset
-files. A stage's state comes from what its outputs hold wherever they can say it:
+a hash of those sections, the upstream stamps, (for ``index``) a listing of the dataset
+files, the code, engine versions and model identities that compute it
+(``thinkjepa.provenance``; ``tj status`` names what changed, e.g. ``train/pooling.py
+changed``) and (for ``train``) a brief of the training data (``train.run_inputs.training_data``).
+``tj run --keep STAGE`` keeps a stale output on purpose and the stamp records it. A stage's state comes from what its outputs hold wherever they can say it:
 
 * ``extract`` and ``encode`` (the *shardable* stages) are fresh exactly when every window the
   manifest plans is committed with the fingerprint the config gives it now, whichever command
@@ -11,7 +14,9 @@ files. A stage's state comes from what its outputs hold wherever they can say it
   no dataset file changed since (the dataset listing recorded in its stamp, or, for a
   manifest written by ``tj data index``, no dataset file newer than the manifest);
 * ``train`` and ``eval`` have no per-window outputs: their stamp, written by ``tj run`` when
-  they succeed, says with which inputs they ran.
+  they succeed, says with which inputs they ran; ``train`` is also stale when a run it
+  recorded is no longer finished (a later ``tj-train`` failed or was stopped: ``summary.json``,
+  the run's done mark, is gone).
 
 Stamps live in ``<workdir>/state/<stage>.json`` (``<stage>.<part>.json`` for one shard),
 written atomically and durably (``thinkjepa.cache_schema.fsio``), and carry the inputs they were computed
@@ -90,7 +95,7 @@ def _raise_on_failures(stage: str, failed: dict[str, str], where: str) -> None:
 
 
 def _run_train(cfg: PipelineConfig, partial: bool = False) -> dict[str, Any]:
-    from thinkjepa.train.loop import train_seeds
+    from thinkjepa.train.seeds import train_seeds
 
     results = {}
     for variant in cfg.eval.variants:
@@ -173,12 +178,40 @@ def _config_stamp(cfg: PipelineConfig, stage: Stage, listing: DatasetListing) ->
     return payload
 
 
+def _provenance(stage: Stage, cfg: PipelineConfig) -> dict[str, Any]:
+    """Code, engines and model identities of the stage (``thinkjepa.provenance``)."""
+    from thinkjepa.provenance import stage_inputs, stage_models
+
+    return stage_inputs(stage.name, stage_models(stage.name, cfg))
+
+
+def _data(stage: Stage, cfg: PipelineConfig) -> dict[str, str] | None:
+    """What train reads beyond its upstream stamps: the manifest and every cache entry's
+    identity. Re-extracted or re-encoded windows (an edited episode) change it."""
+    if stage.name != "train":
+        return None
+    from thinkjepa.train.run_inputs import training_data
+
+    return training_data(cfg)
+
+
+def _runs(stage: Stage, cfg: PipelineConfig) -> dict[str, str | None] | None:
+    if stage.name != "train":
+        return None
+    from thinkjepa.train.seeds import finished_runs
+
+    return finished_runs(cfg)
+
+
 def compute_stamps(cfg: PipelineConfig, listing: DatasetListing | None = None) -> dict[str, str]:
     """The stamp each stage would carry if it ran now (upstream stamps folded in)."""
+    from thinkjepa.provenance import digest
+
     listing = listing or _listing(cfg)
     stamps: dict[str, str] = {}
     for stage in STAGES:
         h = hashlib.sha256(_config_stamp(cfg, stage, listing).encode())
+        h.update(digest([_provenance(stage, cfg), _data(stage, cfg)]).encode())
         for up in stage.upstream:
             h.update(stamps[up].encode())
         stamps[stage.name] = h.hexdigest()[:16]
@@ -225,9 +258,11 @@ def _write_state(
     *,
     part: str | None = None,
     partial: dict[str, str] | None = None,
+    kept: list[str] | None = None,
 ) -> Path:
     """The stamp of a successful run: what it ran on (every input it was computed from), when,
-    and what it did. Atomic and durable: a crash leaves the old stamp or the new one."""
+    and what it did. Atomic and durable: a crash leaves the old stamp or the new one.
+    ``kept``: the stage did not run; its output was kept on purpose despite these reasons."""
     state = {
         "stage": stage.name,
         "stamp": stamps[stage.name],
@@ -239,6 +274,10 @@ def _write_state(
         ),
         "manifest": _file_identity(cfg.path(cfg.data.manifest)),
         "upstream": {u: stamps[u] for u in stage.upstream},
+        "provenance": _provenance(stage, cfg),
+        "data": _data(stage, cfg),
+        "kept": kept or None,
+        "runs": _runs(stage, cfg),
         "part": part,
         "partial": partial or None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -322,6 +361,40 @@ def _index_reasons(cfg: PipelineConfig, stage: Stage, state: dict | None, listin
     return ["inputs changed: " + ", ".join(changed)] if changed else []
 
 
+def _newest_state(states: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(states, key=lambda st: st.get("finished_at") or "", default=None)
+
+
+def _provenance_reasons(stage: Stage, cfg: PipelineConfig, state: dict[str, Any] | None) -> list[str]:
+    """Code, engine or model changes since the stamp was written, named (``train/pooling.py
+    changed``, ``vllm 0.32.0 -> 0.33.0``, ``thinker revision abc -> def``)."""
+    from thinkjepa.provenance import describe_changes, recorded_stage_inputs
+
+    # shardable stages: what their runner recorded last, whichever command ran it
+    old = recorded_stage_inputs(cfg.workdir, stage.name) if stage.name in SHARDABLE else None
+    old = old or (state or {}).get("provenance")  # None: a stamp of an older version, settings decide
+    return describe_changes(old, _provenance(stage, cfg))
+
+
+def _training_reasons(cfg: PipelineConfig, state: dict[str, Any]) -> list[str]:
+    """Training data changed since the stamp (re-extracted / re-encoded windows, another
+    manifest), or a run that is not finished under the settings it would get now (a failed
+    or interrupted ``tj-train``)."""
+    from thinkjepa.train.seeds import finished_runs
+
+    out = []
+    old, new = state.get("data"), _data(_stage("train"), cfg)
+    if old is not None and old != new:
+        what = [k for k in sorted(set(old) | set(new or {})) if old.get(k) != (new or {}).get(k)]
+        out.append("training data changed: " + ", ".join(what))
+    now = finished_runs(cfg)
+    bad = [name for name, fp in (state.get("runs") or {}).items() if now.get(name) != fp]
+    if bad:
+        out.append("runs not finished as the stamp recorded them (a later tj-train failed, was stopped or "
+                   "retrained them): " + ", ".join(bad))
+    return out
+
+
 def _newest(states: list[dict[str, Any] | None], key: str = "finished_at") -> str | None:
     times = [s.get(key) for s in states if s and s.get(key)]
     return max(times) if times else None
@@ -343,8 +416,12 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
         for up in stage.upstream:
             if by_name[up]["stale"]:
                 reasons.append(f"upstream {up} is stale")
+        if stage.name != "index":
+            reasons += _provenance_reasons(stage, cfg, state or _newest_state(_shard_states(cfg, stage.name)))
         if stage.name == "index":
             reasons += _index_reasons(cfg, stage, state, listing)
+            if state is not None and state.get("manifest") == _file_identity(cfg.path(cfg.data.manifest)):
+                reasons += _provenance_reasons(stage, cfg, state)
             last = state.get("finished_at") if state else None
         elif stage.name in SHARDABLE:
             try:
@@ -375,6 +452,8 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
                 for up in stage.upstream:
                     if not by_name[up]["stale"] and state.get("upstream", {}).get(up) != stamps[up]:
                         reasons.append(f"upstream {up} was rerun")
+                if stage.name == "train":
+                    reasons += _training_reasons(cfg, state)
                 if state.get("partial"):
                     row["partial"] = state["partial"]
                     reasons.append("ran with --allow-partial on incomplete inputs ("
@@ -383,7 +462,8 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
         if reasons and row["next"] is None:
             waits = [u for u in stage.upstream if by_name[u]["stale"]]
             row["next"] = f"tj run {stage.name}" + (f" (once {', '.join(waits)} is fresh)" if waits else "")
-        row.update(stale=bool(reasons), reasons=reasons, last_run=last, result=state.get("result") if state else None)
+        row.update(stale=bool(reasons), reasons=reasons, last_run=last, result=state.get("result") if state else None,
+                   kept=state.get("kept") if state else None)
         rows.append(row)
         by_name[stage.name] = row
     return rows
@@ -413,23 +493,33 @@ def run(
     shard: tuple[int, int] | None = None,
     allow_partial: bool = False,
     dry_run: bool = False,
+    keep: list[str] | None = None,
 ) -> list[tuple[str, str]]:
     """Run the stale stages among ``stages`` (default: all) in order.
 
-    Returns ``(stage, "ran" | "fresh" | "left")`` pairs (``dry_run``: ``"would run"`` instead
-    of running, each with a ``would run`` event carrying the reasons; no stage, stamp or config
-    is written (only the status memos ``status`` refreshes), and a stage that would run counts
-    as fresh for the stages after it). A stage's upstream must be fresh; a
+    Returns ``(stage, "ran" | "fresh" | "left" | "kept")`` pairs (``dry_run``: ``"would run"``
+    instead of running, each with a ``would run`` event carrying the reasons; no stage, stamp or
+    config is written (only the status memos ``status`` refreshes), and a stage that would run
+    counts as fresh for the stages after it). ``keep``: stale stages whose output is kept on
+    purpose, their stamp recording the overridden reasons. A stage's upstream must be fresh; a
     stage that consumes a shardable stage refuses while a shard of it is pending (listing the
     shards) unless ``allow_partial``. ``shard = (I, N)``: run only shard I of the shardable
     stages; the others are ``left`` to the job that runs once every shard is done (``index``
     must then be fresh already: every shard reads the same manifest).
+
+    ``keep``: stages whose output is kept on purpose although stale (a code or engine change
+    the user knows to be harmless): their stamp is rewritten with the current inputs and
+    records the reasons it overrode (``kept``); the outcome is ``kept``.
     """
     from thinkjepa.shards import part_name, validate_shard
 
     wanted = list(stages) if stages else list(STAGE_NAMES)
-    for name in wanted:
+    for name in [*wanted, *(keep or [])]:
         _stage(name)
+    for name in keep or []:
+        if name in SHARDABLE:
+            raise ValueError(f"--keep {name}: its entries carry their own fingerprints (code and engines included), "
+                             "so a kept store would still read as stale; rerun it, or keep the stages after it")
     part = None
     if shard is not None:
         validate_shard(*shard)
@@ -478,6 +568,13 @@ def run(
         if not row["stale"] and not force:
             done.append((stage.name, "fresh"))
             event(stage.name, "fresh", {})
+            continue
+        if stage.name in (keep or []) and row["stale"] and not dry_run:
+            _write_state(cfg, stage, compute_stamps(cfg, listing), listing, row.get("result") or {},
+                         partial=partial, kept=row["reasons"])
+            done.append((stage.name, "kept"))
+            event(stage.name, "kept", {"reasons": row["reasons"]})
+            rows = {r["stage"]: r for r in status(cfg, listing)}
             continue
         if dry_run:
             planned.add(stage.name)

@@ -54,7 +54,7 @@ def build(workdir: Path, episodes: int, windows_per_clip: int):
     from thinkjepa.data.manifest import build_manifest
     from thinkjepa.data.synth import synthesize_dataset
     from thinkjepa.extract.encode import run_encode
-    from thinkjepa.extract.runner import store_extra
+    from thinkjepa.extract.runner import vlm_store_extra
     from thinkjepa.tiny.vjepa2 import build_tiny_vjepa2
     from thinkjepa.train.dataset import split_windows
 
@@ -77,7 +77,7 @@ def build(workdir: Path, episodes: int, windows_per_clip: int):
     keys = [r.key for s in ("train", "val", "test") for r in split_windows(cfg, s)]
     meta = StoreMeta(kind="vlm", model="bench-thinker", revision=None, layers=THINKER_LAYERS,
                      layer_convention="decoder_output_prenorm", hidden_size=THINKER_HIDDEN,
-                     storage_dtype="float16", extra=store_extra(cfg))
+                     storage_dtype="float16", extra=vlm_store_extra(cfg))
     rng = np.random.default_rng(0)
     with CacheWriter(cfg.url(cfg.thinker.cache), meta, part="shard-00000-of-00001") as w:
         done = set(w.keys())

@@ -126,9 +126,9 @@ def train_step(smoke: bool, out: Path) -> None:
     import torch
 
     from thinkjepa.config import ModelConfig, TrainConfig
-    from thinkjepa.train.loop import param_groups
     from thinkjepa.train.losses import compute_loss
     from thinkjepa.train.model import ThinkJEPA
+    from thinkjepa.train.schedule import param_groups
 
     if smoke:
         cfg = ModelConfig(pred_depth=2, pred_width=32, pred_heads=2, guidance_dim=16, film_hidden=32, head_hidden=32,

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from thinkjepa.config import PipelineConfig
 from thinkjepa.evaluate.errors import joint_errors
 from thinkjepa.evaluate.latent import LatentStep
-from thinkjepa.train.checkpoint import checkpoint_path, load_trained_model, seed_run_dir
+from thinkjepa.train.checkpoint import check_finished, checkpoint_path, load_trained_model, seed_run_dir
 from thinkjepa.train.dataset import WindowDataset, WindowRef
 from thinkjepa.train.hub import CONFIG, read_config
 from thinkjepa.train.model import ThinkJEPA, gates_tanh
@@ -158,6 +158,7 @@ def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
         return (model.cuda() if torch.cuda.is_available() else model), {
             "path": str(run_dir), **{k: conf.get(k) for k in ("step", "best_val_ade", "fingerprint")}}
     model, payload = load_trained_model(run_dir, "best", map_location="cpu")
+    check_finished(run_dir, payload.get("fingerprint"))
     if torch.cuda.is_available():
         model = model.cuda()
     info = {

@@ -25,6 +25,7 @@ import numpy as np
 
 from thinkjepa.cache_schema import SCHEMA_VERSION, CacheWriter, JEPAEntry, StoreMeta
 from thinkjepa.config import EncoderConfig, PipelineConfig
+from thinkjepa.provenance import model_key, record_stage_inputs, stage_fingerprint
 from thinkjepa.sampling import TooShortError, Window
 from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, manifest_rows, run_batches
@@ -50,13 +51,19 @@ class EncodeItem:
     """Content fingerprint of the episode (``thinkjepa.data.content``)."""
 
 
-def entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "") -> str:
+def encode_stage_fingerprint(enc: EncoderConfig) -> str:
+    """The encode code, engines and the encoder's identity (``thinkjepa.provenance``)."""
+    return stage_fingerprint("encode", {"encoder": (enc.model, enc.revision)})
+
+
+def jepa_entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "", stage: str | None = None) -> str:
     """Everything a JEPA entry's arrays depend on (settings of the whole store included, so an
-    entry stands on its own)."""
+    entry stands on its own). ``stage``: ``encode_stage_fingerprint(enc)``, computed once by
+    callers that fingerprint many windows."""
     payload = {
         "fingerprint_version": FINGERPRINT_VERSION,
         "schema_version": SCHEMA_VERSION,
-        "model": enc.model,
+        "model": model_key(enc.model),  # a local folder by content, not its path
         "revision": enc.revision,
         "frame_size": enc.frame_size,
         "storage_dtype": enc.storage_dtype,
@@ -64,11 +71,12 @@ def entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "") -> 
         "past": [int(f) for f in window.past],
         "future": [int(f) for f in window.future],
         "episode": episode,
+        "stage": stage if stage is not None else encode_stage_fingerprint(enc),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def store_extra(cfg: PipelineConfig) -> dict[str, Any]:
+def jepa_store_extra(cfg: PipelineConfig) -> dict[str, Any]:
     """Store-wide settings compared on open: one sampling rule and frame size per store."""
     return {"sampling": cfg.sampling.model_dump(mode="json"), "frame_size": cfg.encoder.frame_size}
 
@@ -77,13 +85,13 @@ def jepa_store_meta(cfg: PipelineConfig, hidden_size: int) -> StoreMeta:
     enc = cfg.encoder
     return StoreMeta(
         kind="jepa",
-        model=enc.model,
+        model=model_key(enc.model),  # a local folder by content: the store stays valid when moved
         revision=enc.revision,
         layers=[],
         layer_convention=LAYER_CONVENTION,
         hidden_size=int(hidden_size),
         storage_dtype=enc.storage_dtype,
-        extra=store_extra(cfg),
+        extra=jepa_store_extra(cfg),
     )
 
 
@@ -172,15 +180,16 @@ def _plan_clips(cfg: PipelineConfig, n: int, only_shard: int | None = None):
 
 
 def fingerprints(enc: EncoderConfig, items: Sequence[EncodeItem]) -> dict[str, str]:
-    """``{key: entry_fingerprint}`` of ``items``: what the runner commits and status compares
+    """``{key: jepa_entry_fingerprint}`` of ``items``: what the runner commits and status compares
     against (memoised: the frames and the episode are all that vary, shared by many windows)."""
     memo: dict[tuple, str] = {}
     out: dict[str, str] = {}
+    stage = encode_stage_fingerprint(enc)
     for it in items:
         k = (it.window.past, it.window.future, it.episode)
         got = memo.get(k)
         if got is None:
-            got = memo[k] = entry_fingerprint(enc, it.window, it.episode)
+            got = memo[k] = jepa_entry_fingerprint(enc, it.window, it.episode, stage)
         out[it.key] = got
     return out
 
@@ -197,7 +206,7 @@ def encode_status(cfg: PipelineConfig, shards: int | None = None, list_limit: in
     inputs = {
         "manifest": file_identity(cfg.path(cfg.data.manifest)), "settings": cfg.section_fingerprint("encoder", "sampling"),
         "episodes": episode_files_digest(cfg), "version": FINGERPRINT_VERSION, "shards": shards,
-        "list_limit": list_limit,
+        "list_limit": list_limit, "stage": encode_stage_fingerprint(cfg.encoder),
     }
     return cached_status(cfg, "encode", reader, inputs, lambda: _encode_status(cfg, url, reader, shards, list_limit))
 
@@ -284,6 +293,7 @@ def run_encode(
         )
     finally:
         writer.close()
+    record_stage_inputs(cfg, "encode")
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -294,10 +304,11 @@ __all__ = [
     "JepaEncoder",
     "LAYER_CONVENTION",
     "encode_status",
-    "entry_fingerprint",
+    "encode_stage_fingerprint",
+    "jepa_entry_fingerprint",
     "fingerprints",
     "jepa_store_meta",
     "plan_encode",
     "run_encode",
-    "store_extra",
+    "jepa_store_extra",
 ]

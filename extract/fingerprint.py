@@ -18,10 +18,12 @@ from typing import Any
 
 from thinkjepa.cache_schema import SCHEMA_VERSION
 from thinkjepa.config import ThinkerConfig
+from thinkjepa.provenance import model_key, stage_fingerprint
 
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
 """Bump when the extraction code changes what it stores for the same settings.
-2: the episode's content fingerprint (``thinkjepa.data.content``) is part of it."""
+2: the episode's content fingerprint (``thinkjepa.data.content``) is part of it.
+3: the stage fingerprint (code, engines, model identity: ``thinkjepa.provenance``) is part of it."""
 
 
 def fingerprint_payload(
@@ -32,12 +34,12 @@ def fingerprint_payload(
     frame_indices: Sequence[int],
     episode: str = "",
 ) -> dict[str, Any]:
-    """The fields hashed by ``entry_fingerprint`` (also kept in the entry's provenance)."""
+    """The fields hashed by ``vlm_entry_fingerprint`` (also kept in the entry's provenance)."""
     return {
         "fingerprint_version": FINGERPRINT_VERSION,
         "schema_version": SCHEMA_VERSION,
         "backend": thinker.backend,
-        "model": thinker.model,
+        "model": model_key(thinker.model),  # a local folder by content, not its path
         "revision": thinker.revision,
         "layers": [int(x) for x in thinker.layers],
         "layer_convention": layer_convention,
@@ -50,10 +52,12 @@ def fingerprint_payload(
         "user_text": user_text,
         "frame_indices": [int(x) for x in frame_indices],
         "episode": episode,
+        # the extraction code, engines and the thinker's identity (thinkjepa.provenance)
+        "stage": stage_fingerprint("extract", {"thinker": (thinker.model, thinker.revision)}),
     }
 
 
-def entry_fingerprint(
+def vlm_entry_fingerprint(
     thinker: ThinkerConfig,
     *,
     layer_convention: str,
@@ -69,7 +73,7 @@ def entry_fingerprint(
 
 
 class Fingerprinter:
-    """``entry_fingerprint`` for many windows of one config at a fraction of the cost (planning
+    """``vlm_entry_fingerprint`` for many windows of one config at a fraction of the cost (planning
     a 100k-clip manifest): the JSON of the fixed fields is made once and the per-window fields
     (frames, user text, episode) are spliced in, giving byte-for-byte the same text and so the
     same digest."""

@@ -37,6 +37,7 @@ from thinkjepa.data.video import VideoError
 from thinkjepa.extract.fingerprint import Fingerprinter, fingerprint_payload
 from thinkjepa.extract.layers import LAYER_CONVENTION
 from thinkjepa.extract.prompt import build_prompt, prompt_metadata, read_clip_metadata, validate_template
+from thinkjepa.provenance import model_key, record_stage_inputs
 from thinkjepa.sampling import TooShortError, Window, windows_for_clip
 from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, listing_cache_dir, manifest_rows, run_batches
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class WorkItem:
+class ExtractItem:
     """One window to extract: its cache key and everything its entry depends on."""
 
     key: str
@@ -67,7 +68,7 @@ class WorkItem:
 class ClipPlan:
     clip_id: str
     shard: int
-    items: list[WorkItem] = field(default_factory=list)
+    items: list[ExtractItem] = field(default_factory=list)
     problem: str | None = None
     """Why the clip yields no window (too short for the sampling rule), if so."""
     failed_keys: list[str] = field(default_factory=list)
@@ -77,7 +78,7 @@ class ClipPlan:
 ExtractSummary = ShardSummary
 
 
-def fingerprints_of(cfg: PipelineConfig, items: Sequence[WorkItem]) -> list[str]:
+def fingerprints_of(cfg: PipelineConfig, items: Sequence[ExtractItem]) -> list[str]:
     """The extraction fingerprint of each item: what the runner commits and what status and
     training compare against (one ``Fingerprinter`` for all; the episode's content
     fingerprint, set by ``plan_clips``, is part of it)."""
@@ -85,7 +86,7 @@ def fingerprints_of(cfg: PipelineConfig, items: Sequence[WorkItem]) -> list[str]
     return [fp(user_text=it.user_text, frame_indices=it.window.thinker, episode=it.episode) for it in items]
 
 
-def fingerprint_of(cfg: PipelineConfig, item: WorkItem) -> str:
+def fingerprint_of(cfg: PipelineConfig, item: ExtractItem) -> str:
     return fingerprints_of(cfg, [item])[0]
 
 
@@ -178,14 +179,14 @@ def episode_files_digest(cfg: PipelineConfig) -> str | None:
     mtimes), else one stat per episode file."""
     import hashlib
 
-    import pyarrow.parquet as pq
+    from thinkjepa.data.manifest import read_manifest
 
     if cfg.data.root and Path(cfg.data.root).is_dir():
         from thinkjepa.data.listing import dataset_listing
 
         return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
     try:
-        table = pq.read_table(cfg.path(cfg.data.manifest), columns=["annotation_path", "video_path"])
+        table = read_manifest(cfg.path(cfg.data.manifest)).select(["annotation_path", "video_path"])
     except (OSError, KeyError, ValueError):
         return None
     h = hashlib.sha256()
@@ -230,7 +231,7 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
             continue
         episode = episode_or_placeholder(content, str(row["video_path"]), str(row["annotation_path"]))
         plan.items = [
-            WorkItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text, episode)
+            ExtractItem(w.window_id, clip_id, w, str(row["video_path"]), float(row["fps"]), user_text, episode)
             for w in windows
         ]
     prompts.save()
@@ -238,7 +239,7 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
     return plans
 
 
-def store_extra(cfg: PipelineConfig) -> dict[str, Any]:
+def vlm_store_extra(cfg: PipelineConfig) -> dict[str, Any]:
     """Store-wide settings kept in ``StoreMeta.extra``: one sampling rule per store, so training
     never mixes windows cut by different rules."""
     return {"sampling": cfg.sampling.model_dump(mode="json")}
@@ -248,13 +249,13 @@ def vlm_store_meta(cfg: PipelineConfig, *, layers: Sequence[int], layer_conventi
     """The VLM store's settings for this config and an engine's layers / convention / width."""
     return StoreMeta(
         kind="vlm",
-        model=cfg.thinker.model,
+        model=model_key(cfg.thinker.model),  # a local folder by content: the store stays valid when moved
         revision=cfg.thinker.revision,
         layers=[int(x) for x in layers],
         layer_convention=layer_convention,
         hidden_size=int(hidden_size),
         storage_dtype=cfg.thinker.storage_dtype,
-        extra=store_extra(cfg),
+        extra=vlm_store_extra(cfg),
     )
 
 
@@ -290,7 +291,7 @@ def _check_backend(cfg: PipelineConfig, backend: ThinkerBackend) -> None:
         raise ValueError(f"backend stores layers as {backend.layer_convention!r}, expected {LAYER_CONVENTION!r}")
 
 
-def _to_entry(item: WorkItem, out: ThinkerOutput, fingerprint: str, provenance: dict[str, Any]) -> VLMEntry:
+def _to_entry(item: ExtractItem, out: ThinkerOutput, fingerprint: str, provenance: dict[str, Any]) -> VLMEntry:
     return VLMEntry(
         key=item.key,
         prefill=out.prefill,
@@ -337,7 +338,7 @@ def _extract_batch(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> l
 
 def plan_shard(
     cfg: PipelineConfig, shard: tuple[int, int]
-) -> tuple[list[ClipPlan], list[WorkItem], list[WorkItem], CacheReader | None]:
+) -> tuple[list[ClipPlan], list[ExtractItem], list[ExtractItem], CacheReader | None]:
     """Shard ``(I, N)``'s clip plans, its work items, those still to do (not committed with the
     fingerprint they get now), and the store's reader (None before the first commit)."""
     i, n = validate_shard(*shard)
@@ -405,13 +406,14 @@ def run_shard(
         with CacheWriter(url, reader.meta, part=summary.part) as writer:
             for clip_id, problem in summary.failed.items():
                 writer.record_failure(clip_id, problem)
+    record_stage_inputs(cfg, "extract")
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _run_items(
     cfg: PipelineConfig,
-    todo: list[WorkItem],
+    todo: list[ExtractItem],
     backend: ThinkerBackend,
     writer: CacheWriter,
     summary: ExtractSummary,
@@ -423,7 +425,7 @@ def _run_items(
 
     th = cfg.thinker
 
-    def decode(group: list[WorkItem]) -> Callable[[WorkItem], ThinkerRequest]:
+    def decode(group: list[ExtractItem]) -> Callable[[ExtractItem], ThinkerRequest]:
         wanted = sorted({f for it in group for f in it.frame_indices})
         frames = decode_frames(group[0].video_path, wanted, th.frame_size)
         pos = {f: j for j, f in enumerate(wanted)}
@@ -432,7 +434,7 @@ def _run_items(
             fps=it.fps, user_text=it.user_text,
         )
 
-    def run_batch(items: list[WorkItem], requests: list[ThinkerRequest]) -> list[Any]:
+    def run_batch(items: list[ExtractItem], requests: list[ThinkerRequest]) -> list[Any]:
         entries: list[Any] = []
         for item, out in zip(items, _extract_batch(backend, requests)):
             if isinstance(out, BaseException):

@@ -16,6 +16,7 @@ from typing import Any
 from thinkjepa.config import PipelineConfig
 from thinkjepa.extract.fingerprint import FINGERPRINT_VERSION
 from thinkjepa.extract.runner import episode_files_digest, fingerprints_of, open_reader, plan_clips
+from thinkjepa.provenance import stage_fingerprint
 from thinkjepa.stage_run import (
     PlannedClip,
     cached_status,
@@ -37,6 +38,7 @@ def extraction_status(cfg: PipelineConfig, shards: int | None = None, list_limit
     inputs = {
         "manifest": file_identity(cfg.path(cfg.data.manifest)), "episodes": episode_files_digest(cfg),
         "settings": cfg.section_fingerprint("thinker", "sampling"), "version": FINGERPRINT_VERSION,
+        "stage": stage_fingerprint("extract", {"thinker": (cfg.thinker.model, cfg.thinker.revision)}),
         "shards": shards, "list_limit": list_limit,
     }
     return cached_status(cfg, "extract", reader, inputs, lambda: _compute(cfg, url, reader, shards, list_limit))

@@ -57,13 +57,14 @@ def tiny_config(workdir: Path, root: Path, vjepa: Path, **sections) -> PipelineC
 def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) -> None:
     """A VLM cache with random states of the right layout for ``keys``, each committed with the
     fingerprint extraction would give it (training refuses stale entries)."""
-    from thinkjepa.extract.runner import fingerprint_of, plan_clips, store_extra
+    from thinkjepa.extract.runner import fingerprint_of, plan_clips, vlm_store_extra
+    from thinkjepa.provenance import model_key
 
     fps = {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items}
 
-    meta = StoreMeta(kind="vlm", model=cfg.thinker.model, revision=None, layers=list(cfg.thinker.layers),
+    meta = StoreMeta(kind="vlm", model=model_key(cfg.thinker.model), revision=None, layers=list(cfg.thinker.layers),
                      layer_convention="decoder_output_prenorm", hidden_size=VLM_HIDDEN,
-                     storage_dtype="float32", extra=store_extra(cfg))
+                     storage_dtype="float32", extra=vlm_store_extra(cfg))
     rng = np.random.default_rng(seed)
     L = len(cfg.thinker.layers)
     with CacheWriter(cfg.url(cfg.thinker.cache), meta, part="shard-00000-of-00001") as w:
@@ -80,6 +81,28 @@ def write_random_vlm_cache(cfg: PipelineConfig, keys: list[str], seed: int = 0) 
                 generated_ids=rng.integers(0, 100, n_gen).astype(np.int32),
                 prefill_kind=kind, frame_index=frame, text="random", provenance={}, fingerprint=fps.get(key, "random"),
             ))
+    from thinkjepa.provenance import record_stage_inputs
+
+    record_stage_inputs(cfg, "extract")  # as the extraction runner does
+
+
+def private_copy(cfg: PipelineConfig, tmp_path: Path, out: str | None = None, **train) -> PipelineConfig:
+    """A copy of ``cfg``'s workdir and episodes (caches, manifest, data) under ``tmp_path``, safe
+    to damage, with ``train`` settings and runs under ``out`` (default ``tmp_path/runs``); the
+    manifest is rebuilt for the copied episodes."""
+    import shutil
+
+    from thinkjepa.data.manifest import build_manifest
+
+    work, data = tmp_path / "work", tmp_path / "data"
+    shutil.copytree(cfg.workdir, work)
+    shutil.copytree(cfg.data.root, data)
+    d = cfg.model_dump()
+    d["workdir"], d["data"]["root"] = str(work), str(data)
+    d["train"].update(train, out=out or str(tmp_path / "runs"))
+    out = PipelineConfig.model_validate(d)
+    build_manifest(out.data.root, out.path(out.data.manifest), out.data, out.sampling)
+    return out
 
 
 def all_window_ids(cfg: PipelineConfig, splits=("train", "val", "test")) -> list[str]:

@@ -178,6 +178,9 @@ class TrainConfig(_Section):
     num_threads: int | None = None
     """torch intra-op threads for training (None: torch's default). Tiny models on a busy
     CPU run several times faster on one thread than on two that wait for each other."""
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers, through accelerate's (``Accelerator(log_with=...)``); ``[none]``
+    logs nothing. TensorBoard writes under ``<run>/tb``."""
 
 
 class EvalConfig(_Section):
@@ -290,8 +293,14 @@ class PipelineConfig(_Section):
         return PipelineConfig.model_validate(data)
 
     def section_fingerprint(self, *sections: str) -> str:
-        """Stable hash of the named sections: what a stage's outputs depend on."""
-        payload = {s: _get_dotted(self.model_dump(mode="json"), s) for s in sections}
+        """Stable hash of the named sections: what a stage's outputs depend on. Place-free
+        (``provenance.portable``): a copied or moved workdir keeps its fingerprints."""
+        from thinkjepa.provenance import portable
+
+        dump = self.model_dump(mode="json")
+        if dump["data"].get("root"):  # the data is identified by its listing (the index stamp), not its place
+            dump["data"]["root"] = "{data.root}"
+        payload = portable({s: _get_dotted(dump, s) for s in sections}, self.workdir)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

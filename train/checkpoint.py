@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import os
 import random
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from thinkjepa.train.run_inputs import StaleInputError, describe_changes, digest, load_inputs
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -36,6 +40,31 @@ def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
     if which not in ("last", "best"):
         raise ValueError(f"checkpoint {which!r}: expected 'last' or 'best'")
     return Path(run_dir) / (LAST if which == "last" else BEST)
+
+
+SUMMARY = "summary.json"
+"""Written last by a run that finished: the run folder's "done" mark. A training call removes
+it before it touches the folder, so a failed or interrupted run is never taken for done."""
+
+
+class UnfinishedRunError(FileNotFoundError):
+    """A run folder whose checkpoints are not those of a finished run."""
+
+
+def check_finished(run_dir: str | Path, fingerprint: str | None) -> None:
+    """Refuse a run folder that holds no finished run of ``fingerprint`` (a checkpoint's): the
+    training call that wrote it failed or was stopped, or another run's summary is there."""
+    import json
+
+    path = Path(run_dir) / SUMMARY
+    try:
+        done = json.loads(path.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        done = None
+    if done is None or done != fingerprint:
+        why = "has no summary.json" if done is None else f"summary.json is of run {done}, the checkpoint of {fingerprint}"
+        raise UnfinishedRunError(f"{run_dir}: not a finished run ({why}: the training that wrote it failed or was "
+                                 "stopped); rerun `tj run train` or `tj-train` for this variant and seed")
 
 
 def seed_run_dir(train_out: str | Path, variant: str, seed: int) -> Path:
@@ -198,3 +227,62 @@ __all__ = [
     "save_atomic",
     "seed_run_dir",
 ]
+
+
+# -- resume policy ---------------------------------------------------------------------------
+
+RESUME_MODES = ("auto", "resume", "restart")
+"""``auto`` resumes when settings and data match, starts afresh when the settings changed and
+refuses when the data changed; ``resume`` refuses unless it can resume; ``restart`` starts afresh."""
+
+
+def resume_decision(run_dir: Path, fingerprint: str, inputs: dict, resume: str) -> list[Path]:
+    """The checkpoints to set aside before starting (none: resume ``last.pt`` or start afresh
+    in an empty folder); StaleInputError when ``resume`` forbids what the folder holds."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    present = [p for p in (checkpoint_path(run_dir, w) for w in ("last", "best")) if p.exists()]
+    if resume == "restart":
+        return present
+    last = checkpoint_path(run_dir, "last")
+    if not last.exists():
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: nothing to resume (no {last.name}); drop --resume to start")
+        return [p for p in present if _fingerprint_of(p) != fingerprint]
+    payload = _load_or_none(last)
+    if payload is None or payload["fingerprint"] != fingerprint:
+        if resume == "resume":
+            raise StaleInputError(f"{run_dir}: {last.name} was made with other settings; refusing to resume "
+                                  "(--restart starts over)")
+        return present
+    changes = describe_changes(payload.get("inputs") or None, digest(inputs), load_inputs(run_dir), inputs)
+    if changes:
+        raise StaleInputError(
+            f"{run_dir}: the data changed since {last.name} was written: {'; '.join(changes)}. "
+            "Refusing to resume on other data: pass --restart to start over (the old checkpoints are kept as "
+            "*.stale-*), or restore the data to resume")
+    return [p for p in present if _fingerprint_of(p) != fingerprint]
+
+
+def _load_or_none(path: Path) -> dict | None:
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:  # an older format (not weights_only-safe) or damaged: never resumed
+        warnings.warn(str(e), stacklevel=4)
+        return None
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    payload = _load_or_none(path)
+    return None if payload is None else payload["fingerprint"]
+
+
+def set_aside(run_dir: Path, paths: list[Path]) -> None:
+    """Rename checkpoints that will not be resumed (``*.stale-<time>.pt``): evaluation can never
+    pick up a ``best.pt`` of another configuration or other data."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in paths:
+        stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
+        path.rename(stale)
+        warnings.warn(f"{run_dir}: {path.name} was made with other settings or data; kept as {stale.name}",
+                      stacklevel=4)

@@ -76,28 +76,6 @@ def split_windows(cfg: PipelineConfig, split: str) -> list[WindowRef]:
     return out
 
 
-def _check_model(reader: CacheReader, want: str, url: str, what: str, section: str, stage: str) -> None:
-    if reader.meta.model != want:
-        from thinkjepa.train.run_inputs import StaleInputError
-
-        raise StaleInputError(
-            f"the {what} cache {url}: model is {reader.meta.model!r}, config {section}.model is {want!r} "
-            f"(the cache holds states of another model): set {section}.model back, or point {section}.cache "
-            f"at a new path and run `{stage}`"
-        )
-
-
-def _check_sampling(reader: CacheReader, cfg: PipelineConfig, url: str, what: str) -> None:
-    stored = reader.meta.extra.get("sampling")
-    want = cfg.sampling.model_dump(mode="json")
-    if stored is not None and stored != want:
-        diff = [f"{k}: cache {stored.get(k)!r}, config {want[k]!r}" for k in want if stored.get(k) != want[k]]
-        raise ValueError(
-            f"the {what} cache at {url} was built with other sampling settings ({'; '.join(diff)}); "
-            "rerun that stage into a new cache path"
-        )
-
-
 def _nothing_to_serve(cfg: PipelineConfig, split: str, refs: list[WindowRef], jepa_url: str, vlm_url: str | None) -> str:
     """Why a split yields no sample, and the command that fixes it."""
     from thinkjepa.data.manifest import read_manifest
@@ -136,9 +114,12 @@ class WindowDataset(Dataset):
         guidance: GuidanceMode | None = None,
         windows: list[WindowRef] | None = None,
         memoize: bool = False,
+        readers: tuple[CacheReader, CacheReader | None] | None = None,
     ) -> None:
         """``memoize``: keep every sample in memory after its first read (small datasets such
-        as the demo's, read once per epoch for hundreds of epochs; off at EgoDex scale)."""
+        as the demo's, read once per epoch for hundreds of epochs; off at EgoDex scale).
+        ``readers``: the (JEPA, VLM) caches already open and checked against ``cfg``
+        (``run_inputs.TrainInputs``); without them they are opened and checked here."""
         self.split = split
         self.memoize = memoize
         self._memo: dict[int, dict[str, torch.Tensor]] = {}
@@ -155,19 +136,14 @@ class WindowDataset(Dataset):
         self.streams = streams_of(cfg.model.streams) if self.guidance != "none" else ()
         refs = split_windows(cfg, split) if windows is None else list(windows)
 
-        jepa = CacheReader(self.jepa_url)
-        if jepa.meta.kind != "jepa":
-            raise ValueError(f"{self.jepa_url} holds {jepa.meta.kind!r} entries, not V-JEPA2 latents")
-        _check_model(jepa, cfg.encoder.model, self.jepa_url, "JEPA", "encoder", "tj encode")
-        _check_sampling(jepa, cfg, self.jepa_url, "JEPA")
+        if readers is None:
+            from thinkjepa.train.run_inputs import check_caches
+
+            readers = (CacheReader(self.jepa_url), CacheReader(self.vlm_url) if self.vlm_url is not None else None)
+            check_caches(cfg, *readers)
+        jepa, vlm = readers[0], readers[1] if self.vlm_url is not None else None
         have = set(jepa.keys())
-        vlm = None
-        if self.vlm_url is not None:
-            vlm = CacheReader(self.vlm_url)
-            if vlm.meta.kind != "vlm":
-                raise ValueError(f"{self.vlm_url} holds {vlm.meta.kind!r} entries, not thinker states")
-            _check_model(vlm, cfg.thinker.model, self.vlm_url, "VLM", "thinker", "tj-extract run")
-            _check_sampling(vlm, cfg, self.vlm_url, "VLM")
+        if vlm is not None:
             have &= set(vlm.keys())
         self.refs = [r for r in refs if r.key in have]
         self.missing = [r.key for r in refs if r.key not in have]

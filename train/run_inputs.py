@@ -2,7 +2,7 @@
 
 ``run_inputs`` describes the data of a run; its ``digest`` goes into every checkpoint and the
 full description into ``inputs.json`` of the run folder. A run resumes ``last.pt`` only when
-both its settings (``loop.run_fingerprint``) and its inputs are unchanged; otherwise
+both its settings (``run_fingerprint`` below) and its inputs are unchanged; otherwise
 ``describe_changes`` says what changed (the manifest, a cache replaced, windows re-extracted
 or re-encoded, added or removed, an episode edited). ``check_caches`` refuses caches written
 by another model or with other settings than the config names, before any step is taken.
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.config import PipelineConfig
+from thinkjepa.provenance import model_key
 
 INPUTS_FILE = "inputs.json"
 
@@ -35,21 +37,29 @@ def store_id(reader: CacheReader) -> str:
 
 
 def check_caches(cfg: PipelineConfig, jepa: CacheReader, vlm: CacheReader | None) -> None:
-    """Refuse caches that were written with other models or settings than ``cfg`` names."""
+    """Refuse caches that hold other entries, or were written with other models or settings,
+    than ``cfg`` names: the one check of a cache against the config, made once per open."""
+    if jepa.meta.kind != "jepa":
+        raise StaleInputError(f"{jepa.url} holds {jepa.meta.kind!r} entries, not V-JEPA2 latents")
+    if vlm is not None and vlm.meta.kind != "vlm":
+        raise StaleInputError(f"{vlm.url} holds {vlm.meta.kind!r} entries, not thinker states")
     problems = []
-    want = {"model": cfg.encoder.model, "revision": cfg.encoder.revision, "storage_dtype": cfg.encoder.storage_dtype}
-    problems += [f"JEPA cache {jepa.url}: {k} is {getattr(jepa.meta, k)!r}, config encoder.{k} is {v!r}"
-                 for k, v in want.items() if getattr(jepa.meta, k) != v]
-    if vlm is not None:
-        th = cfg.thinker
-        want = {"model": th.model, "revision": th.revision, "storage_dtype": th.storage_dtype}
-        problems += [f"VLM cache {vlm.url}: {k} is {getattr(vlm.meta, k)!r}, config thinker.{k} is {v!r}"
-                     for k, v in want.items() if getattr(vlm.meta, k) != v]
-        if list(vlm.meta.layers) != [int(x) for x in th.layers]:
-            problems.append(f"VLM cache {vlm.url}: layers {vlm.meta.layers}, config thinker.layers {list(th.layers)}")
+    for name, reader, section, want in (("JEPA", jepa, "encoder", cfg.encoder), ("VLM", vlm, "thinker", cfg.thinker)):
+        if reader is None:
+            continue
+        expected = {"model": model_key(want.model), "revision": want.revision, "storage_dtype": want.storage_dtype}
+        problems += [f"{name} cache {reader.url}: {k} is {getattr(reader.meta, k)!r}, config {section}.{k} is "
+                     f"{getattr(want, k)!r}" + (" (the cache holds states of another model)" if k == "model" else "")
+                     for k, v in expected.items() if getattr(reader.meta, k) != v]
+        stored, sampling = reader.meta.extra.get("sampling"), cfg.sampling.model_dump(mode="json")
+        if stored is not None and stored != sampling:
+            diff = [f"{k}: cache {stored.get(k)!r}, config {sampling[k]!r}" for k in sampling if stored.get(k) != sampling[k]]
+            problems.append(f"the {name} cache at {reader.url} was built with other sampling settings ({'; '.join(diff)})")
+    if vlm is not None and list(vlm.meta.layers) != [int(x) for x in cfg.thinker.layers]:
+        problems.append(f"VLM cache {vlm.url}: layers {vlm.meta.layers}, config thinker.layers {list(cfg.thinker.layers)}")
     if problems:
-        raise StaleInputError("the caches do not match the config (" + "; ".join(problems) + "); rerun encode/"
-                              "extract into these paths, or point the config at the caches it describes")
+        raise StaleInputError("the caches do not match the config (" + "; ".join(problems) + "); rerun `tj encode` / "
+                              "`tj-extract run` into new cache paths, or point the config at the caches it describes")
 
 
 def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: CacheReader | None = None,
@@ -59,11 +69,12 @@ def check_entries(cfg: PipelineConfig, refs: list, jepa: CacheReader, vlm: Cache
     stale latents or guidance. ``allow_stale`` (``tj run --allow-partial``, while shards of a
     changed stage are pending): return the stale keys instead, for the caller to leave out."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
-    from thinkjepa.extract.encode import entry_fingerprint
+    from thinkjepa.extract.encode import encode_stage_fingerprint, jepa_entry_fingerprint
 
     content = for_workdir(cfg.workdir)
-    want = {ref.key: entry_fingerprint(cfg.encoder, ref.window,
-                                       episode_or_placeholder(content, ref.video_path, ref.annotation_path))
+    stage = encode_stage_fingerprint(cfg.encoder)
+    want = {ref.key: jepa_entry_fingerprint(cfg.encoder, ref.window,
+                                            episode_or_placeholder(content, ref.video_path, ref.annotation_path), stage)
             for ref in refs}
     content.save()
     stale = _refuse_stale(jepa, want, "JEPA", "encoded", "tj encode", allow_stale)
@@ -87,18 +98,48 @@ def _refuse_stale(reader: CacheReader, want: dict[str, str], name: str, verb: st
     return set(stale)
 
 
-def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], jepa_url: str, vlm_url: str | None,
+def _row_brief(row: dict) -> dict[str, str]:
+    """A manifest row without where its files lie (their content is in the entries'
+    fingerprints): a workdir copied or mounted elsewhere keeps its training-data brief."""
+    return {k: str(v) for k, v in sorted(row.items()) if k not in ("video_path", "annotation_path")}
+
+
+def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | None = None) -> dict[str, str]:
+    """A brief of the data every training run of ``cfg`` reads, cheap enough for ``tj status``:
+    the manifest rows of the train and val splits and the identity (fingerprint and
+    generation) of each cache entry of their clips. An edited episode, once re-encoded or
+    re-extracted, changes it (its entries get a new generation and fingerprint).
+    ``readers``: ``{"jepa": ..., "vlm": ...}`` already open (the trainer's), else opened here."""
+    from thinkjepa.cache_schema import store_exists
+    from thinkjepa.data.manifest import read_manifest
+    from thinkjepa.provenance import digest as sha
+
+    path = cfg.path(cfg.data.manifest)
+    if not path.exists():
+        return {"manifest": "missing"}
+    rows = [r for r in read_manifest(path).to_pylist() if r["split"] in ("train", "val")]
+    clips = {str(r["clip_id"]) for r in rows}
+    out = {"manifest": sha(sorted((str(r["clip_id"]), _row_brief(r)) for r in rows))}
+    for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):
+        reader = (readers or {}).get(name)
+        if reader is None and not store_exists(url):
+            out[name] = "missing"
+            continue
+        reader = reader or CacheReader(url)
+        out[name] = sha({rec["key"]: f"{rec['fingerprint']}@{rec['path'].rsplit('.', 1)[-1]}" for rec in reader.records()
+                         if rec["key"].split("@", 1)[0] in clips})
+    return out
+
+
+def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], readers: dict[str, CacheReader],
                episodes: dict[str, tuple[str, str]] | None = None) -> dict:
     """Manifest digest, store ids, per-window entry identity (fingerprint + generation) in each
-    cache, the windows of each split, and the content fingerprint of every episode used
+    cache (``readers``: name -> open reader), the windows of each split, and the content fingerprint of every episode used
     (``episodes``: clip id -> (video, annotation); the targets come from the HDF5)."""
     from thinkjepa.data.content import episode_or_placeholder, for_workdir
     from thinkjepa.data.manifest import read_manifest
 
     manifest = cfg.path(cfg.data.manifest)
-    readers = {"jepa": CacheReader(jepa_url)}
-    if vlm_url is not None:
-        readers["vlm"] = CacheReader(vlm_url)
     used = sorted({k for ids in window_ids.values() for k in ids})
     entries: dict[str, dict[str, str]] = {}
     for name, r in readers.items():
@@ -112,7 +153,7 @@ def run_inputs(cfg: PipelineConfig, window_ids: dict[str, list[str]], jepa_url: 
     rows = table.to_pylist() if hasattr(table, "to_pylist") else table.to_dict("records")
     return {
         "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()[:16],
-        "manifest_rows": {str(r["clip_id"]): _sha({k: str(v) for k, v in sorted(r.items())}) for r in rows},
+        "manifest_rows": {str(r["clip_id"]): _sha(_row_brief(r)) for r in rows},
         "stores": {name: store_id(r) for name, r in readers.items()},
         "entries": entries,
         "windows": {s: list(ids) for s, ids in window_ids.items()},
@@ -178,3 +219,68 @@ def describe_changes(old_digest: dict | None, new_digest: dict, old: dict | None
             out += _keys_diff(f"{split} windows", dict.fromkeys(a, ""), dict.fromkeys(b, "")) or [
                 f"{split} windows reordered"]
     return out or [f"{k} changed" for k in new_digest if old_digest.get(k) != new_digest[k]]
+
+
+# Settings that do not change the weights a run produces: changing them keeps a run resumable.
+_NEUTRAL_TRAIN_KEYS = ("out", "num_workers", "checkpoint_every", "cache_samples", "num_threads", "seeds",
+                       "dist_timeout_s", "log_with")
+
+
+def run_fingerprint(cfg: PipelineConfig, variant: str, guidance: str) -> str:
+    """What a run's weights depend on; ``last.pt`` is resumed only under the same fingerprint."""
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NEUTRAL_TRAIN_KEYS}
+    payload = {
+        "variant": variant,
+        "guidance": guidance,
+        "train": train,
+        "sections": cfg.section_fingerprint("model", "sampling", "encoder", "thinker", "data"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TrainInputs:
+    """What one training run reads, opened once: both caches (checked against the config once),
+    the train and val datasets over them, the run's inputs record (``record``, see
+    ``run_inputs``) and the training-data brief (``data``, see ``training_data``). Train and
+    val only: the test split is never built here, so it cannot leak into model selection.
+
+    ``allow_stale``: leave out windows whose cache entries are stale (with a warning) instead
+    of refusing (``tj run --allow-partial`` while shards of a changed stage are pending)."""
+
+    def __init__(self, cfg: PipelineConfig, guidance: str, *, allow_stale: bool = False) -> None:
+        from thinkjepa.train.dataset import WindowDataset
+
+        self.jepa = CacheReader(cfg.url(cfg.encoder.cache))
+        self.vlm = CacheReader(cfg.url(cfg.thinker.cache)) if guidance != "none" else None
+        check_caches(cfg, self.jepa, self.vlm)
+        readers = (self.jepa, self.vlm)
+
+        def dataset(split: str, windows: list | None = None) -> WindowDataset:
+            return WindowDataset(cfg, split, guidance=guidance, memoize=cfg.train.cache_samples, windows=windows,
+                                 readers=readers)
+
+        train, val = dataset("train"), None
+        try:
+            val = dataset("val")
+        except ValueError as e:
+            warnings.warn(f"no validation ({e}); best.pt will not be written", stacklevel=3)
+        if val is not None and val.dims != train.dims:
+            raise ValueError(f"val windows have shapes {val.dims}, train windows {train.dims}")
+        refs = [*train.refs, *(val.refs if val else [])]
+        stale = check_entries(cfg, refs, self.jepa, self.vlm, allow_stale=allow_stale)
+        if stale:
+            warnings.warn(f"--allow-partial: {len(stale)} of {len(refs)} windows are stale in the caches (their shards "
+                          f"are pending) and are left out (first: {sorted(stale)[:3]})", stacklevel=3)
+            keep = [r for r in train.refs if r.key not in stale]
+            if not keep:
+                raise StaleInputError("--allow-partial: every train window is stale; run the pending shards first")
+            train = dataset("train", keep)
+            keep = [r for r in val.refs if r.key not in stale] if val is not None else []
+            val = dataset("val", keep) if keep else None
+            refs = [*train.refs, *(val.refs if val else [])]
+        self.train, self.val = train, val
+        ids = {"train": train.window_ids, "val": val.window_ids if val else []}
+        episodes = {r.window.clip_id: (r.video_path, r.annotation_path) for r in refs}
+        open_readers = {"jepa": self.jepa, **({"vlm": self.vlm} if self.vlm is not None else {})}
+        self.record = run_inputs(cfg, ids, open_readers, episodes)
+        self.data = training_data(cfg, open_readers)

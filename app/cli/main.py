@@ -105,6 +105,9 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n", help="Say which stages would run and why; run and write nothing (no stamp, config or log).",
     )] = False,
+    keep: Annotated[list[str] | None, typer.Option(
+        "--keep", help="Keep this stage's output although stale (e.g. a harmless code change); its stamp records it.",
+    )] = None,
     progress: ProgressOpt = True,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -126,8 +129,8 @@ def run(
     if scheduler is not None:
         if shard:
             raise typer.BadParameter("--shard and --scheduler exclude each other: the scheduler runs every shard")
-        if dry_run:
-            raise typer.BadParameter("--dry-run and --scheduler exclude each other: use tj run --dry-run alone")
+        if dry_run or keep:
+            raise typer.BadParameter("--dry-run and --keep work without --scheduler: run them with plain tj run")
         from thinkjepa.app import dask_stages
 
         done = dask_stages.run(cfg, names, scheduler, shards, force=force, allow_partial=allow_partial,
@@ -135,7 +138,7 @@ def run(
     else:
         done = pipeline.run(cfg, names, force=force, on_event=on_event,
                             shard=parse_shard(shard) if shard else None, allow_partial=allow_partial,
-                            dry_run=dry_run)
+                            dry_run=dry_run, keep=keep)
     if json_out:
         print(json.dumps({"dry_run": dry_run, "stages": [
             {"stage": s, "outcome": o, **({"reasons": reasons[s]} if s in reasons else {})} for s, o in done]}))
@@ -151,6 +154,8 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
         console.print(f"[green]✓[/green] {stage}: fresh, skipped")
     elif event == "start":
         console.print(f"[bold cyan]▶ {stage}[/bold cyan] ({'; '.join(info.get('reasons', []))})")
+    elif event == "kept":
+        console.print(f"[yellow]=[/yellow] {stage}: kept on purpose ({'; '.join(info.get('reasons', []))})")
     elif event == "left":
         console.print(f"[yellow]…[/yellow] {stage}: left for later ({info.get('why')})")
     elif event == "would run":

@@ -106,7 +106,7 @@ def train(
     """Train one variant for every seed of train.seeds, each into <train.out>/<variant>/seed-<s>/;
     resumes from its last.pt when its settings and data match, starts afresh when the settings
     changed, and refuses when the data changed (saying what changed) unless --restart is given."""
-    from thinkjepa.train.loop import train_seeds
+    from thinkjepa.train.seeds import train_seeds
 
     if resume and restart:
         raise UsageError("--resume and --restart exclude each other")

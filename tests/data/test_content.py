@@ -50,7 +50,7 @@ def test_fast_path_touch_and_edit(synth_root, tmp_path):
 
 @pytest.mark.slow
 def test_an_edited_episode_makes_exactly_its_windows_stale(synth_root, tmp_path):
-    from thinkjepa.extract.encode import entry_fingerprint, plan_encode
+    from thinkjepa.extract.encode import jepa_entry_fingerprint, plan_encode
     from thinkjepa.extract.runner import fingerprint_of, plan_clips
 
     root = tmp_path / "data"
@@ -62,7 +62,7 @@ def test_an_edited_episode_makes_exactly_its_windows_stale(synth_root, tmp_path)
 
     def fingerprints():
         vlm = {it.key: fingerprint_of(cfg, it) for p in plan_clips(cfg) for it in p.items}
-        jepa = {it.key: entry_fingerprint(cfg.encoder, it.window, it.episode) for it in plan_encode(cfg)[0]}
+        jepa = {it.key: jepa_entry_fingerprint(cfg.encoder, it.window, it.episode) for it in plan_encode(cfg)[0]}
         return vlm, jepa
 
     vlm0, jepa0 = fingerprints()

@@ -22,7 +22,7 @@ def eval_workdir(tmp_path_factory, tiny_data, tiny_vjepa2):
     """Config of a workdir with manifest, both caches and trained seeds of two variants."""
     from thinkjepa.data.manifest import build_manifest
     from thinkjepa.extract.encode import run_encode
-    from thinkjepa.train.loop import train_seeds
+    from thinkjepa.train.seeds import train_seeds
 
     torch.set_num_threads(1)
     cfg = _train.tiny_config(

@@ -58,12 +58,12 @@ def test_kept_prompts_equal_fresh_ones_and_follow_annotation_edits(tmp_path):
 
 def test_the_fingerprinter_gives_entry_fingerprint_byte_for_byte(tmp_path):
     from thinkjepa.config import ThinkerConfig
-    from thinkjepa.extract.fingerprint import Fingerprinter, entry_fingerprint
+    from thinkjepa.extract.fingerprint import Fingerprinter, vlm_entry_fingerprint
 
     th = ThinkerConfig(model="m", layers=[3, 1], prompt_template='Say "{task}" \\ {description}.', max_new_tokens=5)
     fast = Fingerprinter(th, layer_convention="decoder_output_prenorm")
     for text, frames in [("plain", [0, 1, 2]), ('quotes " and \\ and ünïcode ✓\n', [5]), ("", [])]:
-        assert fast(user_text=text, frame_indices=frames) == entry_fingerprint(
+        assert fast(user_text=text, frame_indices=frames) == vlm_entry_fingerprint(
             th, layer_convention="decoder_output_prenorm", user_text=text, frame_indices=frames)
     other = Fingerprinter(th.model_copy(update={"max_new_tokens": 6}), layer_convention="decoder_output_prenorm")
     assert other(user_text="plain", frame_indices=[0, 1, 2]) != fast(user_text="plain", frame_indices=[0, 1, 2])

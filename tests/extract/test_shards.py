@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from thinkjepa.config import ThinkerConfig
-from thinkjepa.extract.fingerprint import entry_fingerprint
+from thinkjepa.extract.fingerprint import vlm_entry_fingerprint
 from thinkjepa.extract.prompt import build_prompt, prompt_values, validate_template
 from thinkjepa.shards import (
     parse_part_name,
@@ -109,7 +109,7 @@ def test_prompt_template_errors_name_the_field() -> None:
 
 def test_fingerprint_tracks_what_changes_the_arrays() -> None:
     base = ThinkerConfig()
-    fp = lambda cfg, text="a", frames=(0, 1): entry_fingerprint(  # noqa: E731
+    fp = lambda cfg, text="a", frames=(0, 1): vlm_entry_fingerprint(  # noqa: E731
         cfg, layer_convention="conv", user_text=text, frame_indices=frames
     )
     ref = fp(base)
@@ -125,6 +125,6 @@ def test_fingerprint_tracks_what_changes_the_arrays() -> None:
         fp(base.model_copy(update={"layers": [0, 1]})),
         fp(base.model_copy(update={"revision": "abc"})),
         fp(base.model_copy(update={"storage_dtype": "float32"})),
-        entry_fingerprint(base, layer_convention="other", user_text="a", frame_indices=(0, 1)),
+        vlm_entry_fingerprint(base, layer_convention="other", user_text="a", frame_indices=(0, 1)),
     ]
     assert ref not in changed and len(set(changed)) == len(changed)

@@ -28,7 +28,8 @@ from accelerate.utils import set_seed
 from thinkjepa.config import PipelineConfig, save_config
 from thinkjepa.train.checkpoint import checkpoint_path, load_checkpoint
 from thinkjepa.train.dataset import WindowDataset, split_windows
-from thinkjepa.train.loop import LaunchError, check_world, launch_world_size, run_training
+from thinkjepa.train.launch import LaunchError, check_world, launch_world_size
+from thinkjepa.train.loop import run_training
 from thinkjepa.train.model import ThinkJEPA
 
 pytestmark = pytest.mark.slow

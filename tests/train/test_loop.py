@@ -16,11 +16,12 @@ from accelerate.utils import set_seed
 from typer.testing import CliRunner
 
 from thinkjepa.config import PipelineConfig, save_config
-from thinkjepa.train import loop as loop_mod
+from thinkjepa.train import dataset as dataset_mod
 from thinkjepa.train.checkpoint import checkpoint_path, load_checkpoint, load_trained_model
 from thinkjepa.train.dataset import EpochBatchSampler, WindowDataset, make_loader, split_windows
-from thinkjepa.train.loop import TrainingStopped, evaluate_loader, run_training
+from thinkjepa.train.loop import TrainingStopped, run_training
 from thinkjepa.train.model import ThinkJEPA
+from thinkjepa.train.validate import evaluate_loader
 
 # batch 1 -> 4 steps per epoch, validation at every epoch end; checkpoints at steps 3, 6, 9, 12
 RESUME = {"epochs": 3, "batch_size": 1, "checkpoint_every": 3, "eval_every": 1}
@@ -119,7 +120,7 @@ def test_best_checkpoint_is_chosen_on_val_and_the_test_split_is_never_read(
             served.add(self.refs[index].key)
             return super().__getitem__(index)
 
-    monkeypatch.setattr(loop_mod, "WindowDataset", Recording)
+    monkeypatch.setattr(dataset_mod, "WindowDataset", Recording)  # what TrainInputs builds
     cfg = _with(tiny_pipeline, tmp_path, epochs=6, batch_size=2, eval_every=1, checkpoint_every=0)
     run = run_training(cfg, "thinkjepa", progress=False)
 
@@ -193,7 +194,7 @@ def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
 
 
 def test_runs_in_one_process_may_change_precision() -> None:
-    from thinkjepa.train.loop import make_accelerator
+    from thinkjepa.train.launch import make_accelerator
 
     assert make_accelerator("no").mixed_precision == "no"
     assert make_accelerator("bf16").mixed_precision == "bf16"  # accelerate alone would refuse this
@@ -202,7 +203,7 @@ def test_runs_in_one_process_may_change_precision() -> None:
 
 @pytest.mark.slow
 def test_every_seed_trains_into_its_own_folder_and_only_changed_seeds_rerun(tiny_pipeline, tmp_path) -> None:
-    from thinkjepa.train.loop import train_seeds
+    from thinkjepa.train.seeds import train_seeds
 
     cfg = _with(tiny_pipeline, tmp_path, max_steps=2, seeds=[0, 1], checkpoint_every=100)
     runs = train_seeds(cfg, "jepa_only", progress=False)

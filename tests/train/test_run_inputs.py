@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from stage_fixtures import private_copy
 
 from thinkjepa.cache_schema import CacheReader, CacheWriter
 from thinkjepa.config import PipelineConfig
-from thinkjepa.data.manifest import build_manifest
 from thinkjepa.train.checkpoint import checkpoint_path, load_checkpoint
 from thinkjepa.train.loop import run_training
 from thinkjepa.train.run_inputs import StaleInputError
@@ -23,15 +22,7 @@ SHORT = {"max_steps": 2, "batch_size": 2, "checkpoint_every": 1, "eval_every": 1
 @pytest.fixture
 def own_pipeline(tiny_pipeline: PipelineConfig, tmp_path: Path) -> PipelineConfig:
     """A private copy of the tiny workdir and its episodes (caches, manifest, data), safe to damage."""
-    work, data = tmp_path / "work", tmp_path / "data"
-    shutil.copytree(tiny_pipeline.workdir, work)
-    shutil.copytree(tiny_pipeline.data.root, data)
-    d = tiny_pipeline.model_dump()
-    d["workdir"], d["data"]["root"] = str(work), str(data)
-    d["train"].update(SHORT, out=str(tmp_path / "runs"))
-    cfg = PipelineConfig.model_validate(d)
-    build_manifest(cfg.data.root, cfg.path(cfg.data.manifest), cfg.data, cfg.sampling)
-    return cfg
+    return private_copy(tiny_pipeline, tmp_path, **SHORT)
 
 
 def _rewrite_jepa_entry(cfg: PipelineConfig, key: str) -> None:

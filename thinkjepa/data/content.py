@@ -31,12 +31,17 @@ VERSION = 2
 MEMO_NAME = "content-fingerprints.json"
 
 
-def hash_hdf5(path: str | os.PathLike) -> str:
-    h = hashlib.sha256(b"hdf5-bytes-v2")
+def hash_bytes(path: str | os.PathLike, salt: bytes = b"") -> str:
+    """sha256 of a file's bytes (after ``salt``), 24 hex digits."""
+    h = hashlib.sha256(salt)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:24]
+
+
+def hash_hdf5(path: str | os.PathLike) -> str:
+    return hash_bytes(path, b"hdf5-bytes-v2")
 
 
 def hash_video(path: str | os.PathLike) -> str:
@@ -87,6 +92,18 @@ class ContentFingerprints:
         self.record(p, digest, st)
         with self._lock:
             self.hashed += 1
+        return digest
+
+    def bytes_digest(self, path: str | os.PathLike) -> str:
+        """``hash_bytes`` of any file, memoised like ``file`` (model weights: hashed once)."""
+        p = os.path.abspath(path)
+        st = os.stat(p)
+        with self._lock:
+            hit = self._memo.get(p)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = hash_bytes(p, b"bytes-v1")
+        self.record(p, digest, st)
         return digest
 
     def record(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:

@@ -42,16 +42,17 @@ def _scan_folder(folder: str) -> tuple[list[str], str, int, int]:
     return subdirs, h.hexdigest(), newest, count
 
 
-def dataset_listing(root: str | None, cache_dir: str | Path | None = None) -> DatasetListing:
+def dataset_listing(root: str | None, cache_dir: str | Path | None = None, *,
+                    trust_folder_mtimes: bool = False) -> DatasetListing:
     """Names, sizes and mtimes of every ``.mp4``/``.hdf5`` under ``root``: edits to the data make
     ``index`` stale. Computed once per ``status``/``run`` call and shared by every stage.
 
-    With ``cache_dir`` a folder whose mtime did not change since it was last scanned (and was
-    scanned more than ``RACY_S`` after that change) is taken from the cache without a stat of
-    its files: 100k episodes are then ~200 folder stats instead of 200k file stats. The price:
-    a file rewritten *in place* (same name, no rename, so the folder's mtime stays) goes unseen
-    until its folder changes; tools that replace files (write + rename, copy, rsync) are
-    always seen, and `tj run --force index` re-indexes regardless. (A dataset-wide listing
+    Every file is stat'ed by default, so a file rewritten *in place* (same name, no rename: the
+    folder's mtime stays) is seen, and with it every stage that read it. With
+    ``trust_folder_mtimes`` and ``cache_dir``, a folder whose mtime did not change since it was
+    last scanned (and was scanned more than ``RACY_S`` after that change) is taken from the
+    cache without a stat of its files: 100k episodes are then ~200 folder stats instead of
+    200k file stats, for datasets known never to be edited in place. (A dataset-wide listing
     for the pipeline's stamps; the index's own incremental scan lives in data/manifest.py.)"""
     from thinkjepa.cache_schema.record_listing import RACY_S
 
@@ -75,7 +76,7 @@ def dataset_listing(root: str | None, cache_dir: str | Path | None = None) -> Da
         path = os.path.join(root, rel) if rel else str(root)
         mtime = os.stat(path).st_mtime_ns
         hit = cached.get(rel)
-        if hit is not None and hit[0] == mtime and hit[5]:
+        if trust_folder_mtimes and hit is not None and hit[0] == mtime and hit[5]:
             entry = hit
         else:
             subdirs, digest, fnewest, fcount = _scan_folder(path)

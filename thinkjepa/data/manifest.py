@@ -19,6 +19,7 @@ of the previous manifest whose files have the same size and mtime are kept witho
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -66,7 +67,7 @@ _META_KEY = b"thinkjepa.manifest"
 
 
 @dataclass(frozen=True)
-class Problem:
+class ClipProblem:
     clip_id: str | None
     """None for a dataset-level message (e.g. too few task folders for every split)."""
     reason: str
@@ -91,7 +92,7 @@ def _episode_files(d: Path) -> list[Path]:
     return [p for p in d.iterdir() if p.suffix in (".mp4", ".hdf5") and not p.name.startswith(".")]
 
 
-def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], list[Problem]]:
+def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], list[ClipProblem]]:
     """``(clip_id, video, annotation)`` for every ``<task>/<n>.hdf5|.mp4`` under ``root``, sorted;
     a file without its partner is a problem, not an exception.
 
@@ -101,7 +102,7 @@ def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], l
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
     found: list[tuple[str, Path, Path]] = []
-    problems: list[Problem] = []
+    problems: list[ClipProblem] = []
     task_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
                        key=lambda d: _natural_key(d.name))
     for task_dir in task_dirs:
@@ -110,9 +111,9 @@ def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], l
             clip_id = f"{task_dir.name}/{stem}"
             video, annotation = task_dir / f"{stem}.mp4", task_dir / f"{stem}.hdf5"
             if not video.is_file():
-                problems.append(Problem(clip_id, f"missing video (MP4) file {video}"))
+                problems.append(ClipProblem(clip_id, f"missing video (MP4) file {video}"))
             elif not annotation.is_file():
-                problems.append(Problem(clip_id, f"missing annotation (HDF5) file {annotation}"))
+                problems.append(ClipProblem(clip_id, f"missing annotation (HDF5) file {annotation}"))
             else:
                 found.append((clip_id, video, annotation))
     if not found and not problems:
@@ -133,7 +134,7 @@ def _why_no_episodes(root: Path, task_dirs: list[Path]) -> str:
             "point `tj data index ROOT` at an EgoDex-layout folder, or make one with `tj data synth DIR`")
 
 
-def split_groups(clip_ids: Sequence[str], tasks: Sequence[str], data_cfg: DataConfig) -> tuple[list[str], str, list[Problem]]:
+def split_groups(clip_ids: Sequence[str], tasks: Sequence[str], data_cfg: DataConfig) -> tuple[list[str], str, list[ClipProblem]]:
     """The split group of each clip (its task folder, or its clip id) under ``data.split_by``,
     the grouping used (``task`` or ``episode``), and the one warning when ``auto`` falls back
     to episodes."""
@@ -142,7 +143,7 @@ def split_groups(clip_ids: Sequence[str], tasks: Sequence[str], data_cfg: DataCo
     if by == "auto":
         by = "task" if n_tasks >= MIN_TASKS_FOR_TASK_SPLIT or n_tasks == 0 else "episode"
         if by == "episode":
-            warning = Problem(
+            warning = ClipProblem(
                 None,
                 f"only {n_tasks} task folder(s) ({', '.join(sorted(set(tasks)))}): fewer than "
                 f"{MIN_TASKS_FOR_TASK_SPLIT}, so the split is grouped by episode, not task folder; val/test "
@@ -214,22 +215,22 @@ def _row(ep: Episode, stamp: str) -> dict:
     }
 
 
-def _check(item: tuple[str, Path, Path], sampling: SamplingConfig, fps: float | None) -> dict | Problem:
+def _check(item: tuple[str, Path, Path], sampling: SamplingConfig, fps: float | None) -> dict | ClipProblem:
     clip_id, video, annotation = item
     try:
         stamp = file_stamp(video, annotation)
     except OSError as e:
-        return Problem(clip_id, f"cannot stat its files: {e}")
+        return ClipProblem(clip_id, f"cannot stat its files: {e}")
     try:
         return _row(read_episode(video, annotation, clip_id=clip_id, sampling=sampling, fps=fps), stamp)
     except EpisodeError as e:
-        return Problem(clip_id, e.reason, stamp=stamp)
+        return ClipProblem(clip_id, e.reason, stamp=stamp)
     except Exception as e:  # noqa: BLE001 - an unforeseen failure is still one clip's problem
-        return Problem(clip_id, f"unexpected {type(e).__name__}: {e}", stamp=stamp)
+        return ClipProblem(clip_id, f"unexpected {type(e).__name__}: {e}", stamp=stamp)
 
 
 def check_episodes(items: list[tuple[str, Path, Path]], sampling: dict[str, Any],
-                   fps: float | None = None) -> list[dict | Problem]:
+                   fps: float | None = None) -> list[dict | ClipProblem]:
     """One dask task: validate a chunk of episodes (plain, picklable arguments and results)."""
     cfg = SamplingConfig.model_validate(sampling)
     return [_check(it, cfg, fps) for it in items]
@@ -250,7 +251,7 @@ def scan_episodes(
     scheduler: str = "threads",
     on_done: Callable[[int], None] | None = None,
     fps: float | None = None,
-) -> list[dict | Problem]:
+) -> list[dict | ClipProblem]:
     """Validate ``items`` in parallel with dask: ``scheduler`` is ``threads``, ``processes``,
     ``sync``, or the address of a ``dask.distributed`` scheduler (``tcp://host:8786``) whose
     workers see the same paths. Results come back in the order of ``items``."""
@@ -294,24 +295,24 @@ def scan_episodes(
 
 
 def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig,
-              fps: float | None) -> dict[str, dict | Problem]:
+              fps: float | None) -> dict[str, dict | ClipProblem]:
     """Results of the manifest at ``path`` that an incremental index may keep: only when it was
     built from the same root with the same sampling (which decides what is too short) and the
     same expected frame rate (which decides what is refused)."""
     if path is None or not path.is_file():
         return {}
     try:
-        table = pq.read_table(path)
+        table = _with_paths(pq.read_table(path), path, relative=False)
         prov = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
     except (OSError, ValueError, pa.ArrowException):
         return {}
     if (prov.get("root") != str(root.resolve()) or prov.get("sampling") != sampling_cfg.model_dump(mode="json")
             or (prov.get("data") or {}).get("fps", "absent") != fps or "file_stamp" not in table.column_names):
         return {}
-    kept: dict[str, dict | Problem] = {r["clip_id"]: r for r in table.to_pylist() if r.get("file_stamp")}
+    kept: dict[str, dict | ClipProblem] = {r["clip_id"]: r for r in table.to_pylist() if r.get("file_stamp")}
     for p in prov.get("problems", []):
         if p.get("clip_id") and p.get("stamp"):
-            kept[p["clip_id"]] = Problem(**p)
+            kept[p["clip_id"]] = ClipProblem(**p)
     return kept
 
 
@@ -323,7 +324,7 @@ def index_episodes(
     progress: bool = False,
     scheduler: str = "threads",
     previous: str | Path | None = None,
-) -> tuple[pa.Table, list[Problem]]:
+) -> tuple[pa.Table, list[ClipProblem]]:
     """Validate every episode under ``root`` and build the manifest table (nothing written).
 
     ``previous``: a manifest whose results are reused for episodes whose files did not change
@@ -331,7 +332,7 @@ def index_episodes(
     root = Path(root)
     items, problems = discover_episodes(root)
     old = _previous(Path(previous) if previous else None, root, sampling_cfg, data_cfg.fps)
-    results: dict[str, dict | Problem] = {}
+    results: dict[str, dict | ClipProblem] = {}
     todo = []
     for it in items:
         prev = old.get(it[0])
@@ -339,7 +340,7 @@ def index_episodes(
             stamp = file_stamp(it[1], it[2])
         except OSError:
             stamp = None
-        if prev is not None and stamp is not None and (prev.stamp if isinstance(prev, Problem) else prev["file_stamp"]) == stamp:
+        if prev is not None and stamp is not None and (prev.stamp if isinstance(prev, ClipProblem) else prev["file_stamp"]) == stamp:
             results[it[0]] = prev
         else:
             todo.append(it)
@@ -353,8 +354,8 @@ def index_episodes(
         fresh = scan_episodes(todo, sampling_cfg, workers=workers, scheduler=scheduler,
                               on_done=lambda n: bar.advance(job, n), fps=data_cfg.fps)
     results.update({it[0]: r for it, r in zip(todo, fresh, strict=True)})
-    rows = [r for r in (results[it[0]] for it in items) if not isinstance(r, Problem)]
-    problems += [r for r in results.values() if isinstance(r, Problem)]
+    rows = [r for r in (results[it[0]] for it in items) if not isinstance(r, ClipProblem)]
+    problems += [r for r in results.values() if isinstance(r, ClipProblem)]
     problems.sort(key=lambda p: _natural_key(p.clip_id or ""))
     groups, by, warnings = split_groups([r["clip_id"] for r in rows], [r["task"] for r in rows], data_cfg)
     splits = assign_splits(groups, data_cfg.split_fractions, data_cfg.split_seed)
@@ -365,10 +366,10 @@ def index_episodes(
 
 
 def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg: DataConfig,
-                    fallback: list[Problem]) -> list[Problem]:
+                    fallback: list[ClipProblem]) -> list[ClipProblem]:
     """At most one dataset-level warning: the episode fallback (if any) and the empty splits."""
     if not rows:
-        return [Problem(None, "no usable episodes: the manifest is empty (every episode is listed with its reason)")]
+        return [ClipProblem(None, "no usable episodes: the manifest is empty (every episode is listed with its reason)")]
     used = set(splits.values())
     empty = [s for s, share in zip(SPLITS, data_cfg.split_fractions) if share > 0 and s not in used]
     if not empty:
@@ -380,8 +381,8 @@ def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg:
     else:
         tail = f"only {n} episode(s) to split, so split(s) {', '.join(empty)} are empty (add episodes: 3 or more give every split one)"
     if fallback:
-        return [Problem(None, f"{fallback[0].reason}; {tail}", severity="warning")]
-    return [Problem(None, tail, severity="warning")]
+        return [ClipProblem(None, f"{fallback[0].reason}; {tail}", severity="warning")]
+    return [ClipProblem(None, tail, severity="warning")]
 
 
 def build_manifest(
@@ -393,7 +394,7 @@ def build_manifest(
     progress: bool = False,
     scheduler: str = "threads",
     incremental: bool = True,
-) -> tuple[pa.Table, list[Problem]]:
+) -> tuple[pa.Table, list[ClipProblem]]:
     """Index ``root`` and write the manifest to ``out`` (Parquet, atomically). Returns the table
     and the problems (left-out episodes with their reason, and dataset-level warnings).
     ``incremental``: re-read only the episodes whose files changed since the manifest at ``out``."""
@@ -411,9 +412,27 @@ def build_manifest(
     from thinkjepa.cache_schema.fsio import atomic_write_bytes
 
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(_with_paths(table, out, relative=True), sink)
     atomic_write_bytes(out, sink.getvalue().to_pybytes())
     return table, problems
+
+
+_PATH_COLUMNS = ("video_path", "annotation_path")
+
+
+def _with_paths(table: pa.Table, manifest: Path, *, relative: bool) -> pa.Table:
+    """Episode paths as stored (relative to the manifest's folder, so a workdir copied or
+    mounted elsewhere with its data keeps a valid manifest) or as read (absolute). Absolute
+    paths already stored (older manifests) are read as they are."""
+    base = str(Path(manifest).resolve().parent)
+    for col in _PATH_COLUMNS:
+        if col not in table.column_names:
+            continue
+        vals = [v if v is None or os.path.isabs(v) != relative else
+                (os.path.relpath(v, base) if relative else os.path.normpath(os.path.join(base, v)))
+                for v in table.column(col).to_pylist()]
+        table = table.set_column(table.column_names.index(col), col, pa.array(vals, pa.string()))
+    return table
 
 
 def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) -> pa.Table:
@@ -425,6 +444,7 @@ def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) ->
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a clips manifest: missing column(s) {', '.join(missing)}")
+    table = _with_paths(table, path, relative=False)
     return filter_split(table, split) if split is not None else table
 
 
