@@ -43,7 +43,7 @@ def _path_words(text: str) -> list[str]:
     words = []
     for span in CODE_SPAN.findall(_prose(text)):
         for word in span.split():
-            word = word.strip(",;()")
+            word = word.strip(",;()").rstrip(":")
             if PLACEHOLDER.search(word) or word.startswith("-"):
                 continue
             word = re.sub(r"(\.\w+):[\w.]+$", r"\1", word).split("#")[0]
