@@ -52,7 +52,10 @@ class JointHead(nn.Module):
         heads: int = 8,
         residual: bool = True,
         n_joints: int = N_JOINTS,
+        state_width: int = 0,
     ) -> None:
+        """``state_width`` > 0: ``forward`` also takes the predictor's future state outputs
+        [B, Tf, state_width], added (through one Linear) to the future tubelets' features."""
         super().__init__()
         if latent_dim % heads:
             raise ValueError(f"latent dim {latent_dim} is not divisible by head_heads={heads}")
@@ -72,13 +75,18 @@ class JointHead(nn.Module):
             if residual:
                 nn.init.trunc_normal_(self.out[-1].weight, std=OUT_INIT_STD)
         self.register_buffer("offset_scale", torch.ones(()))
+        self.n_past = n_tubelets_past
+        self.state_in: nn.Linear | None = None
+        if state_width:
+            self.state_in = nn.Linear(state_width, hidden)
+            init_weights(self.state_in)
 
     def set_offset_scale(self, scale: float) -> None:
         if not scale > 0:
             raise ValueError(f"offset scale must be positive, got {scale}")
         self.offset_scale.fill_(float(scale))
 
-    def forward(self, latents: Tensor, past_joints_cam: Tensor | None = None) -> Tensor:
+    def forward(self, latents: Tensor, past_joints_cam: Tensor | None = None, future_state: Tensor | None = None) -> Tensor:
         """latents [B, Tp+Tf, P, D] (past then predicted) -> joints_cam [B, F, J, 3]."""
         B, S, P, D = latents.shape
         if S != self.n_tubelets:
@@ -86,6 +94,10 @@ class JointHead(nn.Module):
         tokens = self.norm(latents.reshape(B * S, P, D))
         pooled, _ = self.pool(self.query.expand(B * S, -1, -1).to(tokens.dtype), tokens, tokens, need_weights=False)
         h = self.mlp(pooled.reshape(B, S, D))  # [B, S, hidden]
+        if (future_state is None) != (self.state_in is None):
+            raise ValueError("the head reads the predicted state exactly when it was built with state_width")
+        if self.state_in is not None and future_state is not None:
+            h = torch.cat([h[:, : self.n_past], h[:, self.n_past :] + self.state_in(future_state.to(h.dtype))], dim=1)
         h = self.time(h.transpose(1, 2)).transpose(1, 2)  # [B, F, hidden]
         joints = self.out(h).unflatten(-1, (self.n_joints, 3))
         if self.residual:

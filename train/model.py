@@ -17,7 +17,9 @@ One class serves every variant and ablation (``ModelConfig``):
   frames the forecast, not the motion), and reads nothing else of the dense branch.
 
 ``state_tokens`` (off by default, the paper's model): the observed past hand state enters the
-predictor as one token per past tubelet (train/state.py), as V-JEPA2-AC feeds its state.
+predictor as one token per past tubelet (train/state.py), as V-JEPA2-AC feeds its state, and
+one learned query per future tubelet forecasts the state, which the head reads beside the
+forecast latents.
 
 The predictor, head and state tokens are built before the guidance modules, so under one seed
 a guided model and a ``jepa_only`` model get identical predictor/head weights; with the gates
@@ -88,7 +90,7 @@ class ThinkJEPA(nn.Module):
         if cfg.state_tokens:
             if future_frames % n_tubelets_future:
                 raise ValueError(f"state tokens group frames by tubelet: {future_frames} future frames are not a multiple of {n_tubelets_future} tubelets")
-            n_extra = n_tubelets_past
+            n_extra = n_tubelets_past + n_tubelets_future
         self.predictor = Predictor(
             latent_dim=latent_dim,
             width=cfg.pred_width,
@@ -111,9 +113,11 @@ class ThinkJEPA(nn.Module):
             hidden=cfg.head_hidden,
             heads=cfg.head_heads,
             residual=cfg.head_residual,
+            state_width=cfg.pred_width if n_extra else 0,
         )
         # Frames per tubelet from the future side: a rollout feeds forecast frames back as state.
-        self.state = StateTokens(n_tubelets_past, future_frames // n_tubelets_future, cfg.pred_width) if n_extra else None
+        self.state = (StateTokens(n_tubelets_past, n_tubelets_future, future_frames // n_tubelets_future, cfg.pred_width)
+                      if n_extra else None)
         self.pyramid: GuidancePyramid | None = None
         self.injection: FiLMInjection | CrossAttnInjection | None = None
         if self.mode != "none":
@@ -163,9 +167,14 @@ class ThinkJEPA(nn.Module):
         if self.cfg.variant == "vlm_only":
             past = torch.zeros_like(past)
         inject = self._inject(batch, past.shape[0]) if self.mode != "none" else None
-        pred = self.predictor(past, inject, self._state_tokens(batch, past.shape[0]))
+        state = self._state_tokens(batch, past.shape[0])
+        future_state = None
+        if state is None:
+            pred = self.predictor(past, inject)
+        else:
+            pred, future_state = self.predictor(past, inject, state, return_extra=True)
         past_joints = batch["past_joints_cam"] if "past_joints_cam" in batch else None
-        joints_cam = self.head(torch.cat([past, pred], dim=1), past_joints)
+        joints_cam = self.head(torch.cat([past, pred], dim=1), past_joints, future_state)
         joints_world = camera_to_world(joints_cam, batch["cam_pose"])
         return {"pred_latents": pred, "joints_cam": joints_cam, "joints_world": joints_world}
 

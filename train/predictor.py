@@ -177,8 +177,8 @@ class Predictor(nn.Module):
         use_rope: bool = True,
         n_extra: int = 0,
     ) -> None:
-        """``n_extra`` tokens (one per past tubelet, e.g. state tokens) may be appended after the
-        grid on every call; they take part in attention but are not predicted."""
+        """``n_extra`` tokens, one per tubelet of the window (``Tp + Tf``: the state tokens, see
+        train/state.py), are appended after the grid on every call, token i at time i."""
         super().__init__()
         if depth < 1:
             raise ValueError(f"predictor depth must be >= 1, got {depth}")
@@ -188,8 +188,8 @@ class Predictor(nn.Module):
         n_tokens = (n_tubelets_past + n_tubelets_future) * n_patches
         self.embed = nn.Linear(latent_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))  # zero-init, as V-JEPA2
-        if n_extra not in (0, n_tubelets_past):
-            raise ValueError(f"extra predictor tokens are one per past tubelet ({n_tubelets_past}), got {n_extra}")
+        if n_extra not in (0, n_tubelets_past + n_tubelets_future):
+            raise ValueError(f"extra predictor tokens are one per tubelet ({n_tubelets_past + n_tubelets_future}), got {n_extra}")
         self.n_extra = n_extra
         extra_times = tuple(range(n_extra))
         self.rope = Rope3D(width // heads, n_tubelets_past + n_tubelets_future, side, extra_times) if use_rope else None
@@ -203,8 +203,11 @@ class Predictor(nn.Module):
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    def forward(self, past_latents: Tensor, inject: Inject | None = None, extra: Tensor | None = None) -> Tensor:
-        """``extra`` [B, n_extra, width]: tokens appended after the grid (already at width)."""
+    def forward(self, past_latents: Tensor, inject: Inject | None = None, extra: Tensor | None = None,
+                return_extra: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``extra`` [B, n_extra, width]: tokens appended after the grid (already at width).
+        ``return_extra``: also return the final-normed outputs of the extra tokens of the
+        future tubelets [B, Tf, width]."""
         B, Tp, P, D = past_latents.shape
         if (Tp, P, D) != (self.n_past, self.n_patches, self.latent_dim):
             raise ValueError(
@@ -224,8 +227,10 @@ class Predictor(nn.Module):
             if inject is not None:
                 x = inject(x, b)
             x = block(x, self.rope)
-        x = self.proj(self.norm(x[:, Tp * P : (Tp + self.n_future) * P]))
-        return x.reshape(B, self.n_future, P, D)
+        latents = self.proj(self.norm(x[:, Tp * P : (Tp + self.n_future) * P])).reshape(B, self.n_future, P, D)
+        if return_extra:
+            return latents, self.norm(x[:, x.shape[1] - self.n_future :])
+        return latents
 
 
 # -- initialisation from a pretrained V-JEPA2 predictor ---------------------------------
