@@ -32,7 +32,10 @@ from thinkjepa.evaluate.windows import (
 )
 
 REFERENCE = "jepa_only"
-REFERENCES = ("jepa_matched", REFERENCE)
+MATCHED = "jepa_matched"
+"""The capacity-matched JEPA-only baseline (thinkjepa's modules and trainable parameters, fed a
+constant instead of guidance)."""
+REFERENCES = (MATCHED, REFERENCE)
 """Baselines a guided model is compared against, in order of preference: the report's verdict
 uses the first one evaluated (a capacity-matched JEPA-only model, else plain jepa_only)."""
 GUIDED = "thinkjepa"
@@ -95,10 +98,12 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
     per_seed = {str(r.seed if r.seed is not None else "-"): scores(r.err, thr) for r in runs}
     curve, curve_std = _agg_curves([by_frame(r.err) for r in runs])
     pw_seed = {str(r.seed if r.seed is not None else "-"): per_window(r.err, thr)["ADE"] for r in runs}
+    fde_seed = {str(r.seed if r.seed is not None else "-"): per_window(r.err, thr)["FDE"] for r in runs}
     pw = np.mean(list(pw_seed.values()), axis=0)
     s: dict[str, Any] = {
         "model": runs[0].name,
         "kind": kind,
+        "trainable_params": runs[0].trainable_params,
         "windows": len(ids),
         "window_digest": window_digest(ids),
         "seeds": [r.seed for r in runs if r.seed is not None],
@@ -110,6 +115,7 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
         "by_task": {},
         "per_window_ADE": {w: float(x) for w, x in zip(ids, pw)},
         "per_seed_window_ADE": {sd: [float(x) for x in v] for sd, v in pw_seed.items()},
+        "per_seed_window_FDE": {sd: [float(x) for x in v] for sd, v in fde_seed.items()},
     }
     tasks = [by_task(r.err, ids, thr) for r in runs]
     for t in tasks[0]:
@@ -128,6 +134,11 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
             per_step.append(entry)
         rcurve, rcurve_std = _agg_curves([by_frame(x.err) for x in ro])
         rpw = np.mean([x.err.mean(axis=(1, 2)) for x in ro], axis=0)
+        by_window_step = {}
+        for r, x in zip(runs, ro):
+            e = x.err.reshape(x.err.shape[0], steps, frames, x.err.shape[-1])
+            by_window_step[str(r.seed if r.seed is not None else "-")] = {
+                "ADE": e.mean(axis=(2, 3)).tolist(), "FDE": e[:, :, -1].mean(axis=2).tolist()}
         s["rollout"][mode] = {
             "steps": steps,
             "windows": int(ro[0].err.shape[0]),
@@ -136,6 +147,7 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
             "ADE_by_frame": rcurve,
             "ADE_by_frame_std": rcurve_std,
             "per_window_ADE": rpw.tolist(),
+            "per_seed_window_step": by_window_step,
         }
     return s
 
@@ -223,7 +235,7 @@ def evaluate_all(cfg: PipelineConfig, progress=None, saved: Mapping[str, Mapping
     for n in BASELINES:
         err_r = np.stack(base_roll[n])
         runs[n] = [ModelRun(n, None, ids, np.stack(base_err[n]), latent=None,
-                            rollouts={m: Rollout(err_r, []) for m in modes_run})]
+                            rollouts={m: Rollout(err_r, []) for m in modes_run}, trainable_params=0)]
 
     models = {name: summarize_model(rs, thr, frames, kinds[name]) for name, rs in runs.items()}
     _check_same_windows(models, ids)
@@ -232,7 +244,8 @@ def evaluate_all(cfg: PipelineConfig, progress=None, saved: Mapping[str, Mapping
         "split": split,
         "window_set": {"digest": window_digest(ids), "windows": len(ids), "ids": ids},
         "rollout_window_set": {"digest": window_digest(roll_ids), "windows": len(roll_ids), "steps": steps,
-                               "requested_steps": ec.rollout_steps, "frames_per_step": frames, "modes": modes_run},
+                               "requested_steps": ec.rollout_steps, "frames_per_step": frames, "modes": modes_run,
+                               "ids": roll_ids},
         "acc_threshold_m": thr,
         "seeds": seeds,
         "checkpoints": checkpoints,
@@ -315,4 +328,5 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 
-__all__ = ["BASELINES", "GUIDED", "REFERENCE", "REFERENCES", "evaluate_all", "public", "reference_of", "summarize_model"]
+__all__ = ["BASELINES", "GUIDED", "MATCHED", "REFERENCE", "REFERENCES", "evaluate_all", "public", "reference_of",
+           "summarize_model"]

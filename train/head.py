@@ -52,7 +52,14 @@ class JointHead(nn.Module):
         heads: int = 8,
         residual: bool = True,
         n_joints: int = N_JOINTS,
+        state_width: int = 0,
     ) -> None:
+        """``state_width`` > 0: ``forward`` also takes the predictor's future state outputs
+        [B, Tf, state_width], read two ways: added (through one Linear) to the future
+        tubelets' features, and as a linear offset for each frame of the tubelet
+        (``state_out``: the tubelet's query forecasts its own frames, no interpolation between
+        tubelets) added to the forecast offsets, so a motion the state tokens carry reaches
+        the joints without passing the output LayerNorm, which discards the scale of its input."""
         super().__init__()
         if latent_dim % heads:
             raise ValueError(f"latent dim {latent_dim} is not divisible by head_heads={heads}")
@@ -72,13 +79,25 @@ class JointHead(nn.Module):
             if residual:
                 nn.init.trunc_normal_(self.out[-1].weight, std=OUT_INIT_STD)
         self.register_buffer("offset_scale", torch.ones(()))
+        self.n_past = n_tubelets_past
+        self.state_in: nn.Linear | None = None
+        self.state_out: nn.Linear | None = None
+        if state_width:
+            if future_frames % n_tubelets_future:
+                raise ValueError(f"{future_frames} future frames are not a multiple of {n_tubelets_future} tubelets")
+            self.state_in = nn.Linear(state_width, hidden)
+            self.state_out = nn.Linear(state_width, future_frames // n_tubelets_future * n_joints * 3)
+            init_weights(self.state_in)
+            init_weights(self.state_out)
+            with torch.no_grad():
+                nn.init.trunc_normal_(self.state_out.weight, std=OUT_INIT_STD)
 
     def set_offset_scale(self, scale: float) -> None:
         if not scale > 0:
             raise ValueError(f"offset scale must be positive, got {scale}")
         self.offset_scale.fill_(float(scale))
 
-    def forward(self, latents: Tensor, past_joints_cam: Tensor | None = None) -> Tensor:
+    def forward(self, latents: Tensor, past_joints_cam: Tensor | None = None, future_state: Tensor | None = None) -> Tensor:
         """latents [B, Tp+Tf, P, D] (past then predicted) -> joints_cam [B, F, J, 3]."""
         B, S, P, D = latents.shape
         if S != self.n_tubelets:
@@ -86,8 +105,16 @@ class JointHead(nn.Module):
         tokens = self.norm(latents.reshape(B * S, P, D))
         pooled, _ = self.pool(self.query.expand(B * S, -1, -1).to(tokens.dtype), tokens, tokens, need_weights=False)
         h = self.mlp(pooled.reshape(B, S, D))  # [B, S, hidden]
+        if (future_state is None) != (self.state_in is None):
+            raise ValueError("the head reads the predicted state exactly when it was built with state_width")
+        if self.state_in is not None and future_state is not None:
+            h = torch.cat([h[:, : self.n_past], h[:, self.n_past :] + self.state_in(future_state.to(h.dtype))], dim=1)
         h = self.time(h.transpose(1, 2)).transpose(1, 2)  # [B, F, hidden]
-        joints = self.out(h).unflatten(-1, (self.n_joints, 3))
+        joints = self.out(h)
+        if self.state_out is not None and future_state is not None:
+            # [B, Tf, fpt*J*3] -> [B, F, J*3]: each tubelet's query gives its own frames
+            joints = joints + self.state_out(future_state.to(h.dtype)).reshape(B, -1, joints.shape[-1])
+        joints = joints.unflatten(-1, (self.n_joints, 3))
         if self.residual:
             joints = joints * self.offset_scale.to(joints.dtype)
         if self.residual and past_joints_cam is not None:
