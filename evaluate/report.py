@@ -25,7 +25,7 @@ from thinkjepa.evaluate.run import BASELINES, GUIDED, REFERENCES, public, refere
 from thinkjepa.evaluate.stats import HIERARCHICAL_METHOD, MIN_SEEDS, MIN_WINDOWS, SEED_METHOD, WINDOW_METHOD
 from thinkjepa.evaluate.verdict import NEGLIGIBLE_M, decide, fmt_diff
 
-# Project page snapshot (REFERENCE.md section 1): EgoDex part 2, 32 past -> 32 future frames.
+# Project page snapshot (docs/reference.md §1): EgoDex part 2, 32 past -> 32 future frames.
 PUBLISHED = {
     "thinkjepa": {"ADE": 0.0614, "FDE": 0.0556, "Acc": 0.5960},
     "jepa_only": {"ADE": 0.0706, "FDE": 0.0656, "Acc": 0.4706},

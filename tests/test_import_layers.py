@@ -23,7 +23,7 @@ APP = ("thinkjepa.app",)
 STAGES = ("thinkjepa.extract", "thinkjepa.train", "thinkjepa.evaluate")
 # the model code: torch modules that see tensors, never files, caches or the data layer
 MODEL = ("thinkjepa.train.predictor", "thinkjepa.train.injection", "thinkjepa.train.pyramid",
-         "thinkjepa.train.head", "thinkjepa.train.model")
+         "thinkjepa.train.head", "thinkjepa.train.model", "thinkjepa.train.state")
 # train.hub: the thin save_pretrained/from_pretrained mixin the model class inherits (as a
 # transformers model inherits PreTrainedModel); the model code itself never calls it, and the
 # mixin reaches no other project module (checked below)

@@ -20,7 +20,7 @@ as V-JEPA2-AC's ``ACRoPEAttention`` treats its action/state tokens.
 
 Every input is from frames before t. Why this reaches constant velocity where the latents do
 not: the random tiny V-JEPA2 latents predict the past displacement of the hands with R^2 <= 0
-(REFERENCE.md section 7), so the dense branch has no velocity to extrapolate; the state
+(docs/reference.md §7), so the dense branch has no velocity to extrapolate; the state
 tokens carry the last poses themselves, and a constant-velocity forecast is a linear function
 of the two newest of them.
 """
