@@ -67,11 +67,14 @@ def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, 
     return demo_config(workdir, data, q, v, over, base=base), preview
 
 
-def run_mode(out: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(out: Path, mode: str, args: argparse.Namespace, variants: list[str] | None = None) -> dict[str, Any]:
+    """Synthesise ``mode``'s data, run the whole pipeline on it and read its metrics
+    (benchmarks/bench_rollout.py runs its own variants through this too)."""
     from thinkjepa.app import pipeline
     from thinkjepa.app.demo import synthesize_demo_data
 
-    variants = (MAIN_VARIANTS + list(args.ablations)) if mode == "cued" else CONTROL_VARIANTS
+    if variants is None:
+        variants = (MAIN_VARIANTS + list(args.ablations)) if mode == "cued" else CONTROL_VARIANTS
     workdir = (out / mode).resolve()
     data = workdir / "data"
     cfg, preview = mode_config(workdir, data, mode, args, variants)
