@@ -65,6 +65,7 @@ class ModelRun:
     rollouts: dict[str, Rollout] = field(default_factory=dict)
     pred: np.ndarray | None = None  # [N, F, 52, 3] world-frame one-shot forecasts (kept when asked)
     checkpoint: dict | None = None
+    trainable_params: int | None = None  # of the model (0 for a baseline); None where unknown
 
 
 def _loader(ds: Dataset, batch_size: int) -> DataLoader:
@@ -136,6 +137,7 @@ def run_model(
         latent=one_shot,
         rollouts={m: Rollout(np.concatenate(roll_err[m]), roll_lat[m]) for m in roll_err if roll_err[m]},
         pred=np.concatenate(preds) if keep_pred else None,
+        trainable_params=trainable_parameters(model),
     )
 
 
@@ -158,8 +160,14 @@ def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
         "step": payload.get("train_state", {}).get("step"),
         "best_val_ade": payload.get("train_state", {}).get("best_val_ade"),
         "fingerprint": payload.get("fingerprint"),
+        "trainable_params": trainable_parameters(model),
     }
     return model, info
 
 
-__all__ = ["ModelRun", "Rollout", "find_runs", "gate_values", "gates_of", "load_run", "run_model", "variant_dataset"]
+def trainable_parameters(model: torch.nn.Module) -> int:
+    """What capacity-matched means: the count of parameters training updates."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["ModelRun", "Rollout", "find_runs", "gate_values", "gates_of", "load_run", "run_model", "trainable_parameters", "variant_dataset"]

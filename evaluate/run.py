@@ -31,6 +31,8 @@ from thinkjepa.evaluate.windows import (
 )
 
 REFERENCE = "jepa_only"
+MATCHED = "jepa_matched"
+"""The capacity-matched JEPA-only baseline: rows are compared with it too (``vs_jepa_matched``)."""
 GUIDED = "thinkjepa"
 BASELINES = ("last_observed", "constant_velocity")
 
@@ -91,10 +93,12 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
     per_seed = {str(r.seed if r.seed is not None else "-"): scores(r.err, thr) for r in runs}
     curve, curve_std = _agg_curves([by_frame(r.err) for r in runs])
     pw_seed = {str(r.seed if r.seed is not None else "-"): per_window(r.err, thr)["ADE"] for r in runs}
+    fde_seed = {str(r.seed if r.seed is not None else "-"): per_window(r.err, thr)["FDE"] for r in runs}
     pw = np.mean(list(pw_seed.values()), axis=0)
     s: dict[str, Any] = {
         "model": runs[0].name,
         "kind": kind,
+        "trainable_params": runs[0].trainable_params,
         "windows": len(ids),
         "window_digest": window_digest(ids),
         "seeds": [r.seed for r in runs if r.seed is not None],
@@ -106,6 +110,7 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
         "by_task": {},
         "per_window_ADE": {w: float(x) for w, x in zip(ids, pw)},
         "per_seed_window_ADE": {sd: [float(x) for x in v] for sd, v in pw_seed.items()},
+        "per_seed_window_FDE": {sd: [float(x) for x in v] for sd, v in fde_seed.items()},
     }
     tasks = [by_task(r.err, ids, thr) for r in runs]
     for t in tasks[0]:
@@ -124,6 +129,11 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
             per_step.append(entry)
         rcurve, rcurve_std = _agg_curves([by_frame(x.err) for x in ro])
         rpw = np.mean([x.err.mean(axis=(1, 2)) for x in ro], axis=0)
+        by_window_step = {}
+        for r, x in zip(runs, ro):
+            e = x.err.reshape(x.err.shape[0], steps, frames, x.err.shape[-1])
+            by_window_step[str(r.seed if r.seed is not None else "-")] = {
+                "ADE": e.mean(axis=(2, 3)).tolist(), "FDE": e[:, :, -1].mean(axis=2).tolist()}
         s["rollout"][mode] = {
             "steps": steps,
             "windows": int(ro[0].err.shape[0]),
@@ -132,6 +142,7 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
             "ADE_by_frame": rcurve,
             "ADE_by_frame_std": rcurve_std,
             "per_window_ADE": rpw.tolist(),
+            "per_seed_window_step": by_window_step,
         }
     return s
 
@@ -218,7 +229,7 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
     for n in BASELINES:
         err_r = np.stack(base_roll[n])
         runs[n] = [ModelRun(n, None, ids, np.stack(base_err[n]), latent=None,
-                            rollouts={m: Rollout(err_r, []) for m in modes_run})]
+                            rollouts={m: Rollout(err_r, []) for m in modes_run}, trainable_params=0)]
 
     models = {name: summarize_model(rs, thr, frames, kinds[name]) for name, rs in runs.items()}
     _check_same_windows(models, ids)
@@ -227,7 +238,8 @@ def evaluate_all(cfg: PipelineConfig, progress=None) -> dict[str, Any]:
         "split": split,
         "window_set": {"digest": window_digest(ids), "windows": len(ids), "ids": ids},
         "rollout_window_set": {"digest": window_digest(roll_ids), "windows": len(roll_ids), "steps": steps,
-                               "requested_steps": ec.rollout_steps, "frames_per_step": frames, "modes": modes_run},
+                               "requested_steps": ec.rollout_steps, "frames_per_step": frames, "modes": modes_run,
+                               "ids": roll_ids},
         "acc_threshold_m": thr,
         "seeds": seeds,
         "checkpoints": checkpoints,
@@ -274,22 +286,29 @@ def _check_same_windows(models: dict[str, dict[str, Any]], ids: list[str]) -> No
 
 
 def _compare(models: dict[str, dict[str, Any]], n_boot: int) -> None:
-    """Paired bootstrap of per-window ADE (seed means) vs jepa_only, the interval over training
-    seeds where both rows have 2 or more seeds in common (a baseline pairs with every seed), and
-    the bootstrap of each test-time ablation vs thinkjepa on the ablation's windows."""
-    ref = models.get(REFERENCE)
-    for name, m in models.items():
-        if ref is not None and name != REFERENCE and m["kind"] != "test_ablation":
-            m["vs_jepa_only"] = comparison(m["per_window_ADE"], ref["per_window_ADE"], n_boot)
+    """Paired bootstrap of per-window ADE (seed means) vs each reference row present
+    (``jepa_only``: ``vs_jepa_only``...; the capacity-matched ``jepa_matched``:
+    ``vs_jepa_matched``...), the interval over training seeds where both rows have 2 or more
+    seeds in common (a baseline pairs with every seed), and the bootstrap of each test-time
+    ablation vs thinkjepa on the ablation's windows."""
+    for ref_name in (REFERENCE, MATCHED):
+        ref = models.get(ref_name)
+        if ref is None:
+            continue
+        for name, m in models.items():
+            if name == ref_name or m["kind"] == "test_ablation":
+                continue
+            m[f"vs_{ref_name}"] = comparison(m["per_window_ADE"], ref["per_window_ADE"], n_boot)
             over_seeds = seed_comparison(m["per_seed_window_ADE"], ref["per_seed_window_ADE"], n_boot)
             if over_seeds is not None:
-                m["vs_jepa_only_seeds"] = over_seeds
-            m["rollout_vs_jepa_only"] = {}
+                m[f"vs_{ref_name}_seeds"] = over_seeds
+            m[f"rollout_vs_{ref_name}"] = {}
             for mode, ro in m["rollout"].items():
                 if mode in ref["rollout"]:
                     a = dict(enumerate(ro["per_window_ADE"]))
                     b = dict(enumerate(ref["rollout"][mode]["per_window_ADE"]))
-                    m["rollout_vs_jepa_only"][mode] = comparison(a, b, n_boot)
+                    m[f"rollout_vs_{ref_name}"][mode] = comparison(a, b, n_boot)
+    for m in models.values():
         if m["kind"] == "test_ablation" and GUIDED in models:
             full = models[GUIDED]["per_window_ADE"]
             m["vs_thinkjepa"] = comparison(m["per_window_ADE"], {w: full[w] for w in m["per_window_ADE"]}, n_boot)
@@ -300,4 +319,4 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 
-__all__ = ["BASELINES", "GUIDED", "REFERENCE", "evaluate_all", "public", "summarize_model"]
+__all__ = ["BASELINES", "GUIDED", "MATCHED", "REFERENCE", "evaluate_all", "public", "summarize_model"]

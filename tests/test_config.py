@@ -35,6 +35,7 @@ def test_variants_and_saved_config_round_trip(tmp_path):
     cfg = load_config(REPO_ROOT / "pipelines.yaml")
     assert cfg.for_variant("prefill_only").model.streams == "prefill"
     assert cfg.for_variant("vlm_only").model.variant == "vlm_only"
+    assert cfg.for_variant("jepa_matched").model.variant == "jepa_matched"
     with pytest.raises(KeyError, match="unknown variant"):
         cfg.for_variant("nope")
     saved = save_config(cfg, tmp_path)

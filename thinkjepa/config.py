@@ -107,7 +107,9 @@ class EncoderConfig(_Section):
 
 
 class ModelConfig(_Section):
-    variant: Literal["thinkjepa", "jepa_only", "vlm_only"] = "thinkjepa"
+    variant: Literal["thinkjepa", "jepa_only", "vlm_only", "jepa_matched"] = "thinkjepa"
+    """``jepa_matched``: thinkjepa's modules and trainable parameters, its guidance replaced by
+    a window-independent constant (the capacity-matched JEPA-only baseline, train/model.py)."""
     pred_depth: int = 12
     pred_width: int = 384
     pred_heads: int = 6
@@ -146,6 +148,10 @@ class ModelConfig(_Section):
     injection_init: Literal["zero_out", "zero_gate"] = "zero_out"
     """``zero_out``: gates open, last modulation layer zero (gradient from step 0);
     ``zero_gate``: the reference code's tanh(0) gates (see train/injection.py)."""
+    state_tokens: bool = False
+    """Feed the observed hand state (the joints of every past frame, in the camera frame of the
+    last observed frame) to the predictor as one extra token per past tubelet, as V-JEPA2-AC
+    feeds its end-effector state (train/state.py). Off: the paper's model, bit for bit."""
 
 
 class TrainConfig(_Section):
@@ -221,7 +227,7 @@ class DemoConfig(_Section):
     seed: int = 0
 
 
-BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
+BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only", "jepa_matched")
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -288,9 +294,9 @@ class PipelineConfig(_Section):
         """This config with variant ``name`` applied (built-in names need no entry)."""
         data = self.model_dump()
         overrides = dict(self.variants.get(name, {}))
-        if name not in self.variants and name not in ("thinkjepa", "jepa_only", "vlm_only"):
-            raise KeyError(f"unknown variant {name!r}; known: {sorted(set(self.variants) | {'thinkjepa', 'jepa_only', 'vlm_only'})}")
-        overrides.setdefault("model.variant", name if name in ("thinkjepa", "jepa_only", "vlm_only") else data["model"]["variant"])
+        if name not in self.variants and name not in BUILTIN_VARIANTS:
+            raise KeyError(f"unknown variant {name!r}; known: {sorted(set(self.variants) | set(BUILTIN_VARIANTS))}")
+        overrides.setdefault("model.variant", name if name in BUILTIN_VARIANTS else data["model"]["variant"])
         for key, value in overrides.items():
             _set_dotted(data, key, value)
         return PipelineConfig.model_validate(data)

@@ -288,6 +288,7 @@ class WindowDataset(Dataset):
             "target_conf": torch.from_numpy(tg.conf),
             "cam_pose": torch.from_numpy(tg.cam_pose),
             "past_joints_cam": torch.from_numpy(tg.past_joints_cam),
+            "past_states_cam": torch.from_numpy(tg.past_states_cam),
         }
         sample.update(self.guidance_inputs(index))
         return sample

@@ -5,16 +5,28 @@ One class serves every variant and ablation (``ModelConfig``):
 - ``thinkjepa``: guidance injected into every predictor block (``injection`` film or
   cross_attn; ``streams`` and ``layer_selector`` pick the ablation);
 - ``jepa_only``: no guidance module at all (same as ``injection: none``);
-- ``vlm_only``: the visual input is zeroed (past latents replaced by zeros for the predictor
-  and the head), guidance kept.
+- ``jepa_matched``: the capacity-matched JEPA-only baseline: thinkjepa's pyramid and
+  injection modules, hence its trainable parameters, fed a constant in place of the window's
+  guidance (``GuidancePyramid(constant=True)``): it keeps every input-independent scale and
+  shift the guided model can learn, so the only difference from thinkjepa is what the guidance
+  carries. It never reads a guidance key of the batch (its dataset serves thinkjepa's inputs,
+  so both are built with the same shapes and scored on the same windows);
+- ``vlm_only``: the dense input is zeroed (past latents replaced by zeros for the predictor
+  and the head, and the state tokens' state, when ``state_tokens`` is on), guidance kept, as
+  the reference code's VLM-only. It keeps the head's anchor (the last observed pose, which
+  frames the forecast, not the motion), and reads nothing else of the dense branch.
 
-The predictor and head are built before the guidance modules, so under one seed a guided
-model and a ``jepa_only`` model get identical predictor/head weights; with the gates at zero
-(their initial value) they compute identical outputs.
+``state_tokens`` (off by default, the paper's model): the observed past hand state enters the
+predictor as one token per past tubelet (train/state.py), as V-JEPA2-AC feeds its state.
+
+The predictor, head and state tokens are built before the guidance modules, so under one seed
+a guided model and a ``jepa_only`` model get identical predictor/head weights; with the gates
+at zero (their initial value) they compute identical outputs.
 
 ``forward`` reads only inputs from the past: ``past_latents``, the guidance keys the mode
-needs, ``cam_pose`` and, when present, ``past_joints_cam``. Targets (``future_latents``,
-``target_joints``, ``target_conf``) are for the loss only.
+needs, ``cam_pose`` and, when present, ``past_joints_cam`` (and ``past_states_cam`` with
+state tokens). Targets (``future_latents``, ``target_joints``, ``target_conf``) are for the
+loss only.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from .head import JointHead, camera_to_world
 from .injection import CrossAttnInjection, FiLMInjection
 from .predictor import Predictor, init_from_vjepa2
 from .pyramid import GuidancePyramid
+from .state import StateTokens
 
 GuidanceMode = Literal["none", "means", "tokens"]
 RolloutMode = Literal["shifted", "predicted"]
@@ -67,8 +80,15 @@ class ThinkJEPA(nn.Module):
         cfg = model_cfg
         if cfg.variant == "vlm_only" and cfg.injection == "none":
             raise ValueError("variant vlm_only zeroes the visual input, so it needs guidance: set model.injection to film or cross_attn")
+        if cfg.variant == "jepa_matched" and cfg.injection == "none":
+            raise ValueError("variant jepa_matched keeps thinkjepa's injection modules: set model.injection to film or cross_attn")
         self.cfg = cfg
         self.mode: GuidanceMode = guidance_mode(cfg)
+        n_extra = 0
+        if cfg.state_tokens:
+            if future_frames % n_tubelets_future:
+                raise ValueError(f"state tokens group frames by tubelet: {future_frames} future frames are not a multiple of {n_tubelets_future} tubelets")
+            n_extra = n_tubelets_past
         self.predictor = Predictor(
             latent_dim=latent_dim,
             width=cfg.pred_width,
@@ -81,6 +101,7 @@ class ThinkJEPA(nn.Module):
             dropout=cfg.dropout,
             drop_path=cfg.drop_path,
             use_rope=cfg.use_rope,
+            n_extra=n_extra,
         )
         self.head = JointHead(
             latent_dim=latent_dim,
@@ -91,6 +112,8 @@ class ThinkJEPA(nn.Module):
             heads=cfg.head_heads,
             residual=cfg.head_residual,
         )
+        # Frames per tubelet from the future side: a rollout feeds forecast frames back as state.
+        self.state = StateTokens(n_tubelets_past, future_frames // n_tubelets_future, cfg.pred_width) if n_extra else None
         self.pyramid: GuidancePyramid | None = None
         self.injection: FiLMInjection | CrossAttnInjection | None = None
         if self.mode != "none":
@@ -103,6 +126,7 @@ class ThinkJEPA(nn.Module):
                 depth=cfg.pred_depth,
                 cross_attention=cfg.injection == "cross_attn",
                 slots=guidance_slots,
+                constant=cfg.variant == "jepa_matched",
             )
             if cfg.injection == "film":
                 self.injection = FiLMInjection(cfg.pred_depth, self.pyramid.signature_dim, cfg.film_hidden, cfg.pred_width,
@@ -114,12 +138,23 @@ class ThinkJEPA(nn.Module):
         if cfg.init_predictor_from and pretrained:
             self.init_report = init_from_vjepa2(self.predictor, cfg.init_predictor_from)
 
-    def _inject(self, batch: Mapping[str, Tensor]):
+    def _inject(self, batch: Mapping[str, Tensor], batch_size: int):
         assert self.pyramid is not None and self.injection is not None
+        # The matched baseline's pyramid gets no batch at all: it cannot read the guidance.
+        source: Mapping[str, Tensor] = {} if self.pyramid.constant else batch
         if isinstance(self.injection, FiLMInjection):
-            return self.injection(self.pyramid.signatures(batch), self.pyramid.block_levels)
-        tokens, mask = self.pyramid.tokens(batch)
+            return self.injection(self.pyramid.signatures(source, batch_size), self.pyramid.block_levels)
+        tokens, mask = self.pyramid.tokens(source, batch_size)
         return self.injection(tokens, mask, self.pyramid.block_levels)
+
+    def _state_tokens(self, batch: Mapping[str, Tensor], batch_size: int) -> Tensor | None:
+        if self.state is None:
+            return None
+        if self.cfg.variant == "vlm_only":
+            return self.state.blank(batch_size)
+        if "past_states_cam" not in batch or "past_joints_cam" not in batch:
+            raise KeyError("model.state_tokens needs batch 'past_states_cam' [B, Fp, 52, 3] and 'past_joints_cam' [B, 52, 3]")
+        return self.state(batch["past_states_cam"], batch["past_joints_cam"], self.head.offset_scale)
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if "past_latents" not in batch or "cam_pose" not in batch:
@@ -127,8 +162,8 @@ class ThinkJEPA(nn.Module):
         past = batch["past_latents"].to(self.predictor.embed.weight.dtype)
         if self.cfg.variant == "vlm_only":
             past = torch.zeros_like(past)
-        inject = self._inject(batch) if self.mode != "none" else None
-        pred = self.predictor(past, inject)
+        inject = self._inject(batch, past.shape[0]) if self.mode != "none" else None
+        pred = self.predictor(past, inject, self._state_tokens(batch, past.shape[0]))
         past_joints = batch["past_joints_cam"] if "past_joints_cam" in batch else None
         joints_cam = self.head(torch.cat([past, pred], dim=1), past_joints)
         joints_world = camera_to_world(joints_cam, batch["cam_pose"])
@@ -153,15 +188,27 @@ class ThinkJEPA(nn.Module):
         """Recursive forecast (paper eq. 3-4): each step's predicted latents become the next
         step's context.
 
-        ``mode`` says how: ``shifted`` slides the window, the next context being the newest
-        ``Tp`` tubelets of [context; predicted]; ``predicted`` makes the predicted tubelets
-        alone the next context, resampled in time to ``Tp`` (nearest of ``Tp`` evenly spaced
-        ones, so it spans the whole forecast). With ``Tf == Tp`` both are the predicted
-        tubelets themselves and coincide. Every step reads the same thinker guidance (made
-        from frames before t) and the camera pose of the last *observed* frame: a later one
-        would be future information. The residual head's anchor (``past_joints_cam``)
-        becomes the last forecast frame. Returns the steps concatenated along time:
-        ``pred_latents`` [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
+        ``mode`` says how:
+
+        - ``shifted`` slides the window by one step's future: the next context is the newest
+          ``Tp`` tubelets of [context; predicted]. While ``Tp > Tf`` the older part of it is
+          still the observed past (frames before t: inputs, not targets), the rest is the
+          model's own forecast; after enough steps it is forecast only.
+        - ``predicted`` makes the predicted tubelets alone the next context, resampled in time
+          to ``Tp`` (nearest of ``Tp`` evenly spaced ones, so it spans the whole forecast): from
+          step 2 on, every input is the model's own output.
+
+        With ``Tf == Tp`` both are the predicted tubelets themselves and coincide; they differ
+        when the past is longer than one step's future (or shorter). The hand state follows
+        the latents frame for frame (state tokens, ``past_states_cam``): ``shifted`` keeps the
+        newest ``Fp`` frames of [observed states; forecast joints], ``predicted`` takes the
+        forecast joints of the same resampled tubelets. The next step's state thus comes from
+        observed frames before t or from the model's forecast, never from a ground-truth future.
+        Every step reads the same thinker guidance (made from frames before t) and the camera
+        pose of the last *observed* frame: a later one would be future information; forecast
+        joints stay in that frame. The residual head's anchor (``past_joints_cam``) becomes
+        the last forecast frame. Returns the steps concatenated along time: ``pred_latents``
+        [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
         if mode not in ("shifted", "predicted"):
@@ -174,14 +221,28 @@ class ThinkJEPA(nn.Module):
             out = self(current)
             outs.append(out)
             pred = out["pred_latents"]
+            joints = out["joints_cam"]
             if mode == "shifted":
                 context = torch.cat([current["past_latents"].to(pred.dtype), pred], dim=1)[:, -n_past:]
             else:
                 context = pred[:, resample.to(pred.device)]
             current["past_latents"] = context
+            if self.state is not None and "past_states_cam" in current:
+                current["past_states_cam"] = self._next_states(current["past_states_cam"], joints, mode, resample)
             if "past_joints_cam" in current:
-                current["past_joints_cam"] = out["joints_cam"][:, -1]
+                current["past_joints_cam"] = joints[:, -1]
         return {k: torch.cat([o[k] for o in outs], dim=1) for k in outs[0]}
+
+    def _next_states(self, states: Tensor, joints: Tensor, mode: RolloutMode, resample: Tensor) -> Tensor:
+        """The next step's past states [B, Fp, 52, 3] from this step's [B, Fp, 52, 3] and its
+        forecast joints [B, F, 52, 3] (camera frame), tubelet for tubelet like the latents."""
+        assert self.state is not None
+        joints = joints.to(states.dtype)
+        if mode == "shifted":
+            return torch.cat([states, joints], dim=1)[:, -self.state.n_frames :]
+        fpt = self.state.frames_per_tubelet
+        by_tubelet = joints.unflatten(1, (self.predictor.n_future, fpt))
+        return by_tubelet[:, resample.to(joints.device)].flatten(1, 2)
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters trained at ``train.lr_head``."""

@@ -55,13 +55,20 @@ class Rope3D(nn.Module):
     Each axis rotates ``2 * ((head_dim // 3) // 2)`` channels of every head (time first),
     the remainder passes unchanged, exactly as ``VJEPA2RopeAttention``."""
 
-    def __init__(self, head_dim: int, n_tubelets: int, side: int) -> None:
+    def __init__(self, head_dim: int, n_tubelets: int, side: int, extra_times: tuple[int, ...] = ()) -> None:
+        """``extra_times``: tubelet index of each token appended after the grid (state tokens),
+        rotated by that time only; row and column channels stay unrotated (V-JEPA2-AC's
+        treatment of its action/state tokens)."""
         super().__init__()
         self.axis_dim = 2 * ((head_dim // 3) // 2)
         n = n_tubelets * side * side
         ids = torch.arange(n)
         t, rest = ids // (side * side), ids % (side * side)
         angles = [self._angles(pos, self.axis_dim) for pos in (t, rest // side, rest % side)]
+        if extra_times:
+            extra = torch.tensor(extra_times)
+            zero = torch.zeros_like(extra)
+            angles = [torch.cat([a, self._angles(pos, self.axis_dim)]) for a, pos in zip(angles, (extra, zero, zero))]
         angle = torch.cat(angles, dim=-1)  # [N, 3 * axis_dim]
         self.register_buffer("cos", angle.cos(), persistent=False)
         self.register_buffer("sin", angle.sin(), persistent=False)
@@ -168,7 +175,10 @@ class Predictor(nn.Module):
         dropout: float = 0.0,
         drop_path: float = 0.0,
         use_rope: bool = True,
+        n_extra: int = 0,
     ) -> None:
+        """``n_extra`` tokens (one per past tubelet, e.g. state tokens) may be appended after the
+        grid on every call; they take part in attention but are not predicted."""
         super().__init__()
         if depth < 1:
             raise ValueError(f"predictor depth must be >= 1, got {depth}")
@@ -178,7 +188,11 @@ class Predictor(nn.Module):
         n_tokens = (n_tubelets_past + n_tubelets_future) * n_patches
         self.embed = nn.Linear(latent_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))  # zero-init, as V-JEPA2
-        self.rope = Rope3D(width // heads, n_tubelets_past + n_tubelets_future, side) if use_rope else None
+        if n_extra not in (0, n_tubelets_past):
+            raise ValueError(f"extra predictor tokens are one per past tubelet ({n_tubelets_past}), got {n_extra}")
+        self.n_extra = n_extra
+        extra_times = tuple(range(n_extra))
+        self.rope = Rope3D(width // heads, n_tubelets_past + n_tubelets_future, side, extra_times) if use_rope else None
         self.pos_embed = None if use_rope else nn.Parameter(torch.zeros(1, n_tokens, width))
         # Drop-path grows linearly with depth, as in V-JEPA2.
         rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
@@ -189,7 +203,8 @@ class Predictor(nn.Module):
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    def forward(self, past_latents: Tensor, inject: Inject | None = None) -> Tensor:
+    def forward(self, past_latents: Tensor, inject: Inject | None = None, extra: Tensor | None = None) -> Tensor:
+        """``extra`` [B, n_extra, width]: tokens appended after the grid (already at width)."""
         B, Tp, P, D = past_latents.shape
         if (Tp, P, D) != (self.n_past, self.n_patches, self.latent_dim):
             raise ValueError(
@@ -201,11 +216,15 @@ class Predictor(nn.Module):
         x = torch.cat([context, targets], dim=1)
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        if (0 if extra is None else extra.shape[1]) != self.n_extra:
+            raise ValueError(f"the predictor was built for {self.n_extra} extra tokens, got {None if extra is None else tuple(extra.shape)}")
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.dtype)], dim=1)
         for b, block in enumerate(self.blocks):
             if inject is not None:
                 x = inject(x, b)
             x = block(x, self.rope)
-        x = self.proj(self.norm(x[:, Tp * P :]))
+        x = self.proj(self.norm(x[:, Tp * P : (Tp + self.n_future) * P]))
         return x.reshape(B, self.n_future, P, D)
 
 

@@ -37,6 +37,13 @@ section 7). ``set_normalization`` stores per (stored layer, slot, channel) mean 
 the pooled guidance over the TRAIN split (never batch statistics: a sample's guidance must
 not depend on the other samples in its batch); they are buffers, so they travel in the
 checkpoint, and the projections see standardised inputs.
+
+Constant guidance (``constant=True``, the ``jepa_matched`` baseline): the pooled guidance of
+every window is replaced by one fixed input per stream, stored layer and slot (a seeded
+standard-normal buffer, the scale of standardised guidance, saved in the checkpoint). Every
+module and trainable parameter stays as in the guided model and trains (the projection of a
+fixed input is a learned constant per level), but nothing in the output depends on the
+window's guidance: ``signatures`` and ``tokens`` then never read the batch.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ import torch
 from torch import Tensor, nn
 
 STREAMS: tuple[str, ...] = ("prefill", "generated")
+CONSTANT_SEED = 0
+"""Seed of the fixed guidance input of a constant pyramid (``jepa_matched``)."""
 
 
 def streams_of(streams: str) -> tuple[str, ...]:
@@ -120,6 +129,7 @@ class GuidancePyramid(nn.Module):
         depth: int = 12,
         cross_attention: bool = False,
         slots: int = 1,
+        constant: bool = False,
     ) -> None:
         super().__init__()
         self.n_layers = n_layers
@@ -143,6 +153,14 @@ class GuidancePyramid(nn.Module):
             k = self.slots if s == "prefill" else 1
             self.register_buffer(f"norm_mean_{s}", torch.zeros(n_layers, k, hidden))
             self.register_buffer(f"norm_std_{s}", torch.ones(n_layers, k, hidden))
+        self.constant = constant
+        if constant:
+            # A private generator: the global RNG (hence every other weight) is drawn as in
+            # the guided model, and the constant is the same for every seed.
+            g = torch.Generator().manual_seed(CONSTANT_SEED)
+            for s in self.streams:
+                k = self.slots if s == "prefill" else 1
+                self.register_buffer(f"const_{s}", torch.randn(n_layers, k, hidden, generator=g))
 
     def set_normalization(self, stats: Mapping[str, tuple[Tensor, Tensor]], eps: float = 1e-6) -> None:
         """Store train-split statistics: ``{stream: (mean, std)}``, each [L, K, H] (K = 1 for the
@@ -231,16 +249,25 @@ class GuidancePyramid(nn.Module):
         tokens, mask = found
         return masked_mean(tokens.float(), mask)[:, :, None]
 
-    def _projected(self, batch: Mapping[str, Tensor], stream: str) -> Tensor:
+    def _const(self, stream: str, batch_size: int) -> Tensor:
+        """The constant pyramid's fixed input: [B, L, K, H] (already at standardised scale)."""
+        c = getattr(self, f"const_{stream}")
+        return c[None].expand(batch_size, *c.shape)
+
+    def _projected(self, batch: Mapping[str, Tensor], stream: str, batch_size: int | None) -> Tensor:
         """Projected, normalised pooled guidance of the selected levels: [B, n_levels, K, G]."""
         proj = self.proj[stream]
-        x = self._normalize(self.pooled(batch, stream), stream)[:, self.levels]
+        if self.constant:
+            x = self._const(stream, _size(batch_size))[:, self.levels]
+        else:
+            x = self._normalize(self.pooled(batch, stream), stream)[:, self.levels]
         return proj(x.to(proj.weight.dtype))
 
     # -- outputs ------------------------------------------------------------------------
-    def signatures(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """FiLM conditioning per level and sample: [B, n_levels, (K + 3) * guidance_dim]."""
-        vecs = {s: self._projected(batch, s) for s in self.streams}
+    def signatures(self, batch: Mapping[str, Tensor], batch_size: int | None = None) -> Tensor:
+        """FiLM conditioning per level and sample: [B, n_levels, (K + 3) * guidance_dim].
+        A constant pyramid reads nothing from ``batch`` and needs ``batch_size``."""
+        vecs = {s: self._projected(batch, s, batch_size) for s in self.streams}
         ref = next(iter(vecs.values()))
         B, n_lv, _, G = ref.shape
         slots = vecs["prefill"] if "prefill" in vecs else ref.new_zeros(B, n_lv, self.slots, G)
@@ -248,20 +275,24 @@ class GuidancePyramid(nn.Module):
         n = vecs["generated"][:, :, 0] if "generated" in vecs else torch.zeros_like(o)
         return torch.cat([slots.flatten(2), n, (o - n).abs(), o * n], dim=-1)
 
-    def tokens(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def tokens(self, batch: Mapping[str, Tensor], batch_size: int | None = None) -> tuple[Tensor, Tensor]:
         """Cross-attention keys per level: tokens [B, n_levels, N, G] and mask [B, N].
 
         Token states are standardised per layer and channel with the stream's statistics
         (averaged over its slots); a stream given only as pooled vectors or means (no token
-        keys) enters as K (or one) tokens per level."""
+        keys) enters as K (or one) tokens per level. A constant pyramid gives its fixed
+        inputs as K (or one) tokens per level and stream, reading nothing from ``batch``."""
         if self.stream_embed is None:
             raise RuntimeError("GuidancePyramid was built without cross_attention=True")
         parts, masks = [], []
         for s in self.streams:
             proj = self.proj[s]
             dtype = proj.weight.dtype
-            found = self._tokens(batch, s)
-            if found is not None:
+            found = None if self.constant else self._tokens(batch, s)
+            if self.constant:
+                tokens = self._const(s, _size(batch_size))[:, self.levels]
+                mask = torch.ones(tokens.shape[0], tokens.shape[2], dtype=torch.bool, device=tokens.device)
+            elif found is not None:
                 tokens, mask = found
                 mean = getattr(self, f"norm_mean_{s}").mean(dim=1)[:, None]
                 std = getattr(self, f"norm_std_{s}").mean(dim=1)[:, None]
@@ -272,3 +303,9 @@ class GuidancePyramid(nn.Module):
             parts.append(proj(tokens.to(dtype)) + self.stream_embed[STREAMS.index(s)])
             masks.append(mask)
         return torch.cat(parts, dim=2), torch.cat(masks, dim=1)
+
+
+def _size(batch_size: int | None) -> int:
+    if batch_size is None:
+        raise ValueError("a constant guidance pyramid reads no batch: pass batch_size")
+    return batch_size

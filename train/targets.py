@@ -30,6 +30,9 @@ class WindowTargets:
     """[4, 4] float32 camera-to-world pose of ``window.pose_frame``: the only pose used."""
     past_joints_cam: np.ndarray
     """[52, 3] float32 joints of ``window.pose_frame`` in its own camera frame (an input)."""
+    past_states_cam: np.ndarray
+    """[Fp, 52, 3] float32 joints of every past frame (``window.past``) in the camera frame of
+    ``window.pose_frame`` (an input: the model's state tokens); the last equals ``past_joints_cam``."""
 
 
 def window_targets(
@@ -52,12 +55,14 @@ def window_targets(
     joints_cam = world_to_camera(joints[future], pose)
     joints_world = camera_to_world(joints_cam, pose)
     past_cam = world_to_camera(joints[window.pose_frame], pose)
+    states_cam = world_to_camera(joints[list(window.past)], pose)
     return WindowTargets(
         joints_world=joints_world.astype(np.float32),
         joints_cam=joints_cam.astype(np.float32),
         conf=np.asarray(confidences[future], dtype=np.float32),
         cam_pose=pose.astype(np.float32),
         past_joints_cam=past_cam.astype(np.float32),
+        past_states_cam=states_cam.astype(np.float32),
     )
 
 

@@ -29,8 +29,7 @@ from thinkjepa.app.cli.common import (
     parse_shard,
     typer_app,
 )
-
-BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only")
+from thinkjepa.config import BUILTIN_VARIANTS  # one home for the built-in names
 
 
 def _configured_variants(path: Path = Path("pipelines.yaml")) -> list[str]:

@@ -1,5 +1,5 @@
 """Fixtures of the eval tests: a tiny workdir whose windows allow a 3-step rollout, with two
-seeds of thinkjepa and jepa_only trained for a few steps.
+seeds of thinkjepa, jepa_only and the capacity-matched jepa_matched trained for a few steps.
 
 The tiny dataset, V-JEPA2 and config builders are the stage fixtures' own (tests/stage_fixtures.py,
 one definition shared by every stage's tests); only the sampling differs: three windows per clip,
@@ -29,7 +29,8 @@ def eval_workdir(tmp_path_factory, tiny_data, tiny_vjepa2):
         tmp_path_factory.mktemp("evalwork"), tiny_data, tiny_vjepa2, sampling=SAMPLING,
         train={"max_steps": 4, "seeds": SEEDS, "checkpoint_every": 100},
         model={"dropout": 0.0, "drop_path": 0.0},
-        eval={"variants": ["thinkjepa", "jepa_only"], "rollout_steps": 4, "bootstrap": 200, "overlay_windows": 2},
+        eval={"variants": ["thinkjepa", "jepa_only", "jepa_matched"], "rollout_steps": 4, "bootstrap": 200,
+              "overlay_windows": 2},
     )
     build_manifest(cfg.data.root, cfg.path(cfg.data.manifest), cfg.data, cfg.sampling)
     assert run_encode(cfg, progress=False).ok

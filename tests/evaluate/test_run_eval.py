@@ -28,7 +28,7 @@ def test_every_model_row_uses_the_same_window_set(result, eval_workdir):
     ws = result["window_set"]
     assert ws["windows"] == len(ws["ids"]) == 6 and ws["digest"] == window_digest(ws["ids"])
     rows = {n: m for n, m in result["models"].items() if m["kind"] != "test_ablation"}
-    assert set(rows) == {"thinkjepa", "jepa_only", "last_observed", "constant_velocity"}
+    assert set(rows) == {"thinkjepa", "jepa_only", "jepa_matched", "last_observed", "constant_velocity"}
     for name, m in rows.items():
         assert m["window_digest"] == ws["digest"] and sorted(m["per_window_ADE"]) == sorted(ws["ids"]), name
     table = pq.read_table(eval_workdir.path(eval_workdir.eval.out) / "metrics.parquet").to_pylist()
@@ -36,12 +36,12 @@ def test_every_model_row_uses_the_same_window_set(result, eval_workdir):
     for r in table:
         if r["table"] == "window" and r["model"] in rows:
             per_model.setdefault((r["model"], r["seed"]), set()).add(r["window_id"])
-    assert len(per_model) == 2 + 2 + 2 and all(s == set(ws["ids"]) for s in per_model.values())
+    assert len(per_model) == 2 + 2 + 2 + 2 and all(s == set(ws["ids"]) for s in per_model.values())
 
 
 def test_seeds_are_aggregated_and_compared_with_a_bootstrap(result, eval_workdir):
     tj = result["models"]["thinkjepa"]
-    assert result["seeds"] == {"thinkjepa": [0, 1], "jepa_only": [0, 1]}
+    assert result["seeds"] == {"thinkjepa": [0, 1], "jepa_only": [0, 1], "jepa_matched": [0, 1]}
     assert set(tj["per_seed"]) == {"0", "1"}
     ades = [tj["per_seed"][s]["ADE"] for s in ("0", "1")]
     assert tj["ADE"] == pytest.approx(np.mean(ades)) and tj["ADE_std"] == pytest.approx(np.std(ades, ddof=1))
@@ -62,6 +62,41 @@ def test_seeds_are_aggregated_and_compared_with_a_bootstrap(result, eval_workdir
         run = eval_workdir.path(eval_workdir.train.out) / "thinkjepa" / f"seed-{seed}"
         assert info["path"] == str(run / "best.pt")
         assert info["step"] == json.loads((run / "summary.json").read_text())["best_step"]
+
+
+def test_matched_baseline_is_compared_and_every_row_lists_its_trainable_parameters(result):
+    models = result["models"]
+    tj, jm, jo = models["thinkjepa"], models["jepa_matched"], models["jepa_only"]
+    assert tj["trainable_params"] == jm["trainable_params"] > jo["trainable_params"] > 0
+    assert models["constant_velocity"]["trainable_params"] == 0
+    for seed in ("0", "1"):
+        assert result["checkpoints"]["jepa_matched"][seed]["trainable_params"] == jm["trainable_params"]
+    c = tj["vs_jepa_matched"]
+    assert c["lo"] <= c["mean_diff"] <= c["hi"] and tj["vs_jepa_matched_seeds"]["seeds"] == 2
+    assert set(tj["rollout_vs_jepa_matched"]) == {"shifted", "predicted"}
+    assert "vs_jepa_matched" not in jm and "vs_jepa_only" in jm
+
+
+def test_rollout_keeps_every_seed_window_and_step(result):
+    """What a rollout criterion is recomputed from: per row, mode and seed, ADE and FDE of every
+    rollout window (in ``rollout_window_set.ids`` order) at every step."""
+    rs = result["rollout_window_set"]
+    assert len(rs["ids"]) == rs["windows"] and set(rs["ids"]) <= set(result["window_set"]["ids"])
+    for name in ("thinkjepa", "jepa_matched", "constant_velocity"):
+        m = result["models"][name]
+        for mode in rs["modes"]:
+            ro = m["rollout"][mode]
+            seeds = {"-"} if m["kind"] == "baseline" else {"0", "1"}
+            assert set(ro["per_seed_window_step"]) == seeds
+            for v in ro["per_seed_window_step"].values():
+                ade, fde = np.asarray(v["ADE"]), np.asarray(v["FDE"])
+                assert ade.shape == fde.shape == (rs["windows"], rs["steps"])
+            # the per-step summary is the mean of the per-window values
+            steps = np.mean([np.asarray(v["ADE"]).mean(0) for v in ro["per_seed_window_step"].values()], axis=0)
+            assert steps == pytest.approx([s["ADE"] for s in ro["per_step"]])
+            fdes = np.mean([np.asarray(v["FDE"]).mean(0) for v in ro["per_seed_window_step"].values()], axis=0)
+            assert fdes == pytest.approx([s["FDE"] for s in ro["per_step"]])
+        assert set(m["per_seed_window_FDE"]) == set(m["per_seed_window_ADE"])
 
 
 def test_rollout_reports_the_steps_the_episodes_allow(result):

@@ -19,7 +19,7 @@ def _shapes(cfg, B: int, L: int, H: int) -> dict[str, tuple[int, ...]]:
     return {
         "past_latents": (B, Tp, P, D), "future_latents": (B, Tf, P, D),
         "target_joints": (B, s.future_frames, 52, 3), "target_conf": (B, s.future_frames, 52),
-        "cam_pose": (B, 4, 4), "past_joints_cam": (B, 52, 3),
+        "cam_pose": (B, 4, 4), "past_joints_cam": (B, 52, 3), "past_states_cam": (B, s.past_frames, 52, 3),
         "guid_prefill_mean": (B, L, H), "guid_generated_mean": (B, L, H),
         "guid_prefill": (B, L, cfg.model.guidance_tokens, H), "guid_prefill_mask": (B, cfg.model.guidance_tokens),
         "guid_generated": (B, L, cfg.model.guidance_tokens, H),
@@ -39,7 +39,7 @@ def test_batches_follow_the_model_batch_contract(tiny_pipeline, vlm_shape, mode,
     loader = make_loader(ds, EpochBatchSampler(len(ds), 3, seed=0), num_workers=0)
     batch = next(iter(loader))
     want = _shapes(cfg, 3, len(layers), hidden)
-    base = {"past_latents", "future_latents", "target_joints", "target_conf", "cam_pose", "past_joints_cam"}
+    base = {"past_latents", "future_latents", "target_joints", "target_conf", "cam_pose", "past_joints_cam", "past_states_cam"}
     assert set(batch) == base | keys
     for k, v in batch.items():
         assert tuple(v.shape) == want[k], k

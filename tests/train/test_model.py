@@ -75,6 +75,9 @@ def make_batch(b: int = 3, seed: int = 0, means: bool = True, tokens: bool = Tru
         "cam_pose": random_pose(g, b),
         "past_joints_cam": torch.randn(b, J, 3, generator=g) * 0.1,
     }
+    # One pose per past frame (F // TF frames per tubelet), the newest being the anchor.
+    batch["past_states_cam"] = batch["past_joints_cam"][:, None] + torch.randn(b, TP * F // TF, J, 3, generator=g) * 0.05
+    batch["past_states_cam"][:, -1] = batch["past_joints_cam"]
     for stream, n in (("prefill", N_PREFILL), ("generated", N_GEN)):
         toks = torch.randn(b, L, n, H, generator=g)
         lengths = torch.randint(1, n + 1, (b,), generator=g)
@@ -120,11 +123,12 @@ def check_shapes(out: dict[str, torch.Tensor], b: int) -> None:
 # -- shapes, variants, ablations ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["thinkjepa", "jepa_only", "vlm_only"])
+@pytest.mark.parametrize("variant", ["thinkjepa", "jepa_only", "vlm_only", "jepa_matched"])
 @pytest.mark.parametrize("injection", ["film", "cross_attn"])
-def test_every_variant_trains_every_parameter(variant, injection):
+@pytest.mark.parametrize("state_tokens", [False, True])
+def test_every_variant_trains_every_parameter(variant, injection, state_tokens):
     """Shapes, and every parameter is in the graph (DDP fails on unused parameters)."""
-    model = build(variant=variant, injection=injection, dropout=0.1, drop_path=0.1).train()
+    model = build(variant=variant, injection=injection, dropout=0.1, drop_path=0.1, state_tokens=state_tokens).train()
     batch = make_batch()
     out = model(batch)
     check_shapes(out, 3)
@@ -136,6 +140,7 @@ def test_every_variant_trains_every_parameter(variant, injection):
     has_guidance = variant != "jepa_only"
     assert (model.pyramid is not None) == has_guidance
     assert guidance_mode(model.cfg) == ("none" if not has_guidance else "means" if injection == "film" else "tokens")
+    assert (model.state is not None) == state_tokens
 
 
 @pytest.mark.slow
@@ -165,6 +170,122 @@ def test_vlm_only_ignores_visual_input_and_jepa_only_ignores_guidance():
     jepa = build(variant="jepa_only")
     bare = {k: v for k, v in batch.items() if not k.startswith("guid_")}
     assert torch.equal(forward(jepa, batch)["joints_world"], forward(jepa, bare)["joints_world"])
+
+
+# -- the capacity-matched JEPA-only baseline ---------------------------------------------------
+
+
+def trainable(model: ThinkJEPA) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+@pytest.mark.parametrize("state_tokens", [False, True])
+def test_jepa_matched_has_exactly_thinkjepas_trainable_parameters(injection, state_tokens):
+    guided = build(injection=injection, state_tokens=state_tokens)
+    matched = build(variant="jepa_matched", injection=injection, state_tokens=state_tokens)
+    bare = build(variant="jepa_only", injection=injection, state_tokens=state_tokens)
+    assert trainable(matched) == trainable(guided)
+    count = sum(p.numel() for p in matched.parameters() if p.requires_grad)
+    assert count == sum(p.numel() for p in guided.parameters() if p.requires_grad)
+    assert count > sum(p.numel() for p in bare.parameters() if p.requires_grad)
+    # Under one seed the two start from the same weights: only the guidance input differs.
+    for (n, a), (_, b) in zip(guided.named_parameters(), matched.named_parameters()):
+        assert torch.equal(a, b), n
+
+
+@pytest.mark.parametrize("injection", ["film", "cross_attn"])
+def test_jepa_matched_forecast_does_not_depend_on_the_windows_guidance(injection):
+    matched = build(variant="jepa_matched", injection=injection)
+    open_gates(matched)
+    batch = make_batch()
+    ref = forward(matched, batch)
+    other = make_batch(seed=9)  # other guidance tokens, means and masks ...
+    swapped = dict(batch, **{k: v for k, v in other.items() if k.startswith("guid_")})
+    bare = {k: v for k, v in batch.items() if not k.startswith("guid_")}
+    for b in (swapped, bare):
+        out = forward(matched, b)
+        for key in ref:
+            assert torch.equal(ref[key], out[key]), key
+    recorder = RecordingBatch(batch)
+    forward(matched, recorder)
+    assert not {k for k in recorder.read if k.startswith("guid_")}
+    # ... while its constant does modulate the predictor (it is not jepa_only in disguise)
+    bare_model = build(variant="jepa_only", injection=injection)
+    assert not torch.allclose(ref["pred_latents"], forward(bare_model, batch)["pred_latents"])
+    # and the same weights as a guided model, given that window's guidance, forecast otherwise
+    guided = build(injection=injection)
+    guided.load_state_dict(matched.state_dict(), strict=False)
+    assert not torch.allclose(ref["pred_latents"], forward(guided, batch)["pred_latents"])
+
+
+def test_jepa_matched_needs_the_injection_modules():
+    with pytest.raises(ValueError, match="jepa_matched"):
+        build(variant="jepa_matched", injection="none")
+
+
+# -- state tokens ---------------------------------------------------------------------------------
+
+
+def test_state_tokens_off_is_the_papers_model_bit_for_bit():
+    """Off: no state module, no extra token, the batch's state never read; the predictor and
+    head weights are those of a model built without the option."""
+    off, on = build(state_tokens=False), build(state_tokens=True)
+    assert off.state is None and off.predictor.n_extra == 0
+    assert not any(n.startswith("state.") for n in off.state_dict())
+    open_gates(off)
+    batch = make_batch()
+    recorder = RecordingBatch(batch)
+    ref = forward(off, recorder)
+    assert "past_states_cam" not in recorder.read
+    bare = {k: v for k, v in batch.items() if k != "past_states_cam"}
+    assert torch.equal(ref["joints_world"], forward(off, bare)["joints_world"])
+    for name, p in off.predictor.named_parameters():
+        assert torch.equal(p, dict(on.predictor.named_parameters())[name]), name
+    # the grid's rotary tables are unchanged by the state tokens' extra positions
+    n_grid = off.predictor.rope.cos.shape[0]
+    assert torch.equal(on.predictor.rope.cos[:n_grid], off.predictor.rope.cos)
+    assert torch.equal(on.predictor.rope.sin[:n_grid], off.predictor.rope.sin)
+
+
+@pytest.mark.parametrize("variant", ["thinkjepa", "jepa_only", "jepa_matched"])
+def test_state_tokens_read_the_past_state_and_nothing_of_the_future(variant):
+    model = build(variant=variant, state_tokens=True)
+    if model.injection is not None:
+        open_gates(model)
+    batch = make_batch()
+    ref = forward(model, batch)
+    future = dict(batch)
+    for key in ("future_latents", "target_joints", "target_conf"):
+        future[key] = torch.randn_like(batch[key]) * 100
+    out = forward(model, future)
+    for key in ref:
+        assert torch.equal(ref[key], out[key])
+    recorder = RecordingBatch(batch)
+    forward(model, recorder)
+    assert "past_states_cam" in recorder.read
+    assert not recorder.read & {"future_latents", "target_joints", "target_conf"}
+    older = batch["past_states_cam"].clone()
+    older[:, 0] += 0.3  # the oldest past frame moved: the forecast must see it
+    assert not torch.allclose(forward(model, dict(batch, past_states_cam=older))["pred_latents"], ref["pred_latents"])
+    with pytest.raises(ValueError, match="past_states_cam"):
+        forward(model, dict(batch, past_states_cam=batch["past_states_cam"][:, 1:]))
+
+
+def test_vlm_only_reads_neither_latents_nor_state():
+    model = build(variant="vlm_only", state_tokens=True)
+    open_gates(model)
+    batch = make_batch()
+    ref = forward(model, batch)
+    recorder = RecordingBatch(batch)
+    forward(model, recorder)
+    assert "past_states_cam" not in recorder.read
+    other = dict(batch, past_latents=torch.randn_like(batch["past_latents"]),
+                 past_states_cam=torch.randn_like(batch["past_states_cam"]))
+    assert torch.equal(forward(model, other)["joints_world"], ref["joints_world"])
+    # its forecast moves with the guidance (what it is for)
+    guid = dict(batch, **{k: v for k, v in make_batch(seed=9).items() if k.startswith("guid_")})
+    assert not torch.allclose(forward(model, guid)["joints_world"], ref["joints_world"])
 
 
 # -- identity at zero gates ----------------------------------------------------------------
@@ -352,6 +473,45 @@ def test_rollout_two_steps_by_hand(mode, tp, tf):
     other = model.rollout(batch, 2, "predicted" if mode == "shifted" else "shifted")
     torch.testing.assert_close(other["pred_latents"][:, :tf], ro["pred_latents"][:, :tf], rtol=0, atol=0)
     assert not torch.allclose(other["pred_latents"][:, tf:], ro["pred_latents"][:, tf:])
+
+
+@pytest.mark.parametrize("mode,tp,tf", [("shifted", 3, 2), ("predicted", 3, 2), ("shifted", 2, 3), ("predicted", 2, 3)])
+def test_rollout_state_comes_from_the_observed_past_or_the_forecast(mode, tp, tf):
+    """With state tokens, step two's state is built by index from the observed past states and
+    step one's forecast joints (shifted) or from the forecast alone (predicted); the future
+    targets of the batch are never read."""
+    fpt = 2
+    torch.manual_seed(0)
+    dims = {**DIMS, "n_tubelets_past": tp, "n_tubelets_future": tf, "future_frames": tf * fpt}
+    model = ThinkJEPA(tiny_cfg(injection="film", state_tokens=True), **dims).eval()
+    open_gates(model)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    g = torch.Generator().manual_seed(5)
+    batch = make_batch()
+    batch["past_latents"] = torch.randn(3, tp, P, D, generator=g)
+    batch["past_states_cam"] = torch.randn(3, tp * fpt, J, 3, generator=g) * 0.1
+    batch["past_joints_cam"] = batch["past_states_cam"][:, -1]
+    batch["target_joints"] = torch.randn(3, tf * fpt, J, 3, generator=g)
+    s1 = forward(model, batch)
+    q, p = s1["pred_latents"], batch["past_latents"]
+    j, st = s1["joints_cam"], batch["past_states_cam"]
+    tub = lambda x, i: x[:, i * fpt : (i + 1) * fpt]  # noqa: E731 - frames of tubelet i
+    picks = {  # (latent tubelets, state frames) of step two, written out
+        ("shifted", 3, 2): lambda: ([p[:, 2], q[:, 0], q[:, 1]], [tub(st, 2), tub(j, 0), tub(j, 1)]),
+        ("predicted", 3, 2): lambda: ([q[:, 0], q[:, 0], q[:, 1]], [tub(j, 0), tub(j, 0), tub(j, 1)]),
+        ("shifted", 2, 3): lambda: ([q[:, 1], q[:, 2]], [tub(j, 1), tub(j, 2)]),
+        ("predicted", 2, 3): lambda: ([q[:, 0], q[:, 2]], [tub(j, 0), tub(j, 2)]),
+    }[(mode, tp, tf)]()
+    second = dict(batch, past_latents=torch.stack(picks[0], 1), past_states_cam=torch.cat(picks[1], 1),
+                  past_joints_cam=j[:, -1])
+    s2 = forward(model, second)
+    ro = model.rollout(batch, 2, mode)
+    for key in ("pred_latents", "joints_cam", "joints_world"):
+        torch.testing.assert_close(ro[key], torch.cat([s1[key], s2[key]], 1), rtol=0, atol=0)
+    noisy = dict(batch, target_joints=batch["target_joints"] + 5, future_latents=batch["future_latents"] + 5)
+    assert torch.equal(model.rollout(noisy, 2, mode)["joints_world"], ro["joints_world"])
 
 
 def test_rollout_modes_coincide_when_tf_equals_tp_and_refuse_unknown_ones():

@@ -41,7 +41,7 @@ def test_only_the_pose_of_the_last_observed_frame_is_used(episode) -> None:
             if f != w.pose_frame:  # every future pose and every other past pose
                 poses[f] = _random_pose(rng)
         other = window_targets(episode.joints, episode.confidences, poses, w)
-        for name in ("joints_world", "joints_cam", "conf", "cam_pose", "past_joints_cam"):
+        for name in ("joints_world", "joints_cam", "conf", "cam_pose", "past_joints_cam", "past_states_cam"):
             np.testing.assert_array_equal(getattr(base, name), getattr(other, name), err_msg=name)
         # ... while the pose of that frame is what frames the targets
         poses[w.pose_frame] = _random_pose(rng)
@@ -65,6 +65,21 @@ def test_camera_world_round_trip(episode) -> None:
         # real EgoDex hands are in front of the head camera (OpenCV convention: z forward)
         assert np.median(tg.joints_cam[..., 2]) > 0
         np.testing.assert_array_equal(tg.conf, episode.confidences[list(w.future)])
+
+
+def test_past_states_are_the_observed_frames_only(episode) -> None:
+    """The state tokens' input: every past frame's joints in the last observed camera frame,
+    the same whatever the frames from t on hold."""
+    for w in windows_for_clip(episode.clip_id, episode.n_frames, SAMPLING):
+        tg = window_targets(episode.joints, episode.confidences, episode.camera_pose, w)
+        assert tg.past_states_cam.shape == (len(w.past), 52, 3)
+        np.testing.assert_allclose(tg.past_states_cam, world_to_camera(episode.joints[list(w.past)], tg.cam_pose), atol=1e-5)
+        np.testing.assert_array_equal(tg.past_states_cam[-1], tg.past_joints_cam)
+        joints = episode.joints.copy()
+        joints[w.t :] += 10.0  # every frame from t on
+        moved = window_targets(joints, episode.confidences, episode.camera_pose, w)
+        np.testing.assert_array_equal(moved.past_states_cam, tg.past_states_cam)
+        assert not np.allclose(moved.joints_cam, tg.joints_cam)
 
 
 def test_inconsistent_arrays_name_the_clip(episode) -> None:
