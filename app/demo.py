@@ -68,7 +68,9 @@ def synthesize_demo_data(root: Path, cfg: PipelineConfig) -> Path:
     d = cfg.demo
     stamp = json.dumps(d.model_dump(mode="json") | {
         "past": cfg.sampling.past_frames, "future": cfg.sampling.future_frames,
-        **({"sampling": cfg.sampling.model_dump(mode="json")} if d.generator == "rollout_v3" else {})}, sort_keys=True)
+        # the layout of v3 data follows the windows (not the thinker's frames)
+        **({"sampling": cfg.sampling.model_dump(mode="json", exclude={"thinker_stop", "thinker_frames", "thinker_span"})}
+           if d.generator == "rollout_v3" else {})}, sort_keys=True)
     marker = root / ".complete"
     if marker.exists() and marker.read_text() == stamp:
         return root

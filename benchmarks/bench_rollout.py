@@ -67,9 +67,13 @@ def overrides(size: dict[str, Any]) -> list[str]:
     ]
 
 
-def variants_for(crit: dict[str, Any], mode: str) -> list[str]:
+def variants_for(crit: dict[str, Any], mode: str, with_jepa_only: bool = False) -> list[str]:
+    """The variants trained on the main (``thinker_stop: dense``) pipeline of ``mode``; on
+    cued data the fair vlm_only runs beside it (``vlm_only_set``: the thinker sees up to t-1).
+    The old jepa_only is judged by nothing: it runs only when asked (it costs 3 trainings)."""
     v = crit["variants"]
-    return [v["thinkjepa"], v["matched"], v["jepa_only"], v["vlm_only"]] if mode == "cued" else [v["thinkjepa"], v["matched"]]
+    extra = [v["jepa_only"]] if with_jepa_only and mode == "cued" else []
+    return [v["thinkjepa"], v["matched"], *extra]
 
 
 # ---------------------------------------------------------------- reading metrics.json
@@ -78,10 +82,9 @@ def variants_for(crit: dict[str, Any], mode: str) -> list[str]:
 def rollout_cube(model: dict[str, Any], rollout_mode: str) -> dict[str, Any]:
     """``{"seeds": [...], "ADE": [S][W][K]}``: rollout ADE of every training seed, rollout
     window and step of one model row (a baseline has the one seed ``"-"``)."""
-    ro = model["rollout"][rollout_mode]
-    by_seed = ro["per_seed_window_step_ADE"]
+    by_seed = model["rollout"][rollout_mode]["per_seed_window_step"]
     seeds = list(by_seed)
-    return {"seeds": seeds, "ADE": [by_seed[s] for s in seeds]}
+    return {"seeds": seeds, "ADE": [by_seed[s]["ADE"] for s in seeds]}
 
 
 def collect(metrics: dict[str, Any], names: list[str], rollout_modes: list[str]) -> dict[str, Any]:
@@ -257,12 +260,13 @@ def print_table(runs: dict[str, dict[str, dict[str, Any]]], verdicts: dict[str, 
 # ---------------------------------------------------------------- running
 
 
-def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, extra: list[str]) -> dict[str, Any]:
+def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, extra: list[str],
+             with_jepa_only: bool = False) -> dict[str, Any]:
     bg = _bench_guidance()
     size = crit["size"]
     out: dict[str, Any] = {}
     for mode in modes:
-        names = variants_for(crit, mode)
+        names = variants_for(crit, mode, with_jepa_only)
         args = argparse.Namespace(
             seed=gseed, scenes=size["scenes"], episodes_per_scene=size["episodes_per_scene"],
             train_seeds=list(size["training_seeds"]), epochs=1, ablations=[], set=[*overrides(size), *extra],
@@ -272,8 +276,21 @@ def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, 
         t0 = time.perf_counter()
         r = bg.run_mode(workdir / f"seed{gseed}", mode, args, variants=names)
         run = collect(r["metrics"], names, crit["rollout_modes"])
+        if mode == "cued":
+            # the fair VLM-only reads another thinker cache (its thinker sees up to t-1): its own
+            # pipeline on the same data, scored on the same windows
+            vlm = crit["variants"]["vlm_only"]
+            args_v = argparse.Namespace(**{**vars(args), "set": [*args.set, *size.get("vlm_only_set", [])]})
+            rv = bg.run_mode(workdir / f"seed{gseed}", mode, args_v, variants=[vlm], name=f"{mode}_{vlm}",
+                             data=Path(r["workdir"]) / "data")
+            other = collect(rv["metrics"], [vlm], crit["rollout_modes"])
+            if other["windows"] != run["windows"]:
+                raise RuntimeError(f"{vlm} was scored on other windows than the main run of seed {gseed}")
+            run["models"][vlm] = other["models"][vlm]
+            r["metrics"].setdefault("notes", []).extend(rv["metrics"].get("notes", []))
         run.update(seconds=time.perf_counter() - t0, workdir=r["workdir"], notes=r["metrics"].get("notes", []),
-                   timeline=r["labels"]["timeline"], trainable_parameters=r["metrics"].get("trainable_parameters"))
+                   timeline=r["labels"]["timeline"],
+                   trainable_params={n: m.get("trainable_params") for n, m in r["metrics"]["models"].items()})
         out[mode] = run
         print(f"   {mode}: {run['seconds']:.0f} s", flush=True)
     return out
@@ -286,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="generator seeds (default: criteria's judged seeds)")
     ap.add_argument("--modes", nargs="+", default=None, help="data modes (default: the criteria's)")
     ap.add_argument("--set", action="append", default=[], help="extra dotted overrides (development only)")
+    ap.add_argument("--with-jepa-only", action="store_true", help="also train the old jepa_only on cued data (a row, not judged)")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_rollout"))
     ap.add_argument("--out", type=Path, default=None, help="JSON (default: benchmarks/results/rollout_v3_<seeds>.json)")
     ap.add_argument("--rejudge", type=Path, default=None, help="judge a written JSON again (no runs)")
@@ -300,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set and not args.dev:
         print("note: --set changes the committed size; its verdicts are not the benchmark's", flush=True)
     modes = args.modes or crit["modes"]
-    runs = {str(g): run_seed(g, modes, crit, args.workdir.resolve(), args.set) for g in seeds}
+    runs = {str(g): run_seed(g, modes, crit, args.workdir.resolve(), args.set, args.with_jepa_only) for g in seeds}
     verdicts = judge(runs, crit)
     print_table(runs, verdicts, crit)
     path = args.out or REPO / "benchmarks" / "results" / f"rollout_v3_seed{'-'.join(map(str, seeds))}.json"

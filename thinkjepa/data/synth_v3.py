@@ -77,8 +77,11 @@ def v3_timeline(n_frames: int, sampling: SamplingConfig) -> dict[str, Any]:
     earliest dense window, the motion starts just before it, and the first frame moved by the
     turn (``turn + 1``) is in rollout step 2 of the latest window and in steps 2..horizon of
     every window."""
-    if sampling.mode != "stride" or sampling.stride != 1 or sampling.thinker_stop != "dense":
-        raise ValueError("rollout v3 data is laid out for sampling.mode=stride, stride 1, thinker_stop=dense")
+    # thinker_stop is free: the cue lies before every dense window, so the dense branch never sees
+    # it either way (``dense``: the thinker sees only frames before the dense window; ``forecast``,
+    # the fair VLM-only baseline's setting: up to t-1)
+    if sampling.mode != "stride" or sampling.stride != 1:
+        raise ValueError("rollout v3 data is laid out for sampling.mode=stride, stride 1")
     wins = windows_for_clip("v3", n_frames, sampling)
     F, R = sampling.future_frames, sampling.horizon_steps
     dense_start = wins[0].past[0]
