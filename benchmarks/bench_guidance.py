@@ -54,9 +54,10 @@ def _base(args: argparse.Namespace) -> dict[str, Any]:
 def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, variants: list[str]):
     from thinkjepa.app.demo import demo_config, prepare_models
     from thinkjepa.config import load_config
+    from thinkjepa.data.synth_v2 import V2_DEMO_OVERRIDES
 
     over = [
-        f"demo.mode={mode}", f"demo.seed={args.seed}", f"demo.scenes={args.scenes}",
+        *V2_DEMO_OVERRIDES, f"demo.mode={mode}", f"demo.seed={args.seed}", f"demo.scenes={args.scenes}",
         f"demo.episodes_per_scene={args.episodes_per_scene}",
         f"train.seeds={json.dumps(args.train_seeds)}", f"eval.variants={json.dumps(variants)}",
         f"train.epochs={args.epochs}", *args.set,

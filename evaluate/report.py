@@ -22,7 +22,7 @@ from thinkjepa.config import PipelineConfig, save_config
 from thinkjepa.evaluate import plots
 from thinkjepa.evaluate.errors import JOINT_GROUPS, by_group, by_step, by_task, per_window
 from thinkjepa.evaluate.latent import HEALTHY
-from thinkjepa.evaluate.run import BASELINES, GUIDED, REFERENCE, public
+from thinkjepa.evaluate.run import BASELINES, GUIDED, MATCHED, REFERENCE, public
 
 # Project page snapshot (REFERENCE.md section 1): EgoDex part 2, 32 past -> 32 future frames.
 PUBLISHED = {
@@ -240,11 +240,29 @@ def _figures(cfg: PipelineConfig, out: Path, summary: dict[str, Any]) -> tuple[l
     return blocks, files
 
 
+def _headline(summary: dict[str, Any]) -> str | None:
+    """The report's first sentence: what this run shows over the whole rollout, in plain words
+    (thinkjepa against the capacity-matched JEPA-only and constant velocity, per rollout mode)."""
+    models, rs = summary["models"], summary["rollout_window_set"]
+    rows = [n for n in (GUIDED, MATCHED, "constant_velocity") if n in models]
+    if GUIDED not in models or len(rows) < 2 or not rs["modes"]:
+        return None
+    parts = []
+    for mode in rs["modes"]:
+        ade = {n: models[n]["rollout"][mode]["ADE"] for n in rows if mode in models[n]["rollout"]}
+        parts.append(f"`{mode}`: " + ", ".join(f"{n} {v:.4f}" for n, v in ade.items()))
+    return (f"In this run, rolled out {rs['steps']} step(s) of {rs['frames_per_step']} frames on {rs['windows']} windows, "
+            f"the mean ADE (m, over all steps and seeds) is " + "; ".join(parts) + ".")
+
+
 def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     models = summary["models"]
     ws, rs = summary["window_set"], summary["rollout_window_set"]
     thr = summary["acc_threshold_m"]
     b: list[Block] = [("h1", "ThinkJEPA evaluation")]
+    headline = _headline(summary)
+    if headline:
+        b.append(("p", headline))
     b.append(("p", f"Split `{summary['split']}`: {ws['windows']} windows (set digest `{ws['digest']}`, identical for every "
                    f"model row). Metrics in metres, world frame; Acc = share of joint errors below {thr:g} m. Seeds: "
                    + ", ".join(f"{v} {s}" for v, s in summary["seeds"].items())
