@@ -238,7 +238,7 @@ def print_table(runs: dict[str, dict[str, dict[str, Any]]], verdicts: dict[str, 
                     if rm not in m:
                         continue
                     arr = np.asarray(m[rm]["ADE"], np.float64).mean(axis=1)  # [S, K]
-                    one = np.asarray(list(m["one_shot_ADE"].values()), np.float64)
+                    one = np.asarray(list(m.get("one_shot_ADE", {}).values()), np.float64)
                     print(f"{name:18s} " + " ".join(f"{_ms(arr[:, k]):>15s}" for k in range(arr.shape[1]))
                           + f" {_ms(arr.mean(axis=1)):>15s} {_ms(one) if one.size else '':>15s}")
     print()
@@ -306,13 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--with-jepa-only", action="store_true", help="also train the old jepa_only on cued data (a row, not judged)")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_rollout"))
     ap.add_argument("--out", type=Path, default=None, help="JSON (default: benchmarks/results/rollout_v3_<seeds>.json)")
-    ap.add_argument("--rejudge", type=Path, default=None, help="judge a written JSON again (no runs)")
+    ap.add_argument("--rejudge", type=Path, nargs="+", default=None,
+                    help="judge written JSONs again, their generator seeds together (no runs); --out writes the combined JSON")
     args = ap.parse_args(argv)
     crit = load_criteria(args.criteria)
     if args.rejudge:
-        saved = json.loads(args.rejudge.read_text())
-        verdicts = judge(saved["runs"], crit)
-        print_table(saved["runs"], verdicts, crit)
+        runs = {}
+        for f in args.rejudge:
+            runs.update(json.loads(f.read_text())["runs"])
+        verdicts = judge(runs, crit)
+        print_table(runs, verdicts, crit)
+        if args.out:
+            args.out.write_text(json.dumps({"criteria_file": str(args.criteria), "criteria": crit, "seeds": list(runs),
+                                            "combined_from": [str(f) for f in args.rejudge], "runs": runs,
+                                            "verdicts": verdicts}, indent=1))
+            print(f"results: {args.out}")
         return 0
     seeds = args.seeds or (crit["generator_seeds"]["development"] if args.dev else crit["generator_seeds"]["judged"])
     if args.set and not args.dev:

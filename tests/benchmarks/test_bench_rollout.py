@@ -78,3 +78,21 @@ def test_scene_interval_resamples_scenes_not_windows():
     d = np.r_[np.full(50, -1.0), np.full(50, 1.0)][None]
     iv = bench.scene_interval(d, np.zeros_like(d), windows, 0.95, 2000, 0, "percentile")
     assert iv["lo"] == pytest.approx(-1.0) and iv["hi"] == pytest.approx(1.0)
+
+
+def test_rejudge_combines_generator_seeds_from_written_files(tmp_path, capsys):
+    import json
+
+    bench = _bench()
+    rng = np.random.default_rng(2)
+    files = []
+    for g, gain in (("11", 0.6), ("12", 1.0)):
+        f = tmp_path / f"{g}.json"
+        f.write_text(json.dumps({"runs": {g: {"cued": _run(rng, gain), "shuffled": _run(rng, 1.0), "absent": _run(rng, 1.0)}}}))
+        files.append(str(f))
+    out = tmp_path / "both.json"
+    assert bench.main(["--rejudge", *files, "--out", str(out)]) == 0
+    v = json.loads(out.read_text())["verdicts"]
+    # R1 passes on seed 11 only, so it fails overall: every judged seed must pass
+    assert v["R1"]["by_seed"]["11"]["pass"] and not v["R1"]["by_seed"]["12"]["pass"] and not v["R1"]["pass"]
+    assert "FAIL  R1" in capsys.readouterr().out
