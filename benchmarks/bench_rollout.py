@@ -68,11 +68,14 @@ def overrides(size: dict[str, Any]) -> list[str]:
 
 
 def variants_for(crit: dict[str, Any], mode: str, with_jepa_only: bool = False) -> list[str]:
-    """The variants trained on the main (``thinker_stop: dense``) pipeline of ``mode``; on
-    cued data the fair vlm_only runs beside it (``vlm_only_set``: the thinker sees up to t-1).
-    The old jepa_only is judged by nothing: it runs only when asked (it costs 3 trainings)."""
+    """The variants trained on the main pipeline of ``mode``. On cued data the fair vlm_only
+    trains there too, unless ``size.vlm_only_set`` gives it other settings (then it runs in a
+    pipeline of its own on the same data). The old jepa_only is judged by nothing: it runs
+    only when asked (it costs 3 trainings)."""
     v = crit["variants"]
     extra = [v["jepa_only"]] if with_jepa_only and mode == "cued" else []
+    if mode == "cued" and not crit["size"].get("vlm_only_set"):
+        extra.append(v["vlm_only"])
     return [v["thinkjepa"], v["matched"], *extra]
 
 
@@ -276,7 +279,7 @@ def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, 
         t0 = time.perf_counter()
         r = bg.run_mode(workdir / f"seed{gseed}", mode, args, variants=names)
         run = collect(r["metrics"], names, crit["rollout_modes"])
-        if mode == "cued":
+        if mode == "cued" and size.get("vlm_only_set"):
             # the fair VLM-only reads another thinker cache (its thinker sees up to t-1): its own
             # pipeline on the same data, scored on the same windows
             vlm = crit["variants"]["vlm_only"]
