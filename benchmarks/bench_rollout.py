@@ -264,15 +264,17 @@ def print_table(runs: dict[str, dict[str, dict[str, Any]]], verdicts: dict[str, 
 
 
 def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, extra: list[str],
-             with_jepa_only: bool = False) -> dict[str, Any]:
+             with_jepa_only: bool = False, ablations: list[str] | None = None) -> dict[str, Any]:
     bg = _bench_guidance()
     size = crit["size"]
     out: dict[str, Any] = {}
     for mode in modes:
-        names = variants_for(crit, mode, with_jepa_only)
+        # training-time ablations (pipelines.yaml) train beside the others on cued data, judged by nothing
+        abl = list(ablations or []) if mode == "cued" else []
+        names = variants_for(crit, mode, with_jepa_only) + abl
         args = argparse.Namespace(
             seed=gseed, scenes=size["scenes"], episodes_per_scene=size["episodes_per_scene"],
-            train_seeds=list(size["training_seeds"]), epochs=1, ablations=[], set=[*overrides(size), *extra],
+            train_seeds=list(size["training_seeds"]), epochs=1, ablations=abl, set=[*overrides(size), *extra],
         )
         print(f"== generator seed {gseed}, {mode}: {size['scenes']} scenes x {size['episodes_per_scene']} episodes, "
               f"training seeds {size['training_seeds']}, variants {names}", flush=True)
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=None, help="data modes (default: the criteria's)")
     ap.add_argument("--set", action="append", default=[], help="extra dotted overrides (development only)")
     ap.add_argument("--with-jepa-only", action="store_true", help="also train the old jepa_only on cued data (a row, not judged)")
+    ap.add_argument("--ablations", nargs="*", default=[],
+                    help="training-time ablations of pipelines.yaml to train on cued data too (rows, not judged)")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_rollout"))
     ap.add_argument("--out", type=Path, default=None, help="JSON (default: benchmarks/results/rollout_v3_<seeds>.json)")
     ap.add_argument("--rejudge", type=Path, nargs="+", default=None,
@@ -329,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.set and not args.dev:
         print("note: --set changes the committed size; its verdicts are not the benchmark's", flush=True)
     modes = args.modes or crit["modes"]
-    runs = {str(g): run_seed(g, modes, crit, args.workdir.resolve(), args.set, args.with_jepa_only) for g in seeds}
+    runs = {str(g): run_seed(g, modes, crit, args.workdir.resolve(), args.set, args.with_jepa_only, args.ablations)
+            for g in seeds}
     verdicts = judge(runs, crit)
     print_table(runs, verdicts, crit)
     path = args.out or REPO / "benchmarks" / "results" / f"rollout_v3_seed{'-'.join(map(str, seeds))}.json"
