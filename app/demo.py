@@ -67,7 +67,10 @@ def synthesize_demo_data(root: Path, cfg: PipelineConfig) -> Path:
 
     d = cfg.demo
     stamp = json.dumps(d.model_dump(mode="json") | {
-        "past": cfg.sampling.past_frames, "future": cfg.sampling.future_frames}, sort_keys=True)
+        "past": cfg.sampling.past_frames, "future": cfg.sampling.future_frames,
+        # the layout of v3 data follows the windows (not the thinker's frames)
+        **({"sampling": cfg.sampling.model_dump(mode="json", exclude={"thinker_stop", "thinker_frames", "thinker_span"})}
+           if d.generator == "rollout_v3" else {})}, sort_keys=True)
     marker = root / ".complete"
     if marker.exists() and marker.read_text() == stamp:
         return root
@@ -77,6 +80,13 @@ def synthesize_demo_data(root: Path, cfg: PipelineConfig) -> Path:
         from thinkjepa.data.synth import synthesize_dataset
 
         synthesize_dataset(root, episodes=d.episodes, seed=d.seed)
+    elif d.generator == "rollout_v3":
+        from thinkjepa.data.synth_v3 import synthesize_rollout_v3
+
+        synthesize_rollout_v3(
+            root, scenes=d.scenes, episodes_per_scene=d.episodes_per_scene, mode=d.mode, seed=d.seed,  # type: ignore[arg-type]
+            n_frames=d.n_frames, sampling=cfg.sampling, progress=True,
+        )
     else:
         from thinkjepa.data.synth_v2 import synthesize_guidance_v2
 

@@ -54,9 +54,10 @@ def _base(args: argparse.Namespace) -> dict[str, Any]:
 def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, variants: list[str]):
     from thinkjepa.app.demo import demo_config, prepare_models
     from thinkjepa.config import load_config
+    from thinkjepa.data.synth_v2 import V2_DEMO_OVERRIDES
 
     over = [
-        f"demo.mode={mode}", f"demo.seed={args.seed}", f"demo.scenes={args.scenes}",
+        *V2_DEMO_OVERRIDES, f"demo.mode={mode}", f"demo.seed={args.seed}", f"demo.scenes={args.scenes}",
         f"demo.episodes_per_scene={args.episodes_per_scene}",
         f"train.seeds={json.dumps(args.train_seeds)}", f"eval.variants={json.dumps(variants)}",
         f"train.epochs={args.epochs}", *args.set,
@@ -67,13 +68,18 @@ def mode_config(workdir: Path, data: Path, mode: str, args: argparse.Namespace, 
     return demo_config(workdir, data, q, v, over, base=base), preview
 
 
-def run_mode(out: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(out: Path, mode: str, args: argparse.Namespace, variants: list[str] | None = None,
+             name: str | None = None, data: Path | None = None) -> dict[str, Any]:
+    """Synthesise ``mode``'s data (into ``data``, default ``<out>/<name>/data``), run the whole
+    pipeline on it in ``<out>/<name>`` (default name: the mode) and read its metrics
+    (benchmarks/bench_rollout.py runs its own variants through this too)."""
     from thinkjepa.app import pipeline
     from thinkjepa.app.demo import synthesize_demo_data
 
-    variants = (MAIN_VARIANTS + list(args.ablations)) if mode == "cued" else CONTROL_VARIANTS
-    workdir = (out / mode).resolve()
-    data = workdir / "data"
+    if variants is None:
+        variants = (MAIN_VARIANTS + list(args.ablations)) if mode == "cued" else CONTROL_VARIANTS
+    workdir = (out / (name or mode)).resolve()
+    data = data or workdir / "data"
     cfg, preview = mode_config(workdir, data, mode, args, variants)
     synthesize_demo_data(data, preview)
     t0 = time.perf_counter()

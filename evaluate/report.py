@@ -21,7 +21,7 @@ from thinkjepa.config import PipelineConfig, save_config
 from thinkjepa.evaluate import plots
 from thinkjepa.evaluate.errors import JOINT_GROUPS, by_group, by_step, by_task, per_window
 from thinkjepa.evaluate.latent import HEALTHY
-from thinkjepa.evaluate.run import BASELINES, GUIDED, REFERENCES, public, reference_of
+from thinkjepa.evaluate.run import BASELINES, GUIDED, MATCHED, REFERENCES, public, reference_of
 from thinkjepa.evaluate.stats import HIERARCHICAL_METHOD, MIN_SEEDS, MIN_WINDOWS, SEED_METHOD, WINDOW_METHOD
 from thinkjepa.evaluate.verdict import NEGLIGIBLE_M, decide, fmt_diff
 
@@ -250,6 +250,21 @@ def verdict_of(summary: dict[str, Any]):
     return decide(models, GUIDED, summary.get("reference") or reference_of(models))
 
 
+def _headline(summary: dict[str, Any]) -> str | None:
+    """The report's first sentence: what this run shows over the whole rollout, in plain words
+    (thinkjepa against the capacity-matched JEPA-only and constant velocity, per rollout mode)."""
+    models, rs = summary["models"], summary["rollout_window_set"]
+    rows = [n for n in (GUIDED, MATCHED, "constant_velocity") if n in models]
+    if GUIDED not in models or len(rows) < 2 or not rs["modes"]:
+        return None
+    parts = []
+    for mode in rs["modes"]:
+        ade = {n: models[n]["rollout"][mode]["ADE"] for n in rows if mode in models[n]["rollout"]}
+        parts.append(f"`{mode}`: " + ", ".join(f"{n} {v:.4f}" for n, v in ade.items()))
+    return (f"In this run, rolled out {rs['steps']} step(s) of {rs['frames_per_step']} frames on {rs['windows']} windows, "
+            f"the mean ADE (m, over all steps and seeds) is " + "; ".join(parts) + ".")
+
+
 def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     models = summary["models"]
     ws, rs = summary["window_set"], summary["rollout_window_set"]
@@ -257,6 +272,9 @@ def _blocks(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Block]:
     ref = summary.get("reference") or reference_of(models) or "jepa_only"
     v = verdict_of(summary)
     b: list[Block] = [("p", v.headline), ("h1", "ThinkJEPA evaluation")]
+    headline = _headline(summary)
+    if headline:
+        b.append(("p", headline))
     b.append(("p", f"Split `{summary['split']}`: {ws['windows']} window{'' if ws['windows'] == 1 else 's'} (set digest `{ws['digest']}`, identical for every "
                    f"model row). Metrics in metres, world frame; Acc = share of joint errors below {thr:g} m. Seeds: "
                    + ", ".join(f"{name} {sd}" for name, sd in summary["seeds"].items())

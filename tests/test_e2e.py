@@ -51,7 +51,7 @@ def test_demo_on_synthetic_data_runs_every_stage_with_vllm(synthetic_demo):
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
     models = metrics["models"]
     rows = {n for n, m in models.items() if m["kind"] != "test_ablation"}
-    assert rows == {"thinkjepa", "jepa_only", "vlm_only", "last_observed", "constant_velocity"}
+    assert rows == {"thinkjepa", "jepa_matched", "jepa_only", "vlm_only", "last_observed", "constant_velocity"}
     assert {"thinkjepa:zeroed", "thinkjepa:shuffled"} <= set(models)
     for name in rows:
         m = models[name]
@@ -60,6 +60,10 @@ def test_demo_on_synthetic_data_runs_every_stage_with_vllm(synthetic_demo):
         assert math.isfinite(m["ADE"]) and 0 < m["ADE"] < 1.0
         assert 0.0 <= m["Acc"] <= 1.0
     assert all(len(s) >= 2 for s in metrics["seeds"].values())  # the demo trains two seeds
+    # rollout benchmark v3: every test window is rolled out 4 steps, in both rollout modes
+    rs = metrics["rollout_window_set"]
+    assert rs["steps"] == 4 and rs["windows"] == metrics["window_set"]["windows"]
+    assert rs["modes"] == ["shifted", "predicted"] and not any("coincide" in n for n in metrics["notes"])
     md = (workdir / "eval" / "report.md").read_text()
     one_shot = md.split("## One-shot forecasts")[1].split("##")[0]
     assert one_shot.count("| thinkjepa |") == 1 and "| constant_velocity |" in one_shot
@@ -108,7 +112,9 @@ def test_demo_on_real_egodex_fixtures(egodex_root, tmp_path):
     result = runner.invoke(
         app,
         ["demo", "--data-root", str(egodex_root), "--workdir", str(workdir),
-         *_sets(["train.epochs=2", "thinker.backend=transformers"])],
+         # the fixtures have 20-29 frames: one window of 8 + 8 (the demo's rollout layout needs 24)
+         *_sets(["train.epochs=2", "thinker.backend=transformers", "sampling.future_frames=8",
+                 "sampling.windows_per_clip=1", "sampling.horizon_steps=1"])],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())

@@ -22,12 +22,13 @@ from thinkjepa.app import pipeline
 from thinkjepa.app.demo import demo_config, demo_defaults, prepare_models, synthesize_demo_data
 from thinkjepa.config import load_config
 from thinkjepa.data.camera import world_to_camera
+from thinkjepa.data.synth_v2 import V2_DEMO_OVERRIDES
 from thinkjepa.joints import WRIST_INDEX
 from thinkjepa.train.dataset import WindowDataset
 
 pytestmark = pytest.mark.slow
 
-SIZE = ["demo.scenes=12", "demo.episodes_per_scene=8"]
+SIZE = [*V2_DEMO_OVERRIDES, "demo.scenes=12", "demo.episodes_per_scene=8"]
 FOLDS = 4
 LAMBDA = 10.0
 

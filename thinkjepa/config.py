@@ -64,6 +64,10 @@ class SamplingConfig(_Section):
     windows_per_clip: int = 1
     window_hop: int | None = None
     """Frames between successive forecast times when ``windows_per_clip`` > 1 (default: future_frames)."""
+    horizon_steps: int = Field(default=1, ge=1)
+    """``stride`` mode: every window leaves room after t for this many blocks of ``future_frames``
+    (the latest window ends ``horizon_steps`` blocks before the episode's end), so a rollout of
+    that many steps covers every window, not only the earliest. 1: the window's own future."""
 
 
 class ThinkerConfig(_Section):
@@ -210,12 +214,14 @@ class EvalConfig(_Section):
 class DemoConfig(_Section):
     """What ``tj demo`` synthesises when it is given no data root."""
 
-    generator: Literal["guidance_v2", "v1"] = "guidance_v2"
-    """``guidance_v2``: the guidance benchmark (thinkjepa/data/synth_v2.py); ``v1``: the first
+    generator: Literal["guidance_v2", "rollout_v3", "v1"] = "guidance_v2"
+    """``guidance_v2``: the guidance benchmark (thinkjepa/data/synth_v2.py); ``rollout_v3``: the
+    rollout benchmark (thinkjepa/data/synth_v3.py, laid out for ``sampling``); ``v1``: the first
     toy (kept reproducible; its future does not depend on the dense window)."""
-    mode: Literal["cued", "shuffled", "absent", "fixed_turn"] = "cued"
-    """guidance_v2 only: the cue shows the turn (``cued``), a random class (``shuffled``) or nothing
-    (``absent``); ``fixed_turn``: no cue and one turn class for every episode (a diagnosis)."""
+    mode: Literal["cued", "shuffled", "absent", "fixed_turn", "fixed_event"] = "cued"
+    """guidance_v2 / rollout_v3: the cue shows the turn (``cued``), a random class (``shuffled``) or
+    nothing (``absent``); a diagnosis with no cue and one turn class for every episode is
+    ``fixed_turn`` (v2) or ``fixed_event`` (v3)."""
     scenes: int = 24
     episodes_per_scene: int = 8
     n_frames: int = 48

@@ -67,7 +67,7 @@ def min_frames(cfg: SamplingConfig) -> int:
     """Shortest episode that yields at least one window under ``cfg``."""
     if cfg.mode == "split_half":
         return 2
-    return cfg.stride * cfg.past_frames + cfg.stride * (cfg.future_frames - 1) + 1
+    return cfg.stride * cfg.past_frames + cfg.stride * (cfg.future_frames * cfg.horizon_steps - 1) + 1
 
 
 def windows_for_clip(clip_id: str, n_frames: int, cfg: SamplingConfig) -> list[Window]:
@@ -76,7 +76,7 @@ def windows_for_clip(clip_id: str, n_frames: int, cfg: SamplingConfig) -> list[W
     if n_frames < need:
         raise TooShortError(
             f"{clip_id}: {n_frames} frames, need at least {need} for sampling mode {cfg.mode!r} "
-            f"(past {cfg.past_frames}, future {cfg.future_frames}, stride {cfg.stride})"
+            f"(past {cfg.past_frames}, future {cfg.future_frames} x {cfg.horizon_steps} step(s), stride {cfg.stride})"
         )
     if cfg.mode == "split_half":
         t = n_frames // 2
@@ -87,7 +87,7 @@ def windows_for_clip(clip_id: str, n_frames: int, cfg: SamplingConfig) -> list[W
 
     s, p, f = cfg.stride, cfg.past_frames, cfg.future_frames
     t_min = s * p
-    t_max = n_frames - 1 - s * (f - 1)
+    t_max = n_frames - 1 - s * (f * cfg.horizon_steps - 1)
     hop = cfg.window_hop or s * f
     ts = sorted({t_max - hop * j for j in range(cfg.windows_per_clip) if t_max - hop * j >= t_min})
     out = []

@@ -34,40 +34,57 @@ app = typer_app("Synthesise EgoDex-layout data and index datasets into the clips
 @cli_command("tj data synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write <task>/<n>.mp4|.hdf5 into.")],
-    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Number of episodes.")] = 12,
+    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Number of episodes (v1).")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same arrays).")] = 0,
-    frames: Annotated[int, typer.Option("--frames", min=8, help="Frames per episode.")] = 64,
-    size: Annotated[int, typer.Option(help="Square frame size in pixels (even).")] = 128,
-    tasks: Annotated[int | None, typer.Option(help="Task folders, 1-4 (default: one per 4 episodes).")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", min=8, help="Frames per episode (default: 64 for v1, 48 for v3).")] = None,
+    size: Annotated[int | None, typer.Option(help="Square frame size in pixels, even (default: 128 for v1, 64 for v3).")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Task folders, 1-4 (v1; default: one per 4 episodes).")] = None,
+    generator: Annotated[str, typer.Option(help="v1 (the first toy) or rollout_v3 (thinkjepa/data/synth_v3.py).")] = "v1",
+    mode: Annotated[str, typer.Option(help="rollout_v3: cued, shuffled, absent or fixed_event.")] = "cued",
+    scenes: Annotated[int, typer.Option(min=1, help="rollout_v3: scene (task) folders.")] = 24,
+    episodes_per_scene: Annotated[int, typer.Option(min=1, help="rollout_v3: episodes per scene.")] = 8,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
     verbose: NoCaptureVerboseOpt = False,
 ) -> None:
     """Synthetic EgoDex episodes whose future hand motion depends on an early visual cue."""
-    from thinkjepa.data.synth import synthesize_dataset
-
+    show = progress and not json_out
     try:
-        labels = synthesize_dataset(
-            out, episodes, seed=seed, n_frames=frames, size=size, tasks=tasks, progress=progress and not json_out
-        )
+        if generator == "v1":
+            from thinkjepa.data.synth import synthesize_dataset
+
+            labels = synthesize_dataset(out, episodes, seed=seed, n_frames=frames or 64, size=size or 128, tasks=tasks, progress=show)
+            summary = {"cue_frames": labels["cue_frames"], "reach_start": labels["reach_start"]}
+            detail = (f"cue in frames {labels['cue_frames'][0]}-{labels['cue_frames'][1] - 1}, "
+                      f"reach from frame {labels['reach_start']}")
+        elif generator == "rollout_v3":
+            from thinkjepa.data.synth_v3 import synthesize_rollout_v3
+
+            labels = synthesize_rollout_v3(out, scenes=scenes, episodes_per_scene=episodes_per_scene, mode=mode,  # type: ignore[arg-type]
+                                           seed=seed, n_frames=frames or 48, size=size or 64, progress=show)
+            summary = {"mode": mode, "timeline": labels["timeline"]}
+            tl = labels["timeline"]
+            detail = (f"mode {mode}; cue card in frames 0-{tl['cue_end'] - 1}, forecast times {tl['ts']}, "
+                      f"event from frame {tl['first_changed_frame']} (rollout steps {sorted(tl['event_step'].values())})")
+        else:
+            raise UsageError(f"--generator must be v1 or rollout_v3, got {generator!r}")
     except ValueError as e:  # the arguments do not make a dataset
         raise UsageError(str(e)) from e
     summary = {
         "root": str(out),
+        "generator": generator,
         "episodes": len(labels["episodes"]),
         "tasks": labels["tasks"],
         "n_frames": labels["n_frames"],
         "size": [labels["height"], labels["width"]],
-        "cue_frames": labels["cue_frames"],
-        "reach_start": labels["reach_start"],
+        **summary,
     }
     if json_out:
         print(json.dumps(summary))
     else:
         console.print(
             f"[green]wrote {summary['episodes']} episodes[/green] in {len(summary['tasks'])} task folder(s) "
-            f"under {out} ({labels['n_frames']} frames of {labels['width']}x{labels['height']}; "
-            f"cue in frames {labels['cue_frames'][0]}-{labels['cue_frames'][1] - 1}, reach from frame {labels['reach_start']})"
+            f"under {out} ({labels['n_frames']} frames of {labels['width']}x{labels['height']}; {detail})"
         )
 
 

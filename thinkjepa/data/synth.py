@@ -283,7 +283,9 @@ def _render_frame(
     return np.asarray(img.resize((w, h), Image.Resampling.BOX))
 
 
-def _write_video(path: Path, frames: np.ndarray, gop: int = 16) -> None:
+def _write_video(path: Path, frames: np.ndarray, gop: int = 16, lossless: bool = False) -> None:
+    """``lossless``: x264 at qp 0 (rollout v3), so every decoded frame equals its own input frame
+    whatever its neighbours hold; otherwise crf 14 (v1 and v2, kept byte for byte)."""
     tmp = path.with_suffix(".tmp.mp4")
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=FPS)
@@ -294,7 +296,8 @@ def _write_video(path: Path, frames: np.ndarray, gop: int = 16) -> None:
         # decoded pixels differ between runs of the same arguments
         stream.codec_context.thread_count = 1
         # single-threaded x264 keeps the bitstream identical across runs and machines' core counts
-        stream.options = {"crf": "14", "preset": "veryfast", "threads": "1"}
+        quality = {"qp": "0"} if lossless else {"crf": "14"}
+        stream.options = {**quality, "preset": "veryfast", "threads": "1"}
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i

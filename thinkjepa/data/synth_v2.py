@@ -72,6 +72,13 @@ about the turn, which tells how much of its error before the turn it pays for th
 TURN_ANGLES_DEG: tuple[float, ...] = (-90.0, -30.0, 30.0, 90.0)
 """Heading change at ``t + turn_delay`` per turn class (positive = counter-clockwise seen from above)."""
 assert len(TURN_ANGLES_DEG) == N_CUES
+V2_DEMO_OVERRIDES: tuple[str, ...] = (
+    "demo.generator=guidance_v2", "sampling.future_frames=8", "sampling.windows_per_clip=1",
+    "sampling.window_hop=null", "sampling.horizon_steps=1", "eval.rollout_steps=1",
+)
+"""Dotted overrides that turn the demo defaults (rollout v3 since issue 28) back into the layout
+v2 data is made for: one window per clip, past and future of 8 frames (bench_guidance.py and
+the v2 precondition tests run on it)."""
 CAMERA_MOTIONS: tuple[str, ...] = ("pan", "sway", "dolly", "bob")
 CUE_BOX = (0.0, 0.0, 1.0, 0.5)
 """The cue band: the top half of the frame, full width (fractions of the frame)."""
@@ -219,4 +226,4 @@ def synthesize_guidance_v2(
     return labels
 
 
-__all__ = ["FIXED_TURN_CLASS", "MODES", "TURN_ANGLES_DEG", "make_scenes", "synthesize_guidance_v2", "v2_timeline"]
+__all__ = ["FIXED_TURN_CLASS", "MODES", "V2_DEMO_OVERRIDES", "TURN_ANGLES_DEG", "make_scenes", "synthesize_guidance_v2", "v2_timeline"]
