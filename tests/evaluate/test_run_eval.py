@@ -51,7 +51,8 @@ def test_seeds_are_aggregated_and_compared_with_a_bootstrap(result, eval_workdir
     assert c["excludes_zero"] == (c["lo"] > 0 or c["hi"] < 0)
     # 6 windows and 2 seeds are below the minimum counts: nothing is called significant
     assert not c["enough"] and not c["significant"] and c["method"].startswith("BCa bootstrap")
-    assert result["reference"] == "jepa_only"
+    # the capacity-matched baseline is trained here too, so it is the reference of the verdict
+    assert result["reference"] == "jepa_matched"
     assert "vs_jepa_only" not in result["models"]["jepa_only"]
     # over training seeds: the per-seed differences of the per-seed ADEs, paired by seed; a baseline
     # (one unseeded run) pairs with every seed of jepa_only
