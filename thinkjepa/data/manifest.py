@@ -9,7 +9,9 @@ fail ``read_episode`` are left out and reported as problems with the reason; one
 never stops the index.
 
 Splits: ``split_groups`` decides what a split group is (task folder, or episode for small
-folders: ``data.split_by``) and ``assign_splits`` is the one home of the split rule.
+folders: ``data.split_by``) and ``thinkjepa.data.splits`` is the one home of the split rule (a
+stable hash of the group key, so no clip changes split when tasks come or go); the manifest
+records the rule, the grouping and any group lent to an empty split.
 
 Indexing reads every episode through dask (threads or processes locally, or a
 ``dask.distributed`` scheduler address for a cluster) and is incremental: rows and problems
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,8 @@ import pyarrow.parquet as pq
 
 from thinkjepa.config import DataConfig, SamplingConfig
 from thinkjepa.data.egodex import Episode, EpisodeError, episode_description, read_episode
+from thinkjepa.data.splits import SPLIT_RULE, SPLITS, assign_splits, assign_splits_recorded
 
-SPLITS = ("train", "val", "test")
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 SCHEDULER_TIMEOUT_S = 30
 """How long ``scan_episodes`` tries to reach a dask.distributed scheduler."""
@@ -152,40 +154,6 @@ def split_groups(clip_ids: Sequence[str], tasks: Sequence[str], data_cfg: DataCo
             )
             return list(clip_ids), by, [warning]
     return (list(tasks) if by == "task" else list(clip_ids)), by, []
-
-
-def assign_splits(tasks: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
-    """Split group (task folder or clip id) -> ``train``/``val``/``test``: the one split rule.
-
-    Seeded shuffle of the sorted unique group names, then contiguous blocks sized by
-    ``fractions`` (train, val, test). Every non-zero share gets at least one group while at
-    least one group is left for train, so 3 groups give one per split, 2 give train + test (val
-    empty) and 1 gives train only. Deterministic: same groups, fractions and seed, same answer.
-    """
-    names = sorted(set(tasks))
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0 or fr[0] <= 0:
-        raise ValueError(f"split fractions must be three non-negative shares (train > 0), got {list(fractions)}")
-    fr = fr / fr.sum()
-    n = len(names)
-    if n == 0:
-        return {}
-    order = [names[i] for i in np.random.default_rng(seed).permutation(n)]
-    counts = {}
-    # test before val: with two groups a held-out test set matters more than a val set
-    for split, share in (("test", fr[2]), ("val", fr[1])):
-        want = int(round(share * n)) if share > 0 else 0
-        if share > 0:
-            want = max(1, want)
-        counts[split] = max(0, min(want, n - 1 - sum(counts.values())))
-    counts["train"] = n - counts["test"] - counts["val"]
-    out: dict[str, str] = {}
-    pos = 0
-    for split in SPLITS:
-        for name in order[pos : pos + counts[split]]:
-            out[name] = split
-        pos += counts[split]
-    return out
 
 
 def file_stamp(video: Path, annotation: Path) -> str:
@@ -384,6 +352,15 @@ def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg:
     return [Problem(None, tail, severity="warning")]
 
 
+def split_record(table: pa.Table, data_cfg: DataConfig) -> dict[str, Any]:
+    """How the manifest's splits were made: the rule, the group key, its salt and shares, and
+    the groups a tiny dataset lent to an empty split (``thinkjepa.data.splits.fill_empty``)."""
+    groups, by, _ = split_groups(table.column("clip_id").to_pylist(), table.column("task").to_pylist(), data_cfg)
+    _, lent = assign_splits_recorded(groups, data_cfg.split_fractions, data_cfg.split_seed)
+    return {"rule": SPLIT_RULE, "group_by": by, "seed": data_cfg.split_seed,
+            "fractions": list(data_cfg.split_fractions), "lent_to_empty_split": lent}
+
+
 def build_manifest(
     root: str | Path,
     out: str | Path,
@@ -406,6 +383,7 @@ def build_manifest(
         "data": data_cfg.model_dump(mode="json"),
         "sampling": sampling_cfg.model_dump(mode="json"),
         "problems": [p.as_dict() for p in problems],
+        "splits": split_record(table, data_cfg),
     }
     table = table.replace_schema_metadata({_META_KEY: json.dumps(provenance).encode()})
     from thinkjepa.cache_schema.fsio import atomic_write_bytes
