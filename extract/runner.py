@@ -324,8 +324,10 @@ def _extract_batch(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> l
             raise RuntimeError(f"backend returned {len(outs)} results for {len(requests)} requests")
         return outs
     except Exception as e:  # noqa: BLE001 - any engine failure is isolated below
-        if len(requests) == 1:
-            return [e]
+        from thinkjepa.interrupts import requested
+
+        if len(requests) == 1 or requested():  # after Ctrl-C the engine is gone: no retries
+            return [e] * len(requests)
     results: list[Any] = []
     for r in requests:
         try:

@@ -72,7 +72,7 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, json_out: JsonOpt = Fa
 
 
 @app.command()
-@cli_command("tj run")
+@cli_command("tj run", long=True)
 def run(
     stages: StagesArg = None,
     config: ConfigOpt = None,
@@ -117,7 +117,7 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
 
 
 @app.command()
-@cli_command("tj demo")
+@cli_command("tj demo", long=True)
 def demo(
     data_root: Annotated[Path | None, typer.Option(help="EgoDex-layout folder; default: synthesise one.")] = None,
     workdir: Annotated[Path, typer.Option(help="Folder for every output of the demo.")] = Path("runs/demo"),

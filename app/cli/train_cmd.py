@@ -60,7 +60,7 @@ app = typer_app("Stage two: train the ThinkJEPA predictor (or a baseline/ablatio
 
 
 @app.command()
-@cli_command("tj-train")
+@cli_command("tj-train", long=True)
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -104,7 +104,7 @@ def train(
         )
 
 
-@cli_command("tj encode")
+@cli_command("tj encode", long=True)
 def encode(
     config: ConfigOpt = None,
     set_: SetOpt = None,
