@@ -345,6 +345,7 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
                 reasons.append(f"upstream {up} is stale")
         if stage.name == "index":
             reasons += _index_reasons(cfg, stage, state, listing)
+            row["problems"] = list(listing.problems)  # folders the listing left out (loops, unreadable)
             last = state.get("finished_at") if state else None
         elif stage.name in SHARDABLE:
             try:

@@ -127,8 +127,30 @@ def cli_command(name: str, *, long: bool = False) -> Callable[[F], F]:
     return deco
 
 
+def disk_full_message(exc: BaseException, fallback: Path | None = None) -> str | None:
+    """For a full disk (ENOSPC / EDQUOT anywhere in ``exc``'s chain): the path, the free space
+    and what to do; None for any other error."""
+    import errno
+    import shutil
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            path = Path(os.fsdecode(seen.filename)) if seen.filename else (fallback or Path.cwd())
+            probe = path
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            free = shutil.disk_usage(probe).free
+            return (f"no space left on the device writing {path} ({free / 2**20:.1f} MiB free on that file "
+                    f"system): free space there, or point workdir and the caches at a larger disk, then rerun "
+                    "the same command (committed work is kept)")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _report(name: str, exc: BaseException, code: int, json_out: bool, log: Path | None) -> None:
     message = " ".join(str(exc).split()) or type(exc).__name__
+    message = disk_full_message(exc, log.parent.parent if log is not None else None) or message
     if isinstance(exc, KeyboardInterrupt) and "rerun" not in message:
         message = f"{message if str(exc) else 'interrupted'}; what was committed is kept, rerun the same command to resume"
     kind = {EXIT_USAGE: "cannot start", EXIT_FAILED: "failed"}.get(code, "stopped")

@@ -38,11 +38,18 @@ def synth(
     frames: Annotated[int, typer.Option("--frames", min=8, help="Frames per episode.")] = 64,
     size: Annotated[int, typer.Option(help="Square frame size in pixels (even).")] = 128,
     tasks: Annotated[int | None, typer.Option(help="Task folders, 1-4 (default: one per 4 episodes).")] = None,
+    force: Annotated[bool, typer.Option(help="Write even into a folder that holds episodes it did not make.")] = False,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Synthetic EgoDex episodes whose future hand motion depends on an early visual cue."""
-    from thinkjepa.data.synth import synthesize_dataset
+    from thinkjepa.data.synth import foreign_episodes, synthesize_dataset
+
+    foreign = foreign_episodes(out)
+    if foreign and not force:
+        raise UsageError(f"{out} already holds {len(foreign)} episode(s) that synth did not write (e.g. {foreign[0]}): "
+                         "synthetic episodes would overwrite or mix with a real dataset; pick an empty folder, "
+                         "or pass --force")
 
     try:
         labels = synthesize_dataset(

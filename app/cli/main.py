@@ -53,6 +53,9 @@ def _print_status(rows: list[dict]) -> None:
         table.add_row(r["stage"], state, *counts, "; ".join(r["reasons"]) or "-", r["last_run"] or "-")
     console.print(table)
     for r in rows:
+        for problem in r.get("problems") or []:
+            console.print(f"[yellow]problem:[/yellow] {r['stage']}: {problem}", highlight=False)
+    for r in rows:
         if r["stale"] and r.get("next"):
             console.print(f"{r['stage']}: [bold]{r['next']}[/bold]")
 

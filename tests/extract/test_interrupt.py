@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # two vLLM engine starts (~1-2 min each on 2 shar
 @pytest.fixture()
 def many_windows(tmp_path: Path, tiny_thinker_cfg) -> Path:
     root = tmp_path / "data"
-    synthesize_dataset(root, episodes=8, seed=4, n_frames=40, size=64, tasks=4)
+    synthesize_dataset(root, episodes=4, seed=4, n_frames=40, size=64, tasks=4)
     manifest = tmp_path / "manifest.parquet"
     base = load_config(None, use_default_file=False, base={"sampling": SAMPLING})
     build_manifest(root, manifest, base.data, base.sampling)

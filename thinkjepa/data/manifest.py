@@ -93,6 +93,19 @@ def _episode_files(d: Path) -> list[Path]:
     return [p for p in d.iterdir() if p.suffix in (".mp4", ".hdf5") and not p.name.startswith(".")]
 
 
+def printable(name: str) -> str:
+    """A file name as text that can be stored and printed (a non-UTF-8 byte shows as U+FFFD)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], list[Problem]]:
     """``(clip_id, video, annotation)`` for every ``<task>/<n>.hdf5|.mp4`` under ``root``, sorted;
     a file without its partner is a problem, not an exception.
@@ -107,9 +120,18 @@ def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], l
     task_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
                        key=lambda d: _natural_key(d.name))
     for task_dir in task_dirs:
-        stems = {p.stem for p in _episode_files(task_dir)}
+        try:
+            stems = {p.stem for p in _episode_files(task_dir)}
+        except OSError as e:  # no permission, gone meanwhile: name it, index the rest
+            problems.append(Problem(printable(task_dir.name), f"unreadable task folder {printable(str(task_dir))}: "
+                                    f"{e.strerror or e}; left out"))
+            continue
         for stem in sorted(stems, key=_natural_key):
             clip_id = f"{task_dir.name}/{stem}"
+            if not _utf8(clip_id):
+                problems.append(Problem(printable(clip_id), f"{printable(str(task_dir / stem))}: the name is not valid "
+                                        "UTF-8 (clip ids are stored as text); rename the folder or file to index it"))
+                continue
             video, annotation = task_dir / f"{stem}.mp4", task_dir / f"{stem}.hdf5"
             if not video.is_file():
                 problems.append(Problem(clip_id, f"missing video (MP4) file {video}"))
