@@ -368,6 +368,14 @@ class PipelineConfig(_Section):
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named variants: dotted overrides (e.g. ``model.streams: prefill``) on top of this config."""
 
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_named(cls, v: str) -> str:
+        # "" would expand {workdir}/manifest.parquet to /manifest.parquet: outputs in the file system root
+        if not v.strip():
+            raise ValueError("must name a folder (it holds every output), e.g. runs/egodex")
+        return v
+
     @field_validator("variants")
     @classmethod
     def _variant_keys_are_dotted(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

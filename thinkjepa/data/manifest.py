@@ -21,6 +21,7 @@ of the previous manifest whose files have the same size and mtime are kept witho
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -248,7 +249,9 @@ def scan_episodes(
 
     if not items:
         return []
-    workers = max(1, workers)
+    # more local workers than tasks or cores only costs process starts (100000 would start 100000)
+    workers = max(1, min(workers, len(items) or 1, 4 * (os.cpu_count() or 1))) if scheduler in LOCAL_SCHEDULERS \
+        else max(1, workers)
     if workers == 1 and scheduler in LOCAL_SCHEDULERS:
         scheduler = "sync"  # one worker: no pool to start, no results to pickle
     size = chunk_size(len(items), workers, scheduler)
