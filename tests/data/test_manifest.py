@@ -158,3 +158,18 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
         read_manifest(tmp_path / "bad.parquet")
     with pytest.raises(FileNotFoundError):
         build_manifest(tmp_path / "absent", tmp_path / "m.parquet", DataConfig(), SamplingConfig())
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda rows: rows + rows[:1], "listed more than once"),
+    (lambda rows: [{**rows[0], "split": "holdout"}] + rows[1:], "with a split other than train/val/test"),
+    (lambda rows: [{**rows[0], "n_frames": -5}] + rows[1:], "fewer than 1 frame"),
+])
+def test_a_hand_edited_manifest_is_refused_naming_the_clip(egodex_root: Path, tmp_path: Path, edit, says) -> None:
+    import pyarrow as pa
+
+    table, _ = build_manifest(egodex_root, tmp_path / "m.parquet", DataConfig(), SamplingConfig())
+    rows = table.to_pylist()
+    pq.write_table(pa.Table.from_pylist(edit(rows), schema=table.schema), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=f"{says}.*{rows[0]['clip_id']}"):
+        read_manifest(tmp_path / "bad.parquet")

@@ -428,7 +428,26 @@ def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) ->
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a clips manifest: missing column(s) {', '.join(missing)}")
+    _check_rows(path, table)
     return filter_split(table, split) if split is not None else table
+
+
+def _check_rows(path: Path, table: pa.Table) -> None:
+    """A manifest edited or written by hand: each clip once, a known split, a positive length
+    (a duplicate would be trained and scored twice, an unknown split never)."""
+    import pyarrow.compute as pc
+
+    ids = table.column("clip_id")
+    counts = pc.value_counts(ids)
+    dup = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+    splits = table.column("split")
+    odd = table.filter(pc.invert(pc.is_in(splits, value_set=pa.array(SPLITS)))).column("clip_id").to_pylist()
+    short = table.filter(pc.less(table.column("n_frames"), 1)).column("clip_id").to_pylist()
+    for what, bad in (("listed more than once", dup), (f"with a split other than {'/'.join(SPLITS)}", odd),
+                      ("with fewer than 1 frame", short)):
+        if bad:
+            raise ValueError(f"{path}: {len(bad)} clip(s) {what} ({', '.join(map(str, bad[:5]))}); rebuild it with "
+                             f"`tj data index ROOT --out {path}`")
 
 
 def filter_split(table: pa.Table, split: str | Sequence[str]) -> pa.Table:
