@@ -380,6 +380,10 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
                 rerun(stage, w)
         except PowerCut:
             pass
+        if not (w / "after-cut").exists():  # this run made fewer fsyncs than the probe: no cut landed
+            tally.add(f"power-cut-{stage}", 0, 0, fault=False)
+            shutil.rmtree(w)
+            continue
         shutil.rmtree(store)
         (w / "after-cut").rename(store)
         rerun(stage, w)
@@ -504,6 +508,11 @@ def vllm_trials(root: Path, cfg_file: Path, base: Path, ref_jepa: str | None, ta
                     rerun(w)
             except PowerCut:
                 pass
+            if not (w / "after-cut").exists():  # fewer fsyncs than the probe's run: no cut landed
+                tally.add("vllm-power-cut-extract", 0, 0, fault=False)
+                log(f"vLLM power cut at fsync {cut_at}/{total}: not reached (the run made fewer fsyncs)")
+                shutil.rmtree(w)
+                continue
             shutil.rmtree(store)
             (w / "after-cut").rename(store)
             rerun(w)
