@@ -544,7 +544,10 @@ def vllm_trials(root: Path, cfg_file: Path, base: Path, ref_jepa: str | None, ta
                     for v in victims if target != "group" else []:
                         os.kill(v, signum)
                     landed = bool(victims) or target == "group"
-                rc = p.wait(300)
+                try:
+                    rc: int | None = p.wait(300)
+                except subprocess.TimeoutExpired:  # a hang is a failure of the trial, not of the soak
+                    rc = None
             finally:
                 if p.poll() is None:
                     p.kill()
@@ -558,7 +561,8 @@ def vllm_trials(root: Path, cfg_file: Path, base: Path, ref_jepa: str | None, ta
             failures = CacheReader(url).failures() if store_exists(url) else {}
             expected = {"sigkill-main": -signal.SIGKILL, "sigkill-engine": 1, "sigint-engine": 1}.get(how, 128 + signum)
             if landed and (rc != expected or failures):
-                extra, note = 1, f"rc {rc} (expected {expected}), {len(failures)} recorded failed"
+                said = "hung (no exit within 300 s of the signal)" if rc is None else f"rc {rc}"
+                extra, note = 1, f"{said} (expected {expected}), {len(failures)} recorded failed"
             rerun(w)
             lost, stale, note = judge(w, extra, note)
             tally.add(f"vllm-{how}", lost, stale, note, fault=landed)
