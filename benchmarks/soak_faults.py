@@ -432,7 +432,7 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
 # -- the production path: vLLM ---------------------------------------------------------------
 
 VLLM = ("thinker.backend=vllm",)
-SIGNAL_TRIALS = ("sigkill-main", "sigint-group", "sigkill-engine", "sigint-main", "sigterm-main", "sigint-engine")
+SIGNAL_TRIALS = ("sigkill-main", "sigint-group", "sigint-engine", "sigkill-engine", "sigint-main", "sigterm-main")
 """What a vLLM kill trial hits, round-robin: (signal)-(target)."""
 
 
