@@ -422,6 +422,7 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
             reasons += _index_reasons(cfg, stage, state, listing)
             if state is not None and state.get("manifest") == _file_identity(cfg.path(cfg.data.manifest)):
                 reasons += _provenance_reasons(stage, cfg, state)
+            row["problems"] = list(listing.problems)  # folders the listing left out (loops, unreadable)
             last = state.get("finished_at") if state else None
         elif stage.name in SHARDABLE:
             try:

@@ -1,6 +1,7 @@
 """Fault-injection soak: kills, power cuts and damage, then the stage reruns; nothing may be lost.
 
-    uv run --extra cpu python benchmarks/soak_faults.py [--kills 20] [--power-cuts 5] [--damage 10]
+    uv run --extra cpu python benchmarks/soak_faults.py [--kills 20] [--power-cuts 15] [--damage 20]
+        [--vllm-kills 12] [--vllm-cuts 6] [--side-by-side 2]
 
 A tiny but real world (synthetic EgoDex episodes, the tiny random Qwen3-VL Thinking through the
 transformers backend, the tiny V-JEPA2, CPU training) is first run once without faults: the
@@ -14,6 +15,15 @@ the stage to completion and compares with the reference:
   it (a file never fsync'ed is empty) -- then the writer is stopped there;
 - damage: a flipped byte or a truncated chunk/shard file, an emptied or garbled commit record
   of a random entry; ``tj cache verify --repair`` runs before the stage reruns.
+
+- the production path (``--vllm-kills``, ``--vllm-cuts``, ``--side-by-side``): ``tj-extract run``
+  with the vLLM backend, hit by SIGKILL, SIGINT or SIGTERM of the main process, SIGKILL or
+  SIGINT of its engine core process, or SIGINT of the whole process group (a terminal's
+  Ctrl-C); power cuts at a random fsync of the commit thread with a warm vLLM engine; and the
+  README's cluster recipe run side by side (``tj run --shard 0/2 extract encode`` and
+  ``--shard 1/2`` at once, one of them SIGKILLed in every other trial). A signal the command
+  handles must exit 128 + signal with no window recorded failed; a dead engine core, exit 1
+  with none recorded failed.
 
 Caches must come back bitwise identical (every array of every entry, text and ids), training
 must end with identical weights. One line is printed: trials, faults survived, entries lost
@@ -126,9 +136,14 @@ def build_world(root: Path, episodes: int = 6) -> Path:
     return cfg_file
 
 
+def stage_cmd(cfg_file: Path, stage: str, workdir: Path, *sets: str) -> list[str]:
+    return [sys.executable, *STAGE_CMDS[stage], "--config", str(cfg_file), "--set", f"workdir={workdir}",
+            *(x for kv in sets for x in ("--set", kv))]
+
+
 def run_stage(cfg_file: Path, stage: str, workdir: Path, kill_after: float | None = None) -> tuple[int, float]:
     """Run ``stage`` as its own process on ``workdir``; SIGKILL it after ``kill_after`` s."""
-    cmd = [sys.executable, *STAGE_CMDS[stage], "--config", str(cfg_file), "--set", f"workdir={workdir}"]
+    cmd = stage_cmd(cfg_file, stage, workdir)
     log = open(workdir / f"soak-{stage}.log", "ab")  # noqa: SIM115 - closed below
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT)
@@ -275,7 +290,8 @@ KEEP = {"extract": (), "encode": ("vlm",), "train": ("vlm", "jepa"), "run": ()}
 
 def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10, seed: int = 0,
              kill_stages: tuple[str, ...] = KILL_STAGES,
-             cut_stages: tuple[str, ...] = ("extract", "encode"), log=None) -> Tally:
+             cut_stages: tuple[str, ...] = ("extract", "encode"), log=None, vllm_kills: int = 0, vllm_cuts: int = 0,
+             side_by_side: int = 0) -> Tally:
     """The soak in folder ``root``; faults round-robin over ``kill_stages`` / ``cut_stages``."""
     import torch
 
@@ -364,6 +380,10 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
                 rerun(stage, w)
         except PowerCut:
             pass
+        if not (w / "after-cut").exists():  # this run made fewer fsyncs than the probe: no cut landed
+            tally.add(f"power-cut-{stage}", 0, 0, fault=False)
+            shutil.rmtree(w)
+            continue
         shutil.rmtree(store)
         (w / "after-cut").rename(store)
         rerun(stage, w)
@@ -404,14 +424,201 @@ def run_soak(root: Path, kills: int = 20, power_cuts: int = 5, damages: int = 10
         close = getattr(e, "close", None)
         if close is not None:
             close()
+    jepa = cache_url.get("encode") if (ref / "cache" / "jepa.zarr").exists() else None
+    vllm_trials(root, cfg_file, base, jepa, tally, rng, vllm_kills, vllm_cuts, side_by_side, log)
     return tally
+
+
+# -- the production path: vLLM ---------------------------------------------------------------
+
+VLLM = ("thinker.backend=vllm",)
+SIGNAL_TRIALS = ("sigkill-main", "sigint-group", "sigint-engine", "sigkill-engine", "sigint-main", "sigterm-main")
+"""What a vLLM kill trial hits, round-robin: (signal)-(target)."""
+
+
+def engine_cores(pid: int) -> list[int]:
+    """Child processes of ``pid`` (vLLM's engine core is one), from /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def committed(url: str) -> int:
+    from thinkjepa.cache_schema import CacheReader, store_exists
+
+    return len(CacheReader(url).keys()) if store_exists(url) else 0
+
+
+def vllm_trials(root: Path, cfg_file: Path, base: Path, ref_jepa: str | None, tally: Tally, rng: random.Random,
+                kills: int, cuts: int, side: int, log) -> None:
+    """The vLLM trials (see the module doc): their own reference, one warm engine for reruns."""
+    from thinkjepa.cache_schema import CacheReader, store_exists
+    from thinkjepa.config import load_config
+    from thinkjepa.extract.backends import make_backend
+    from thinkjepa.extract.runner import run_shard
+
+    if not (kills or cuts or side):
+        return
+    ref = root / "ref-vllm"
+    shutil.copytree(base, ref)
+    t0 = time.monotonic()
+    rc = subprocess.run(stage_cmd(cfg_file, "extract", ref, *VLLM), env=env(), capture_output=True).returncode
+    if rc != 0:
+        raise RuntimeError(f"reference vLLM extract failed (rc {rc})")
+    log(f"reference vLLM extract: {time.monotonic() - t0:.1f} s")
+    ref_url = str(ref / "cache" / "vlm.zarr")
+    cfg0 = load_config(cfg_file, list(VLLM))
+    # the warm engine's core process must run with the stage processes' threads: bitwise equal entries
+    os.environ.update({k: v for k, v in env().items() if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                "TOKENIZERS_PARALLELISM", "PYTHONHASHSEED")})
+    engine = make_backend(cfg0.thinker)
+
+    def rerun(w: Path) -> None:
+        run_shard(cfg0.model_copy(update={"workdir": str(w)}), backend=engine, progress=False)
+
+    def judge(w: Path, extra_stale: int = 0, note: str = "", jepa: bool = False) -> tuple[int, int, str]:
+        missing, differ = cache_diff(str(w / "cache" / "vlm.zarr"), ref_url)
+        lost, stale = len(missing), len(differ) + extra_stale
+        if jepa and ref_jepa is not None:
+            m2, d2 = cache_diff(str(w / "cache" / "jepa.zarr"), ref_jepa)
+            lost, stale = lost + len(m2), stale + len(d2)
+        if missing or differ:
+            note = f"{note} missing {missing[:2]} differ {differ[:2]}"
+        return lost, stale, note.strip()
+
+    try:
+        for i in range(cuts):
+            w = root / "trials" / f"vllm-cut-{i:02d}"
+            shutil.copytree(base, w)
+            store = w / "cache" / "vlm.zarr"
+            with FsyncTracker(cut_at=10**9, store=store, out=w / "probe") as probe:
+                rerun(w)
+            total = probe.count
+            shutil.rmtree(store)
+            cut_at = rng.randrange(1, total + 1)
+            try:
+                with FsyncTracker(cut_at, store, w / "after-cut"):
+                    rerun(w)
+            except PowerCut:
+                pass
+            if not (w / "after-cut").exists():  # fewer fsyncs than the probe's run: no cut landed
+                tally.add("vllm-power-cut-extract", 0, 0, fault=False)
+                log(f"vLLM power cut at fsync {cut_at}/{total}: not reached (the run made fewer fsyncs)")
+                shutil.rmtree(w)
+                continue
+            shutil.rmtree(store)
+            (w / "after-cut").rename(store)
+            rerun(w)
+            lost, stale, note = judge(w)
+            tally.add("vllm-power-cut-extract", lost, stale, note)
+            log(f"vLLM power cut at fsync {cut_at}/{total}: lost {lost}, stale {stale} {note}")
+            shutil.rmtree(w)
+
+        for i in range(kills):
+            how = SIGNAL_TRIALS[i % len(SIGNAL_TRIALS)]
+            sig_name, target = how.split("-")
+            signum = {"sigkill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}[sig_name]
+            w = root / "trials" / f"vllm-kill-{i:02d}-{how}"
+            shutil.copytree(base, w)
+            url = str(w / "cache" / "vlm.zarr")
+            log_file = open(w / "soak-extract.log", "wb")  # noqa: SIM115 - closed below
+            p = subprocess.Popen(stage_cmd(cfg_file, "extract", w, *VLLM), env=env(), stdout=log_file,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+            landed = False
+            try:
+                deadline = time.monotonic() + 900
+                while committed(url) < 1 and p.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(0.0, 1.5))
+                if p.poll() is None:
+                    victims = engine_cores(p.pid) if target == "engine" else [p.pid]
+                    if target == "group":
+                        os.killpg(p.pid, signum)
+                    for v in victims if target != "group" else []:
+                        os.kill(v, signum)
+                    landed = bool(victims) or target == "group"
+                try:
+                    rc: int | None = p.wait(300)
+                except subprocess.TimeoutExpired:  # a hang is a failure of the trial, not of the soak
+                    rc = None
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)  # an engine core orphaned by a SIGKILLed main
+                except ProcessLookupError:
+                    pass
+                log_file.close()
+            extra, note = 0, ""
+            failures = CacheReader(url).failures() if store_exists(url) else {}
+            expected = {"sigkill-main": -signal.SIGKILL, "sigkill-engine": 1, "sigint-engine": 1}.get(how, 128 + signum)
+            if landed and (rc != expected or failures):
+                said = "hung (no exit within 300 s of the signal)" if rc is None else f"rc {rc}"
+                extra, note = 1, f"{said} (expected {expected}), {len(failures)} recorded failed"
+            rerun(w)
+            lost, stale, note = judge(w, extra, note)
+            tally.add(f"vllm-{how}", lost, stale, note, fault=landed)
+            log(f"vLLM {how} (rc {rc}, landed {landed}): lost {lost}, stale {stale} {note}")
+            shutil.rmtree(w)
+
+        for i in range(side):
+            # the README's cluster recipe: index once, then two shards' `tj run` at the same time
+            w = root / "trials" / f"side-{i:02d}"
+            shutil.copytree(base, w)
+            subprocess.run([sys.executable, "-m", "thinkjepa.app.cli.main", "run", "index", "--config", str(cfg_file),
+                            "--set", f"workdir={w}"], env=env(), check=True, capture_output=True)
+
+            def shard_cmd(k: int, w: Path = w) -> list[str]:
+                return [sys.executable, "-m", "thinkjepa.app.cli.main", "run", "--shard", f"{k}/2", "extract", "encode",
+                        "--config", str(cfg_file), "--set", f"workdir={w}", "--set", VLLM[0], "--no-progress"]
+
+            kill = i % 2 == 1
+            procs = [subprocess.Popen(shard_cmd(k), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True) for k in (0, 1)]
+            landed = False
+            if kill:
+                url = str(w / "cache" / "vlm.zarr")
+                deadline = time.monotonic() + 900
+                while committed(url) < 2 and procs[1].poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if procs[1].poll() is None:
+                    os.killpg(procs[1].pid, signal.SIGKILL)
+                    landed = True
+            rcs = [p.wait(1800) for p in procs]
+            errs = [p.stderr.read().decode()[-400:] for p in procs]
+            for p in procs:
+                p.stderr.close()
+            extra, note = 0, ""
+            if rcs[0] != 0 or (not kill and rcs[1] != 0):
+                extra, note = 1, f"side by side rc {rcs}: {errs}"
+            # everything finishes: both shards again, side by side
+            again = [subprocess.run(shard_cmd(k), env=env(), capture_output=True) for k in (1,)] if kill else []
+            if any(r.returncode != 0 for r in again):
+                extra, note = extra + 1, f"{note} resume rc {[r.returncode for r in again]}"
+            lost, stale, note = judge(w, extra, note, jepa=True)
+            tally.add("readme-side-by-side" + ("-kill" if kill else ""), lost, stale, note, fault=landed or not kill)
+            log(f"README side by side{' with a kill' if kill else ''} (rc {rcs}): lost {lost}, stale {stale} {note}")
+            shutil.rmtree(w)
+    finally:
+        engine.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--power-cuts", type=int, default=5)
-    ap.add_argument("--damage", type=int, default=10)
+    ap.add_argument("--power-cuts", type=int, default=15)
+    ap.add_argument("--damage", type=int, default=20)
+    ap.add_argument("--vllm-kills", type=int, default=12, help="signals to tj-extract run (vLLM) and its engine core")
+    ap.add_argument("--vllm-cuts", type=int, default=6, help="power cuts through the commit thread, vLLM engine")
+    ap.add_argument("--side-by-side", type=int, default=2, help="README cluster recipe, two shards at once")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kill-stages", nargs="+", default=list(KILL_STAGES),
                     choices=list(STAGE_CMDS), help="stages the kills go round-robin over")
@@ -421,7 +628,8 @@ def main() -> None:
 
     root = a.root or Path(tempfile.mkdtemp(prefix="soak-"))
     try:
-        tally = run_soak(root, a.kills, a.power_cuts, a.damage, a.seed, kill_stages=tuple(a.kill_stages))
+        tally = run_soak(root, a.kills, a.power_cuts, a.damage, a.seed, kill_stages=tuple(a.kill_stages),
+                         vllm_kills=a.vllm_kills, vllm_cuts=a.vllm_cuts, side_by_side=a.side_by_side)
     finally:
         if a.root is None:
             shutil.rmtree(root, ignore_errors=True)

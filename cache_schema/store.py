@@ -358,7 +358,15 @@ class LocalBackend:
             fsync_dir(p.parent)
 
     def delete_tree(self, rel: str) -> None:
-        shutil.rmtree(self._p(rel), ignore_errors=True)
+        """Remove folder ``rel``; a link there is removed itself, never followed. Raises OSError
+        naming the path when something is left (callers report it as removed otherwise)."""
+        p = self._p(rel)
+        if p.is_symlink() or p.is_file():
+            p.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        if os.path.lexists(p):
+            raise OSError(f"could not remove {p} (check its permissions, or remove it by hand)")
         self._made_dirs = {d for d in self._made_dirs if not d.is_relative_to(self._p(rel))}
         self._owed_dir_syncs = {d for d in self._owed_dir_syncs if not d.is_relative_to(self._p(rel))}
 

@@ -192,6 +192,8 @@ def evaluate_all(cfg: PipelineConfig, progress=None, saved: Mapping[str, Mapping
     for v in variants:
         ds = variant_dataset(cfg, v, split, refs)
         found = dict((saved or {}).get(v) or find_runs(cfg, v))
+        for seed, run_dir in found.items():
+            refuse_trained_windows(run_dir, v, seed, ids, split)
         seeds[v] = list(found)
         kinds[v] = "training_ablation" if v in cfg.variants else "variant"
         for seed, run_dir in found.items():
@@ -258,6 +260,32 @@ def evaluate_all(cfg: PipelineConfig, progress=None, saved: Mapping[str, Mapping
         "_episodes": episodes,
         "_targets": targets,
     }
+
+
+class TrainedOnEvalWindows(ValueError):
+    """A checkpoint trained on a window the eval split scores: its numbers would be train error."""
+
+
+def refuse_trained_windows(run_dir, variant: str, seed: int, ids: list[str], split: str) -> None:
+    """Refuse to score ``split`` windows that the run trained on (its ``windows.json`` lists
+    them): the manifest's splits changed since training, or the run used another manifest."""
+    import json
+    from pathlib import Path
+
+    listed = Path(run_dir) / "windows.json"
+    if not listed.is_file():
+        return  # runs from before windows.json; the checkpoint's fingerprint check still applies
+    try:
+        trained = set(json.loads(listed.read_text()).get("train", []))
+    except (ValueError, AttributeError) as e:
+        raise TrainedOnEvalWindows(f"{listed}: unreadable ({e}); retrain variant {variant!r} seed {seed}") from e
+    both = [w for w in ids if w in trained]
+    if both:
+        shown = ", ".join(both[:5]) + (f" and {len(both) - 5} more" if len(both) > 5 else "")
+        raise TrainedOnEvalWindows(
+            f"variant {variant!r} seed {seed} trained on {len(both)} window(s) of the {split} split ({shown}; "
+            f"{listed}): the manifest's splits changed since it trained; retrain it "
+            f"(`tj-train --variant {variant} --seed {seed}`) or evaluate with the manifest it trained on")
 
 
 def _guidance_ablations(cfg, model, ds, ids, targets, seed, runs, kinds, notes) -> None:
@@ -328,5 +356,6 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 
-__all__ = ["BASELINES", "GUIDED", "MATCHED", "REFERENCE", "REFERENCES", "evaluate_all", "public", "reference_of",
+__all__ = ["BASELINES", "GUIDED", "MATCHED", "REFERENCE", "REFERENCES", "TrainedOnEvalWindows", "evaluate_all", "public",
+           "reference_of", "refuse_trained_windows",
            "summarize_model"]

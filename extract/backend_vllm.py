@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from typing import Any
 
 import numpy as np
@@ -156,12 +157,16 @@ class VLLMThinker:
             except Exception as e:
                 results[i] = name_error(req.key, e)
         if request_ids:
+            done = threading.Event()
+            threading.Thread(target=self._wake_on_engine_death, args=(done,), daemon=True).start()
             try:
                 outputs = self.llm.wait_for_completion(use_tqdm=False)
             except Exception as e:  # an engine failure fails every clip of the batch
                 for i in set(request_ids.values()):
                     results[i] = name_error(requests[i].key, e)
                 outputs = []
+            finally:
+                done.set()
             for out in outputs:
                 i = request_ids.get(out.request_id)
                 if i is None:
@@ -174,6 +179,19 @@ class VLLMThinker:
             if r is None:
                 results[i] = RuntimeError(f"{requests[i].key}: the engine returned no output for this request")
         return results  # type: ignore[return-value]
+
+    def _wake_on_engine_death(self, done: threading.Event) -> None:
+        """An engine core that exits on SIGINT is seen by vLLM's monitor (``engine_dead``), but
+        the call waiting for outputs is never woken: it would wait forever. Wake it with an error
+        (vLLM turns it into EngineDeadError). No-op where vLLM's client has other internals."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
+        if resources is None or outputs is None:
+            return
+        while not done.wait(0.5):
+            if getattr(resources, "engine_dead", False):
+                outputs.put_nowait(RuntimeError("the vLLM engine core process exited"))
+                return
 
     def _collect(self, req: ThinkerRequest, prompt: str, out) -> ThinkerOutput:
         from vllm.distributed.kv_transfer.kv_connector.v1.example_hidden_states_connector import (

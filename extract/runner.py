@@ -316,17 +316,46 @@ def _to_entry(item: ExtractItem, out: ThinkerOutput, fingerprint: str, provenanc
 
 
 
+class EngineDied(RuntimeError):
+    """The engine process died (killed, out of memory): no fault of the input, so nothing is
+    recorded as failed; the shard stops and a rerun resumes it."""
+
+
+def _engine_dead(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "EngineDeadError":  # vllm.v1.engine.exceptions; vLLM is an optional import
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _extract_batch(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> list[Any]:
     """Results in request order. An engine error that takes a whole call down is retried
-    request by request, so one bad clip does not fail its neighbours."""
+    request by request, so one bad clip does not fail its neighbours. A dead engine stops the
+    shard (``EngineDied``) unless a stop was requested (a group Ctrl-C kills the engine core:
+    ``run_batches`` then drops those results)."""
+    from thinkjepa.interrupts import requested
+
+    outs = _extract_batch_once(backend, requests)
+    dead = next((o for o in outs if isinstance(o, BaseException) and _engine_dead(o)), None)
+    if dead is not None and not requested():
+        raise EngineDied(f"the thinker engine died ({' '.join(str(dead).split())[:300]}); nothing was recorded as "
+                         "failed: rerun the same command to resume") from dead
+    return outs
+
+
+def _extract_batch_once(backend: ThinkerBackend, requests: list[ThinkerRequest]) -> list[Any]:
     try:
         outs = list(backend.extract(requests))
         if len(outs) != len(requests):
             raise RuntimeError(f"backend returned {len(outs)} results for {len(requests)} requests")
         return outs
     except Exception as e:  # noqa: BLE001 - any engine failure is isolated below
-        if len(requests) == 1:
-            return [e]
+        from thinkjepa.interrupts import requested
+
+        if len(requests) == 1 or requested():  # after Ctrl-C the engine is gone: no retries
+            return [e] * len(requests)
     results: list[Any] = []
     for r in requests:
         try:

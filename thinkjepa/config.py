@@ -20,10 +20,42 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEFAULT_CONFIG_FILE = "pipelines.yaml"
 REFERENCE_LAYERS = [0, 4, 8, 12, 16, 20, 24, 27]
+KNOWN_THINKER_DEPTHS = {"Qwen/Qwen3-VL-2B-Thinking": 28}
+"""Decoder depth of thinkers known without loading them (REFERENCE.md); other models are
+checked against their own config when the engine opens them (thinkjepa.extract.layers)."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # NaN and inf are refused in every float field: a NaN learning rate trained into a NaN loss
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+def at_least(low: int | float, *, optional: bool = False):
+    """A field check: the value (each value of a list) is >= ``low``; None passes if ``optional``."""
+
+    def check(v: Any) -> Any:
+        values = v if isinstance(v, (list, tuple)) else [v]
+        if v is None and optional:
+            return v
+        bad = [x for x in values if x is None or x < low]
+        if bad:
+            raise ValueError(f"must be >= {low}{' (or null)' if optional else ''}, got {v!r}")
+        return v
+
+    return check
+
+
+def positive(v: Any) -> Any:
+    """A field check: > 0 (None passes: optional fields mean "off")."""
+    if v is not None and not v > 0:
+        raise ValueError(f"must be > 0, got {v!r}")
+    return v
+
+
+def fraction(v: Any, *, open_top: bool = False) -> Any:
+    if not (0 <= v < 1 if open_top else 0 <= v <= 1):
+        raise ValueError(f"must be in [0, 1{')' if open_top else ']'}, got {v!r}")
+    return v
 
 
 class DataConfig(_Section):
@@ -41,6 +73,15 @@ class DataConfig(_Section):
     """The frame rate every video must have (EgoDex records at 30): sampling counts frames, so a
     video at another rate is left out at indexing, naming the clip. None accepts any constant
     rate. Variable-rate videos are always left out."""
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not 0 <= f <= 1 for f in v) or abs(sum(v) - 1) > 0.01 or v[0] <= 0:
+            raise ValueError(f"must be three shares in [0, 1] summing to 1 (train > 0), e.g. [0.8, 0.1, 0.1]; got {list(v)}")
+        return v
+
+    _fps = field_validator("fps")(positive)
 
 
 class SamplingConfig(_Section):
@@ -69,6 +110,18 @@ class SamplingConfig(_Section):
     (the latest window ends ``horizon_steps`` blocks before the episode's end), so a rollout of
     that many steps covers every window, not only the earliest. 1: the window's own future."""
 
+    _frames = field_validator("past_frames", "future_frames", "stride", "thinker_frames", "windows_per_clip")(at_least(1))
+    _optional_frames = field_validator("thinker_span", "window_hop")(at_least(1, optional=True))
+
+    @model_validator(mode="after")
+    def _thinker_frames_fit(self) -> SamplingConfig:
+        dense = self.stride * self.past_frames
+        if self.mode == "stride" and self.thinker_stop == "dense" and self.thinker_span is not None \
+                and self.thinker_span <= dense:
+            raise ValueError(f"sampling.thinker_span={self.thinker_span} must be > stride * past_frames = {dense} with "
+                             "thinker_stop=dense: the thinker's frames lie before the dense window")
+        return self
+
 
 class ThinkerConfig(_Section):
     """Stage one: the frozen VLM thinker and its hidden-state extraction."""
@@ -94,6 +147,27 @@ class ThinkerConfig(_Section):
     load_format: str = "auto"
     cache: str = "{workdir}/cache/vlm.zarr"
 
+    _counts = field_validator("frame_size", "max_new_tokens", "max_prefill_tokens", "clips_per_call",
+                              "tensor_parallel_size")(at_least(1))
+    _model_len = field_validator("max_model_len")(at_least(1, optional=True))
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _memory_share(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"must be in (0, 1], got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _layers_in_depth(self) -> ThinkerConfig:
+        if not self.layers or any(x < 0 for x in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"thinker.layers must be distinct layer indices >= 0, got {self.layers}")
+        depth = KNOWN_THINKER_DEPTHS.get(self.model)
+        if depth is not None and max(self.layers) >= depth:
+            raise ValueError(f"thinker.layers {[x for x in self.layers if x >= depth]} out of range for {self.model}: "
+                             f"it has {depth} decoder layers (valid 0..{depth - 1})")
+        return self
+
 
 class EncoderConfig(_Section):
     """Frozen V-JEPA2 encoder that turns past and future windows into latents."""
@@ -104,6 +178,8 @@ class EncoderConfig(_Section):
     batch_size: int = 4
     storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     cache: str = "{workdir}/cache/jepa.zarr"
+
+    _counts = field_validator("frame_size", "batch_size")(at_least(1))
 
 
 class ModelConfig(_Section):
@@ -153,6 +229,25 @@ class ModelConfig(_Section):
     last observed frame) to the predictor as one extra token per past tubelet, as V-JEPA2-AC
     feeds its end-effector state (train/state.py). Off: the paper's model, bit for bit."""
 
+    _sizes = field_validator("pred_depth", "pred_width", "pred_heads", "guidance_dim", "film_hidden",
+                             "guidance_tokens", "head_hidden", "head_heads")(at_least(1))
+    _ratio = field_validator("mlp_ratio")(positive)
+    _drop = field_validator("dropout", "drop_path")(lambda v: fraction(v, open_top=True))
+    _groups = field_validator("pool_groups")(at_least(0, optional=True))
+
+    @field_validator("layer_selector")
+    @classmethod
+    def _selector(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or any(x < 0 for x in v)):
+            raise ValueError(f"a list of stored-layer indices >= 0 (at least one), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.pred_width % self.pred_heads:
+            raise ValueError(f"model.pred_width={self.pred_width} must be divisible by model.pred_heads={self.pred_heads}")
+        return self
+
 
 class TrainConfig(_Section):
     out: str = "{workdir}/train"
@@ -192,6 +287,26 @@ class TrainConfig(_Section):
     """Experiment trackers, through accelerate's (``Accelerator(log_with=...)``); ``[none]``
     logs nothing. TensorBoard writes under ``<run>/tb``."""
 
+    _counts = field_validator("epochs", "batch_size", "eval_every")(at_least(1))
+    _optional_counts = field_validator("max_steps", "val_every_steps", "num_threads")(at_least(1, optional=True))
+    _non_negative = field_validator("num_workers", "checkpoint_every", "weight_decay", "joint_loss_weight",
+                                    "latent_loss_weight", "seed", "seeds")(at_least(0))
+    _rates = field_validator("lr_predictor", "lr_head", "lr_gamma", "grad_clip", "dist_timeout_s")(positive)
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _milestones(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m < 1 for m in v) or list(v) != sorted(v):
+            raise ValueError(f"must be increasing fractions of training in (0, 1), got {list(v)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must be one or more distinct seeds, got {v!r}")
+        return v
+
 
 class EvalConfig(_Section):
     out: str = "{workdir}/eval"
@@ -209,6 +324,17 @@ class EvalConfig(_Section):
     """Trajectory overlays for this many windows of largest gain and of largest loss vs jepa_only."""
     bootstrap: int = 2000
     """Paired bootstrap resamples for the 95% intervals of ADE differences."""
+
+    _counts = field_validator("rollout_steps", "bootstrap")(at_least(1))
+    _overlays = field_validator("overlay_windows")(at_least(0))
+    _threshold = field_validator("acc_threshold_m")(positive)
+
+    @field_validator("variants", "rollout_modes")
+    @classmethod
+    def _not_empty(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("must name at least one")
+        return v
 
 
 class DemoConfig(_Section):
@@ -228,6 +354,9 @@ class DemoConfig(_Section):
     episodes: int = 12
     """v1 only: number of episodes."""
     seed: int = 0
+
+    _counts = field_validator("scenes", "episodes_per_scene", "n_frames", "episodes")(at_least(1))
+    _seed = field_validator("seed")(at_least(0))
 
 
 BUILTIN_VARIANTS = ("thinkjepa", "jepa_only", "vlm_only", "jepa_matched")
@@ -253,6 +382,14 @@ class PipelineConfig(_Section):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named variants: dotted overrides (e.g. ``model.streams: prefill``) on top of this config."""
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_named(cls, v: str) -> str:
+        # "" would expand {workdir}/manifest.parquet to /manifest.parquet: outputs in the file system root
+        if not v.strip():
+            raise ValueError("must name a folder (it holds every output), e.g. runs/egodex")
+        return v
 
     @field_validator("variants")
     @classmethod
@@ -357,14 +494,55 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file {p} not found (pass --config FILE)")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = read_yaml(p.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping")
         _deep_update(data, loaded)
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
-    return PipelineConfig.model_validate(data)
+    return validate_config(data)
+
+
+class ConfigError(ValueError):
+    """A config value out of its range or of the wrong type: one line per key, with what is allowed."""
+
+
+def validate_config(data: dict[str, Any]) -> PipelineConfig:
+    """``PipelineConfig.model_validate`` with pydantic's report turned into ``key: problem`` lines."""
+    from pydantic import ValidationError
+
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            given = err.get("input")
+            shown = "" if isinstance(given, dict) or f"{given!r}" in msg else f" (got {given!r})"
+            lines.append(f"{key}: {msg}{shown}")
+        raise ConfigError("; ".join(lines)) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[arg-type]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1}): give each key once",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as the config reads it: safe, and a duplicate key is an error."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:

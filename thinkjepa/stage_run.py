@@ -113,7 +113,24 @@ def run_batches(
     does not wait for the disk; commits still happen one at a time and in order (batch k's end
     before k+1's begin). Any other error of a commit (a full disk) stops the shard at the next
     batch boundary, as it would without the thread; entries not committed are redone by the
-    next run, as after a kill."""
+    next run, as after a kill.
+
+    SIGINT / SIGTERM (``thinkjepa.interrupts``) stop it at the next batch boundary: the batch in
+    flight is committed, results that failed after the signal (vLLM's engine core dies on a
+    group Ctrl-C) are dropped, not recorded as failures, and ``StageInterrupted`` is raised."""
+    from thinkjepa import interrupts
+
+    with interrupts.cooperative():
+        _run_batches(todo, decode=decode, decode_errors=decode_errors, run_batch=run_batch, batch_size=batch_size,
+                     sink=sink, summary=summary, stage=stage, engine_step=engine_step, total=total, progress=progress)
+    interrupts.check(f"{len(summary.done)} {stage} entr(ies) committed by this run are kept; "
+                     "rerun the same command to resume (nothing was recorded as failed by the stop)")
+
+
+def _run_batches(todo, *, decode, decode_errors, run_batch, batch_size, sink, summary, stage, engine_step, total,
+                 progress) -> None:
+    from thinkjepa.interrupts import requested
+
     pending: list[tuple[ItemT, PayloadT]] = []
     lock = threading.RLock()  # the sink, the summary and the bar are shared by both threads
 
@@ -133,6 +150,8 @@ def run_batches(
 
         def commit_all(batch: list[tuple[ItemT, PayloadT]], outs: list[Any]) -> None:
             for (item, _), out in zip(batch, outs):
+                if isinstance(out, BaseException) and requested():
+                    continue  # failed because of the stop (a dead engine), not because of the input
                 if isinstance(out, BaseException):
                     fail(item.key, failure_reason(engine_step, out))
                 else:
@@ -164,6 +183,8 @@ def run_batches(
             in_flight.append(committer.submit(commit_all, batch, outs))
 
         for group in _by_clip(todo):
+            if requested():
+                break  # stop submitting; what is pending is neither run nor recorded
             try:
                 payload_of = decode(group)
             except decode_errors as e:
@@ -173,9 +194,10 @@ def run_batches(
                 continue
             for it in group:
                 pending.append((it, payload_of(it)))
-                if len(pending) >= batch_size:
+                if len(pending) >= batch_size and not requested():
                     flush()
-        flush()
+        if not requested():
+            flush()
         wait_for_commits()
 
 

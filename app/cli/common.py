@@ -115,7 +115,9 @@ def exit_code_for(exc: BaseException) -> int | None:
     from thinkjepa.data.manifest import NoEpisodesError
 
     if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
+        from thinkjepa.interrupts import exit_code
+
+        return exit_code(getattr(exc, "signum", None))
     if type(exc).__name__ == "TrainingStopped":  # imported lazily: train.loop pulls in torch
         return EXIT_TERMINATED if "SIGTERM" in str(exc) else EXIT_INTERRUPTED
     usage = (UsageError, FileNotFoundError, NotADirectoryError, NoEpisodesError, SchemaMismatchError,
@@ -130,18 +132,23 @@ def exit_code_for(exc: BaseException) -> int | None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def cli_command(name: str) -> Callable[[F], F]:
+def cli_command(name: str, *, long: bool = False) -> Callable[[F], F]:
     """Run a command body under the project's exit codes: errors print one line naming the
     command and the cause (and, with ``--json``, a JSON object on stdout), then exit with
-    ``exit_code_for``. Third-party log capture started by ``load`` ends here."""
+    ``exit_code_for``. Third-party log capture started by ``load`` ends here. ``long``: a
+    command that runs stages; SIGINT / SIGTERM stop it cleanly (``thinkjepa.interrupts``,
+    installed before any engine starts), exit 130 / 143."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from thinkjepa import logs
+            from contextlib import nullcontext
+
+            from thinkjepa import interrupts, logs
 
             try:
-                return fn(*args, **kwargs)
+                with interrupts.stop_on_signals() if long else nullcontext():
+                    return fn(*args, **kwargs)
             except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
                 raise
             except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - mapped or re-raised below
@@ -159,10 +166,32 @@ def cli_command(name: str) -> Callable[[F], F]:
     return deco
 
 
+def disk_full_message(exc: BaseException, fallback: Path | None = None) -> str | None:
+    """For a full disk (ENOSPC / EDQUOT anywhere in ``exc``'s chain): the path, the free space
+    and what to do; None for any other error."""
+    import errno
+    import shutil
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            path = Path(os.fsdecode(seen.filename)) if seen.filename else (fallback or Path.cwd())
+            probe = path
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            free = shutil.disk_usage(probe).free
+            return (f"no space left on the device writing {path} ({free / 2**20:.1f} MiB free on that file "
+                    f"system): free space there, or point workdir and the caches at a larger disk, then rerun "
+                    "the same command (committed work is kept)")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _report(name: str, exc: BaseException, code: int, json_out: bool, log: Path | None) -> None:
     message = " ".join(str(exc).split()) or type(exc).__name__
-    if code == EXIT_INTERRUPTED and isinstance(exc, KeyboardInterrupt):
-        message = "interrupted; what was committed is kept, rerun the same command to resume"
+    message = disk_full_message(exc, log.parent.parent if log is not None else None) or message
+    if isinstance(exc, KeyboardInterrupt) and "rerun" not in message:
+        message = f"{message if str(exc) else 'interrupted'}; what was committed is kept, rerun the same command to resume"
     kind = {EXIT_USAGE: "cannot start", EXIT_FAILED: "failed"}.get(code, "stopped")
     colour = "yellow" if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) else "red"
     console.print(f"[{colour}]{name} {kind}:[/{colour}] {message}", highlight=False)

@@ -43,12 +43,20 @@ def synth(
     mode: Annotated[str, typer.Option(help="rollout_v3: cued, shuffled, absent or fixed_event.")] = "cued",
     scenes: Annotated[int, typer.Option(min=1, help="rollout_v3: scene (task) folders.")] = 24,
     episodes_per_scene: Annotated[int, typer.Option(min=1, help="rollout_v3: episodes per scene.")] = 8,
+    force: Annotated[bool, typer.Option(help="Write even into a folder that holds episodes it did not make.")] = False,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
     verbose: NoCaptureVerboseOpt = False,
 ) -> None:
     """Synthetic EgoDex episodes whose future hand motion depends on an early visual cue."""
     show = progress and not json_out
+    from thinkjepa.data.synth import foreign_episodes
+
+    foreign = foreign_episodes(out)
+    if foreign and not force:
+        raise UsageError(f"{out} already holds {len(foreign)} episode(s) that synth did not write (e.g. {foreign[0]}): "
+                         "synthetic episodes would overwrite or mix with a real dataset; pick an empty folder, "
+                         "or pass --force")
     try:
         if generator == "v1":
             from thinkjepa.data.synth import synthesize_dataset

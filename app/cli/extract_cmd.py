@@ -29,7 +29,7 @@ app = typer_app("Stage one: run the Qwen3-VL Thinking thinker over the manifest 
 
 
 @app.command()
-@cli_command("tj-extract run")
+@cli_command("tj-extract run", long=True)
 def run(
     config: ConfigOpt = None,
     set_: SetOpt = None,

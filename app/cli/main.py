@@ -54,6 +54,9 @@ def _print_status(rows: list[dict]) -> None:
         table.add_row(r["stage"], state, *counts, "; ".join(r["reasons"]) or "-", r["last_run"] or "-")
     console.print(table)
     for r in rows:
+        for problem in r.get("problems") or []:
+            console.print(f"[yellow]problem:[/yellow] {r['stage']}: {problem}", highlight=False)
+    for r in rows:
         if r["stale"] and r.get("next"):
             console.print(f"{r['stage']}: [bold]{r['next']}[/bold]")
 
@@ -83,7 +86,7 @@ def status(
 
 
 @app.command()
-@cli_command("tj run")
+@cli_command("tj run", long=True)
 def run(
     stages: StagesArg = None,
     config: ConfigOpt = None,
@@ -165,7 +168,7 @@ def _event_printer(stage: str, event: str, info: dict) -> None:
 
 
 @app.command()
-@cli_command("tj demo")
+@cli_command("tj demo", long=True)
 def demo(
     data_root: Annotated[Path | None, typer.Option(help="EgoDex-layout folder; default: synthesise one.")] = None,
     workdir: Annotated[Path, typer.Option(help="Folder for every output of the demo.")] = Path("runs/demo"),

@@ -85,7 +85,7 @@ app = typer_app("Stage two: train the ThinkJEPA predictor (or a baseline/ablatio
 
 
 @app.command(cls=ConfigAwareCommand)
-@cli_command("tj-train")
+@cli_command("tj-train", long=True)
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -130,7 +130,7 @@ def train(
         )
 
 
-@cli_command("tj encode")
+@cli_command("tj encode", long=True)
 def encode(
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -194,3 +194,18 @@ def test_a_record_whose_path_leaves_its_entry_folder_is_refused(cache, tmp_path,
     assert (outside / "precious.txt").read_text() == "keep me"
     assert len(list(victim.iterdir())) == n_before  # old folder of sort/1 collected, new one written
     assert verify(cache) == []
+
+
+def test_repair_removes_an_orphan_that_is_a_folder_link_and_not_its_target(cache, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("not the cache's")
+    link = Path(cache) / "clips" / PART / "linked"
+    os.symlink(target, link)
+    orphans = [p for p in verify(cache) if p.code == "orphan"]
+    assert [p.file for p in orphans] == [f"clips/{PART}/linked"]
+    report = repair(cache)
+    assert report.removed == [f"clips/{PART}/linked"]
+    assert not os.path.lexists(link)  # said removed, and is
+    assert (target / "keep.txt").read_text() == "not the cache's"
+    assert verify(cache) == []

@@ -145,3 +145,39 @@ def test_help_lists_the_choices() -> None:
     for args in (["run"], ["demo"], ["data", "index"], ["encode"], ["train"], ["extract", "run"], ["cache", "verify"]):
         out = runner.invoke(main.app, [*args, "--help"]).output
         assert "--no-progress" in out and "--json" in out, args
+
+
+def _real_enospc() -> OSError:
+    try:
+        with open("/dev/full", "wb", buffering=0) as f:  # the kernel's always-full device
+            f.write(b"x")
+    except OSError as e:
+        e.filename = e.filename or "/dev/full"
+        return e
+    raise AssertionError("/dev/full accepted a write")
+
+
+@pytest.mark.parametrize(("name", "app", "args", "target"), COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_a_full_disk_says_where_how_much_is_free_and_what_to_do(name, app, args, target, tmp_path, monkeypatch) -> None:
+    err = _real_enospc()
+
+    def boom(*a, **kw):
+        raise RuntimeError("commit failed") from err
+
+    monkeypatch.setattr(target, boom)
+    res = runner.invoke(app, _args(args, tmp_path))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1, (name, text)
+    assert "no space left on the device writing /dev/full" in text and "MiB free" in text and "rerun" in text, text
+
+
+@pytest.mark.parametrize(("signum", "code"), [(2, 130), (15, 143)])
+def test_a_stage_stopped_by_a_signal_exits_128_plus_it(signum, code, tmp_path, monkeypatch) -> None:
+    from thinkjepa.interrupts import StageInterrupted
+
+    def stopped(*a, **kw):
+        raise StageInterrupted(signum, "stopped; 3 entries kept; rerun the same command to resume")
+
+    monkeypatch.setattr("thinkjepa.extract.runner.run_shard", stopped)
+    res = runner.invoke(extract_cmd.app, ["run"])
+    assert res.exit_code == code and "rerun the same command to resume" in " ".join(res.output.split())

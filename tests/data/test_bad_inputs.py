@@ -82,6 +82,19 @@ def test_bad_confidences_are_refused_naming_the_clip(synth_root, tmp_path, value
         read_episode(ann.with_suffix(".mp4"), ann, check_video=False)
 
 
+def test_an_all_zero_camera_pose_is_refused_naming_the_clip(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    ann = sorted(root.rglob("*.hdf5"))[0]
+    with h5py.File(ann, "r+") as f:
+        cam = f["transforms/camera"][()]
+        cam[2] = 0.0
+        f["transforms/camera"][...] = cam
+    clip = f"{ann.parent.name}/{ann.stem}"
+    with pytest.raises(EpisodeError, match=rf"{clip}.*not a rigid transform at 1 frame\(s\), first \[2\]"):
+        read_episode(ann.with_suffix(".mp4"), ann, check_video=False)
+
+
 @pytest.mark.slow
 def test_an_unreadable_hdf5_at_prompt_planning_fails_its_windows(synth_root, tmp_path):
     from thinkjepa.extract.runner import plan_clips

@@ -73,3 +73,20 @@ def test_help() -> None:
     for args in (["--help"], ["synth", "--help"], ["index", "--help"]):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_synth_refuses_a_folder_holding_a_real_dataset_unless_forced(tmp_path: Path, egodex_root: Path) -> None:
+    import shutil
+
+    real = tmp_path / "egodex"
+    shutil.copytree(egodex_root, real)
+    before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    args = ["synth", str(real), "-n", "1", "--frames", "16", "--size", "32", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "synth did not write" in _text(res) and "--force" in _text(res)
+    assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
+    # its own earlier output is not foreign: synth may rewrite it
+    own = tmp_path / "own"
+    assert CliRunner().invoke(app, ["synth", str(own), "-n", "1", "--frames", "16", "--size", "32", "--no-progress"]).exit_code == 0
+    assert CliRunner().invoke(app, ["synth", str(own), "-n", "1", "--frames", "16", "--size", "32", "--no-progress"]).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -9,6 +10,7 @@ import pytest
 
 from thinkjepa.config import DataConfig, SamplingConfig
 from thinkjepa.data.manifest import COLUMNS, assign_splits, build_manifest, filter_split, read_manifest
+from thinkjepa.data.splits import SPLIT_RULE, split_of
 
 DESIGN_COLUMNS = ["clip_id", "video_path", "annotation_path", "task", "description", "n_frames", "fps", "split"]
 
@@ -51,7 +53,7 @@ def test_synthetic_split_is_grouped_seeded_and_deterministic(synth_root: Path, t
 @pytest.mark.parametrize(
     "n, expected",
     [(1, {"train": 1}), (2, {"train": 1, "test": 1}), (3, {"train": 1, "val": 1, "test": 1}),
-     (10, {"train": 8, "val": 1, "test": 1}), (40, {"train": 32, "val": 4, "test": 4})],
+     (10, {"train": 8, "val": 1, "test": 1})],
 )
 def test_assign_splits_sizes(n: int, expected: dict[str, int]) -> None:
     tasks = [f"task{i}" for i in range(n)]
@@ -59,6 +61,44 @@ def test_assign_splits_sizes(n: int, expected: dict[str, int]) -> None:
     assert set(got) == set(tasks)
     counts = {s: list(got.values()).count(s) for s in ("train", "val", "test") if s in got.values()}
     assert counts == expected
+
+
+def test_split_shares_follow_the_fractions_on_many_groups() -> None:
+    got = assign_splits([f"task{i}" for i in range(4000)], (0.8, 0.1, 0.1), seed=42)
+    counts = {s: list(got.values()).count(s) for s in ("train", "val", "test")}
+    # a hash, not a quota: each share is binomial (sd ~19 for val/test at n=4000), so 5 sd bounds
+    assert abs(counts["val"] - 400) < 100 and abs(counts["test"] - 400) < 100
+
+
+def test_adding_and_removing_tasks_moves_no_other_task() -> None:
+    fr, seed = (0.8, 0.1, 0.1), 42
+    base = [f"task{i}" for i in range(100)]
+    before = assign_splits(base, fr, seed)
+    assert {"train", "val", "test"} <= set(before.values())
+    grown = assign_splits(base + [f"new{i}" for i in range(30)], fr, seed)
+    shrunk = assign_splits([t for t in base if t not in ("task3", "task17", "task58")], fr, seed)
+    assert {t: grown[t] for t in base} == before
+    assert shrunk == {t: s for t, s in before.items() if t not in ("task3", "task17", "task58")}
+    # one at a time, each task removed in turn: no other task ever changes split
+    for gone in base:
+        assert assign_splits([t for t in base if t != gone], fr, seed) == {t: s for t, s in before.items() if t != gone}
+
+
+@pytest.mark.slow
+def test_tiny_dataset_lends_a_group_and_records_it(tmp_path: Path, synth_root: Path, demo_sampling) -> None:
+    from thinkjepa.data.splits import assign_splits_recorded
+
+    out, lent = assign_splits_recorded(["a", "b", "c"], (0.8, 0.1, 0.1), 42)
+    assert sorted(out.values()) == ["test", "train", "val"]
+    assert lent == {g: s for g, s in out.items() if split_of(g, (0.8, 0.1, 0.1), 42) != s}
+    assert lent  # three groups hashed at 80% train: the hash alone leaves a split empty here
+    cfg = DataConfig(split_fractions=(0.5, 0.25, 0.25), split_seed=5)
+    table, _ = build_manifest(synth_root, tmp_path / "m.parquet", cfg, demo_sampling)
+    record = json.loads(pq.read_schema(tmp_path / "m.parquet").metadata[b"thinkjepa.manifest"])["splits"]
+    assert record["rule"] == SPLIT_RULE and record["seed"] == 5 and record["group_by"] == "task"
+    for row in table.to_pylist():
+        hashed = split_of(row["task"], cfg.split_fractions, 5)
+        assert row["split"] == record["lent_to_empty_split"].get(row["task"], hashed)
 
 
 def test_assign_splits_is_seeded_and_order_free() -> None:
@@ -99,7 +139,9 @@ def test_split_by_episode_on_many_tasks(synth_root: Path, tmp_path: Path, demo_s
     table, problems = build_manifest(synth_root, tmp_path / "m.parquet", cfg, demo_sampling)
     assert problems == []  # chosen explicitly: no warning
     splits = table.column("split").to_pylist()
-    assert {s: splits.count(s) for s in set(splits)} == {"train": 8, "val": 4, "test": 4}
+    # each episode is its own group: its split is its clip id's hash bucket
+    assert splits == [split_of(c, cfg.split_fractions, cfg.split_seed) for c in table.column("clip_id").to_pylist()]
+    assert set(splits) == {"train", "val", "test"}
     task_split: dict[str, set[str]] = {}
     for r in table.to_pylist():
         task_split.setdefault(r["task"], set()).add(r["split"])
@@ -116,3 +158,18 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
         read_manifest(tmp_path / "bad.parquet")
     with pytest.raises(FileNotFoundError):
         build_manifest(tmp_path / "absent", tmp_path / "m.parquet", DataConfig(), SamplingConfig())
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda rows: rows + rows[:1], "listed more than once"),
+    (lambda rows: [{**rows[0], "split": "holdout"}] + rows[1:], "with a split other than train/val/test"),
+    (lambda rows: [{**rows[0], "n_frames": -5}] + rows[1:], "fewer than 1 frame"),
+])
+def test_a_hand_edited_manifest_is_refused_naming_the_clip(egodex_root: Path, tmp_path: Path, edit, says) -> None:
+    import pyarrow as pa
+
+    table, _ = build_manifest(egodex_root, tmp_path / "m.parquet", DataConfig(), SamplingConfig())
+    rows = table.to_pylist()
+    pq.write_table(pa.Table.from_pylist(edit(rows), schema=table.schema), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=f"{says}.*{rows[0]['clip_id']}"):
+        read_manifest(tmp_path / "bad.parquet")

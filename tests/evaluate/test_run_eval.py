@@ -223,3 +223,21 @@ def test_tj_eval_model_evaluates_saved_models_without_the_training_folder(eval_w
         assert printed["models"][v]["ADE"] == result["models"][v]["per_seed"]["0"]["ADE"]
         assert printed["checkpoints"][v]["0"]["path"] == str(tmp_path / v)
     assert not (tmp_path / "no-runs").exists() and len(printed["videos"]) == 4
+
+
+def test_eval_refuses_a_test_window_the_checkpoint_trained_on(result, eval_workdir):
+    from thinkjepa.evaluate.run import TrainedOnEvalWindows
+    from thinkjepa.train.checkpoint import seed_run_dir
+
+    listed = seed_run_dir(eval_workdir.path(eval_workdir.train.out), "jepa_only", 1) / "windows.json"
+    original = listed.read_text()
+    leaked = result["window_set"]["ids"][0]
+    record = json.loads(original)
+    try:
+        # what a split change after training looks like: a now-test window in the run's train list
+        listed.write_text(json.dumps({**record, "train": record["train"] + [leaked]}))
+        with pytest.raises(TrainedOnEvalWindows, match=re.escape(leaked)) as err:
+            run_eval(eval_workdir)
+        assert "'jepa_only' seed 1 trained on 1 window(s) of the test split" in str(err.value)
+    finally:
+        listed.write_text(original)

@@ -221,6 +221,21 @@ def _check_arrays(clip_id: str, a: dict[str, Any]) -> None:
             raise EpisodeError(
                 clip_id, f"NaN/Inf in {name}{where} at {bad.sum()} frame(s), first {frames[:5].tolist()}"
             )
+    _check_rigid(clip_id, cam)
+
+
+def _check_rigid(clip_id: str, cam: np.ndarray) -> None:
+    """A camera pose must be a rigid transform: an all-zero (or scaled, sheared) matrix would put
+    every joint at the camera origin in camera coordinates, silently."""
+    det = np.linalg.det(cam[:, :3, :3].astype(np.float64))
+    last = np.abs(cam[:, 3, :].astype(np.float64) - [0, 0, 0, 1]).max(axis=1)
+    bad = (np.abs(det - 1) > 0.05) | (last > 1e-3)
+    if bad.any():
+        frames = np.flatnonzero(bad)
+        raise EpisodeError(
+            clip_id, f"{CAMERA_KEY} is not a rigid transform at {bad.sum()} frame(s), first {frames[:5].tolist()} "
+            f"(rotation determinant {det[frames[0]]:.3g}, expected 1, last row [0, 0, 0, 1]): an all-zero or "
+            "placeholder pose; re-export the episode's camera poses")
 
 
 def _check_confidences(clip_id: str, conf: np.ndarray) -> None:

@@ -21,6 +21,13 @@ class DatasetListing:
     digest: str
     newest_mtime_ns: int
     files: int
+    problems: tuple[str, ...] = ()
+    """Folders left out, each with why: a link back into the tree (a loop), an unreadable one."""
+
+
+def _b(text: str) -> bytes:
+    # a folder name that is not valid UTF-8 arrives as surrogate escapes: hash its raw bytes
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _scan_folder(folder: str) -> tuple[list[str], str, int, int]:
@@ -32,13 +39,16 @@ def _scan_folder(folder: str) -> tuple[list[str], str, int, int]:
     for e in entries:
         if e.name.startswith("."):
             continue
-        if e.is_dir():
-            subdirs.append(e.name)
-        elif e.name.endswith((".mp4", ".hdf5")):
-            st = e.stat()
-            newest = max(newest, st.st_mtime_ns)
-            count += 1
-            h.update(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        try:
+            if e.is_dir():
+                subdirs.append(e.name)
+            elif e.name.endswith((".mp4", ".hdf5")):
+                st = e.stat()
+                newest = max(newest, st.st_mtime_ns)
+                count += 1
+                h.update(_b(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n"))
+        except OSError as err:  # a broken link, a loop, no permission: part of the digest, not an error
+            h.update(_b(f"{e.name}:unreadable:{err.errno}\n"))
     return subdirs, h.hexdigest(), newest, count
 
 
@@ -71,25 +81,39 @@ def dataset_listing(root: str | None, cache_dir: str | Path | None = None, *,
     h = hashlib.sha256()
     newest = count = 0
     stack = [""]
+    seen: dict[tuple[int, int], str] = {}
+    problems: list[str] = []
     while stack:
         rel = stack.pop()
         path = os.path.join(root, rel) if rel else str(root)
-        mtime = os.stat(path).st_mtime_ns
-        hit = cached.get(rel)
-        if trust_folder_mtimes and hit is not None and hit[0] == mtime and hit[5]:
-            entry = hit
-        else:
-            subdirs, digest, fnewest, fcount = _scan_folder(path)
-            entry = [mtime, digest, fnewest, fcount, subdirs, (now - mtime) / 1e9 > RACY_S]
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:  # a folder link back into the tree: a loop
+                problems.append(f"{path}: the same folder as {os.path.join(root, seen[st.st_dev, st.st_ino])} "
+                                "(a folder link loop or duplicate); listed once")
+                h.update(_b(f"{rel}/:same-as:{seen[st.st_dev, st.st_ino]}\n"))
+                continue
+            seen[st.st_dev, st.st_ino] = rel
+            mtime = st.st_mtime_ns
+            hit = cached.get(rel)
+            if trust_folder_mtimes and hit is not None and hit[0] == mtime and hit[5]:
+                entry = hit
+            else:
+                subdirs, digest, fnewest, fcount = _scan_folder(path)
+                entry = [mtime, digest, fnewest, fcount, subdirs, (now - mtime) / 1e9 > RACY_S]
+        except OSError as err:
+            problems.append(f"{path}: unreadable folder, left out ({err.strerror or err})")
+            h.update(_b(f"{rel}/:unreadable:{err.errno}\n"))
+            continue
         folders[rel] = entry
         _, digest, fnewest, fcount, subdirs, _ = entry
-        h.update(f"{rel}/:{digest}\n".encode())
+        h.update(_b(f"{rel}/:{digest}\n"))
         newest = max(newest, mtime, fnewest)
         count += fcount
         stack.extend(f"{rel}{d}/" for d in reversed(subdirs))
     if cache_path is not None and folders != cached:
         try:
             atomic_write_json(cache_path, {"root": str(root), "folders": folders}, durable=False, indent=None)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a non-UTF-8 folder name JSON cannot hold
             pass
-    return DatasetListing(h.hexdigest()[:16], newest, count)
+    return DatasetListing(h.hexdigest()[:16], newest, count, tuple(problems))

@@ -9,7 +9,9 @@ fail ``read_episode`` are left out and reported as problems with the reason; one
 never stops the index.
 
 Splits: ``split_groups`` decides what a split group is (task folder, or episode for small
-folders: ``data.split_by``) and ``assign_splits`` is the one home of the split rule.
+folders: ``data.split_by``) and ``thinkjepa.data.splits`` is the one home of the split rule (a
+stable hash of the group key, so no clip changes split when tasks come or go); the manifest
+records the rule, the grouping and any group lent to an empty split.
 
 Indexing reads every episode through dask (threads or processes locally, or a
 ``dask.distributed`` scheduler address for a cluster) and is incremental: rows and problems
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,8 @@ import pyarrow.parquet as pq
 
 from thinkjepa.config import DataConfig, SamplingConfig
 from thinkjepa.data.egodex import Episode, EpisodeError, episode_description, read_episode
+from thinkjepa.data.splits import SPLIT_RULE, SPLITS, assign_splits, assign_splits_recorded
 
-SPLITS = ("train", "val", "test")
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 SCHEDULER_TIMEOUT_S = 30
 """How long ``scan_episodes`` tries to reach a dask.distributed scheduler."""
@@ -92,6 +94,19 @@ def _episode_files(d: Path) -> list[Path]:
     return [p for p in d.iterdir() if p.suffix in (".mp4", ".hdf5") and not p.name.startswith(".")]
 
 
+def printable(name: str) -> str:
+    """A file name as text that can be stored and printed (a non-UTF-8 byte shows as U+FFFD)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], list[ClipProblem]]:
     """``(clip_id, video, annotation)`` for every ``<task>/<n>.hdf5|.mp4`` under ``root``, sorted;
     a file without its partner is a problem, not an exception.
@@ -106,9 +121,18 @@ def discover_episodes(root: str | Path) -> tuple[list[tuple[str, Path, Path]], l
     task_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
                        key=lambda d: _natural_key(d.name))
     for task_dir in task_dirs:
-        stems = {p.stem for p in _episode_files(task_dir)}
+        try:
+            stems = {p.stem for p in _episode_files(task_dir)}
+        except OSError as e:  # no permission, gone meanwhile: name it, index the rest
+            problems.append(ClipProblem(printable(task_dir.name), f"unreadable task folder {printable(str(task_dir))}: "
+                                    f"{e.strerror or e}; left out"))
+            continue
         for stem in sorted(stems, key=_natural_key):
             clip_id = f"{task_dir.name}/{stem}"
+            if not _utf8(clip_id):
+                problems.append(ClipProblem(printable(clip_id), f"{printable(str(task_dir / stem))}: the name is not valid "
+                                        "UTF-8 (clip ids are stored as text); rename the folder or file to index it"))
+                continue
             video, annotation = task_dir / f"{stem}.mp4", task_dir / f"{stem}.hdf5"
             if not video.is_file():
                 problems.append(ClipProblem(clip_id, f"missing video (MP4) file {video}"))
@@ -153,40 +177,6 @@ def split_groups(clip_ids: Sequence[str], tasks: Sequence[str], data_cfg: DataCo
             )
             return list(clip_ids), by, [warning]
     return (list(tasks) if by == "task" else list(clip_ids)), by, []
-
-
-def assign_splits(tasks: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
-    """Split group (task folder or clip id) -> ``train``/``val``/``test``: the one split rule.
-
-    Seeded shuffle of the sorted unique group names, then contiguous blocks sized by
-    ``fractions`` (train, val, test). Every non-zero share gets at least one group while at
-    least one group is left for train, so 3 groups give one per split, 2 give train + test (val
-    empty) and 1 gives train only. Deterministic: same groups, fractions and seed, same answer.
-    """
-    names = sorted(set(tasks))
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0 or fr[0] <= 0:
-        raise ValueError(f"split fractions must be three non-negative shares (train > 0), got {list(fractions)}")
-    fr = fr / fr.sum()
-    n = len(names)
-    if n == 0:
-        return {}
-    order = [names[i] for i in np.random.default_rng(seed).permutation(n)]
-    counts = {}
-    # test before val: with two groups a held-out test set matters more than a val set
-    for split, share in (("test", fr[2]), ("val", fr[1])):
-        want = int(round(share * n)) if share > 0 else 0
-        if share > 0:
-            want = max(1, want)
-        counts[split] = max(0, min(want, n - 1 - sum(counts.values())))
-    counts["train"] = n - counts["test"] - counts["val"]
-    out: dict[str, str] = {}
-    pos = 0
-    for split in SPLITS:
-        for name in order[pos : pos + counts[split]]:
-            out[name] = split
-        pos += counts[split]
-    return out
 
 
 def file_stamp(video: Path, annotation: Path) -> str:
@@ -259,7 +249,9 @@ def scan_episodes(
 
     if not items:
         return []
-    workers = max(1, workers)
+    # more local workers than tasks or cores only costs process starts (100000 would start 100000)
+    workers = max(1, min(workers, len(items) or 1, 4 * (os.cpu_count() or 1))) if scheduler in LOCAL_SCHEDULERS \
+        else max(1, workers)
     if workers == 1 and scheduler in LOCAL_SCHEDULERS:
         scheduler = "sync"  # one worker: no pool to start, no results to pickle
     size = chunk_size(len(items), workers, scheduler)
@@ -385,6 +377,15 @@ def _split_warnings(rows: list[dict], by: str, splits: dict[str, str], data_cfg:
     return [ClipProblem(None, tail, severity="warning")]
 
 
+def split_record(table: pa.Table, data_cfg: DataConfig) -> dict[str, Any]:
+    """How the manifest's splits were made: the rule, the group key, its salt and shares, and
+    the groups a tiny dataset lent to an empty split (``thinkjepa.data.splits.fill_empty``)."""
+    groups, by, _ = split_groups(table.column("clip_id").to_pylist(), table.column("task").to_pylist(), data_cfg)
+    _, lent = assign_splits_recorded(groups, data_cfg.split_fractions, data_cfg.split_seed)
+    return {"rule": SPLIT_RULE, "group_by": by, "seed": data_cfg.split_seed,
+            "fractions": list(data_cfg.split_fractions), "lent_to_empty_split": lent}
+
+
 def build_manifest(
     root: str | Path,
     out: str | Path,
@@ -407,6 +408,7 @@ def build_manifest(
         "data": data_cfg.model_dump(mode="json"),
         "sampling": sampling_cfg.model_dump(mode="json"),
         "problems": [p.as_dict() for p in problems],
+        "splits": split_record(table, data_cfg),
     }
     table = table.replace_schema_metadata({_META_KEY: json.dumps(provenance).encode()})
     from thinkjepa.cache_schema.fsio import atomic_write_bytes
@@ -444,8 +446,27 @@ def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) ->
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a clips manifest: missing column(s) {', '.join(missing)}")
+    _check_rows(path, table)
     table = _with_paths(table, path, relative=False)
     return filter_split(table, split) if split is not None else table
+
+
+def _check_rows(path: Path, table: pa.Table) -> None:
+    """A manifest edited or written by hand: each clip once, a known split, a positive length
+    (a duplicate would be trained and scored twice, an unknown split never)."""
+    import pyarrow.compute as pc
+
+    ids = table.column("clip_id")
+    counts = pc.value_counts(ids)
+    dup = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+    splits = table.column("split")
+    odd = table.filter(pc.invert(pc.is_in(splits, value_set=pa.array(SPLITS)))).column("clip_id").to_pylist()
+    short = table.filter(pc.less(table.column("n_frames"), 1)).column("clip_id").to_pylist()
+    for what, bad in (("listed more than once", dup), (f"with a split other than {'/'.join(SPLITS)}", odd),
+                      ("with fewer than 1 frame", short)):
+        if bad:
+            raise ValueError(f"{path}: {len(bad)} clip(s) {what} ({', '.join(map(str, bad[:5]))}); rebuild it with "
+                             f"`tj data index ROOT --out {path}`")
 
 
 def filter_split(table: pa.Table, split: str | Sequence[str]) -> pa.Table:

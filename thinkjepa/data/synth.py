@@ -346,6 +346,20 @@ def _attrs(task: SceneTask, seed: int, index: int) -> dict[str, Any]:
     }
 
 
+def foreign_episodes(out: str | Path) -> list[str]:
+    """``<task>/<n>`` of the episode files under ``out`` that no earlier synth run listed in its
+    labels file: a real dataset, which ``tj data synth`` must not write into unasked."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    try:
+        listed = set(json.loads((out / LABELS_FILE).read_text()).get("episodes", {}))
+    except (OSError, ValueError, AttributeError):
+        listed = set()
+    found = sorted({f"{p.parent.name}/{p.stem}" for p in out.glob("*/*") if p.suffix in (".mp4", ".hdf5")})
+    return [c for c in found if c not in listed]
+
+
 def synthesize_dataset(
     out: str | Path,
     episodes: int,
