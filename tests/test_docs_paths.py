@@ -46,7 +46,7 @@ def _path_words(text: str) -> list[str]:
             word = word.strip(",;()").rstrip(":")
             if PLACEHOLDER.search(word) or word.startswith("-"):
                 continue
-            word = re.sub(r"(\.\w+):[\w.]+$", r"\1", word).split("#")[0]
+            word = re.sub(r"(\.\w+):[\w.]+$", r"\1", word).split("#")[0].split("::")[0]
             if word.startswith("../") or word.split("/")[0] in TOP:
                 words.append(word)
     return words
