@@ -18,6 +18,13 @@ from thinkjepa.app import pipeline
 from thinkjepa.config import PipelineConfig, load_config
 
 
+REAL_DATA_SETS = ("sampling.future_frames=8", "sampling.windows_per_clip=1", "sampling.horizon_steps=1")
+"""What ``tj demo --data-root`` changes in the synthetic demo's sampling: real EgoDex episodes
+can be as short as 20 frames (the fixtures), too short for rollout v3's three windows with room
+for four 4-frame rollout steps; one window of 8 past + 8 future frames fits them. Options the
+user passes come after, so they still win."""
+
+
 def demo_defaults() -> dict[str, Any]:
     return yaml.safe_load(files("thinkjepa.defaults").joinpath("demo.yaml").read_text())
 
@@ -109,7 +116,7 @@ def run_demo(
 ) -> Path:
     """Run every stale stage of the demo pipeline; returns the evaluation report path."""
     workdir = Path(workdir).resolve()
-    overrides = list(overrides or [])
+    overrides = [*(REAL_DATA_SETS if data_root is not None else ()), *(overrides or [])]
     preview = load_config(None, overrides, base=demo_defaults(), use_default_file=False)
     qwen_dir, vjepa_dir = prepare_models(workdir, preview)
     if data_root is None:

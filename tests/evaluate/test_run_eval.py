@@ -146,7 +146,7 @@ def test_report_files(result, eval_workdir):
     assert "Over 2 training seeds" in md and "CI, seeds" in md
     # the first line is the one verdict; with 6 windows and 2 seeds it makes no call and says what to add
     first = md.splitlines()[0]
-    assert first == result["verdict"] and first.startswith("**Verdict: no call yet on thinkjepa vs jepa_only**")
+    assert first == result["verdict"] and first.startswith(f"**Verdict: no call yet on thinkjepa vs {result['reference']}**")
     assert "6 test windows (minimum 10" in first and "2 training seeds (minimum 3" in first and " decides, because " in first
     assert "significantly better" not in md and "BCa bootstrap, scipy.stats.bootstrap" in md and "ttest_rel" in md
     # a forecast video per overlaid window (2 gains, 2 losses), linked from both documents
