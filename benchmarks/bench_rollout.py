@@ -318,9 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     crit = load_criteria(args.criteria)
     if args.rejudge:
-        runs = {}
+        runs: dict[str, dict[str, Any]] = {}
         for f in args.rejudge:
-            runs.update(json.loads(f.read_text())["runs"])
+            # one generator seed's data modes may come from several files (modes run in parallel)
+            for gseed, by_mode in json.loads(f.read_text())["runs"].items():
+                twice = sorted(set(by_mode) & set(runs.get(gseed, {})))
+                if twice:
+                    raise SystemExit(f"{f}: generator seed {gseed} data mode(s) {twice} already read from another file")
+                runs.setdefault(gseed, {}).update(by_mode)
         verdicts = judge(runs, crit)
         print_table(runs, verdicts, crit)
         if args.out:

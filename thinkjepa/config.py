@@ -228,6 +228,23 @@ class ModelConfig(_Section):
     """Feed the observed hand state (the joints of every past frame, in the camera frame of the
     last observed frame) to the predictor as one extra token per past tubelet, as V-JEPA2-AC
     feeds its end-effector state (train/state.py). Off: the paper's model, bit for bit."""
+    motion_prior: Literal["none", "constant_velocity"] = "none"
+    """What the residual head's offsets are taken around (train/head.py:
+    ``constant_velocity_anchor``). ``none``: the last observed pose (the paper's model, bit for
+    bit). ``constant_velocity``: the constant-velocity extrapolation of the two newest observed
+    states, so the model starts at the physics baseline and learns only the deviation from it.
+    Needs ``state_tokens`` (a rollout carries the forecast state forward) and ``head_residual``.
+    ``vlm_only`` keeps the last-pose anchor: the state is dense information it must not read."""
+
+    @model_validator(mode="after")
+    def _motion_prior_needs_state(self) -> ModelConfig:
+        if self.motion_prior != "none" and not (self.state_tokens and self.head_residual):
+            raise ValueError(
+                f"model.motion_prior={self.motion_prior} extrapolates the observed hand state and adds the head's "
+                f"residual to it: it needs model.state_tokens=true and model.head_residual=true "
+                f"(got state_tokens={self.state_tokens}, head_residual={self.head_residual})"
+            )
+        return self
 
     _sizes = field_validator("pred_depth", "pred_width", "pred_heads", "guidance_dim", "film_hidden",
                              "guidance_tokens", "head_hidden", "head_heads")(at_least(1))

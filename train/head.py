@@ -13,6 +13,8 @@ to the train-split RMS of the offsets, then saved with the weights). Its output 
 small but not at zero: an untrained model forecasts within a few percent of "the hands stay
 where they are", yet the first backward pass already reaches every layer behind the head (an
 exactly-zero output layer gives the predictor and the guidance path exactly zero gradient).
+The anchor may also be one pose per future frame: ``constant_velocity_anchor`` (the model's
+``motion_prior``), around which the offsets start near zero in the same way.
 """
 
 from __future__ import annotations
@@ -118,10 +120,35 @@ class JointHead(nn.Module):
         if self.residual:
             joints = joints * self.offset_scale.to(joints.dtype)
         if self.residual and past_joints_cam is not None:
-            if past_joints_cam.shape != (B, self.n_joints, 3):
-                raise ValueError(f"past_joints_cam has shape {tuple(past_joints_cam.shape)}; expected {(B, self.n_joints, 3)}")
-            joints = joints + past_joints_cam[:, None].to(joints.dtype)
+            # [B, J, 3]: one anchor for every frame (the last pose); [B, F, J, 3]: one per frame (a motion prior)
+            anchor = past_joints_cam[:, None] if past_joints_cam.dim() == 3 else past_joints_cam
+            if anchor.shape not in ((B, 1, self.n_joints, 3), (B, joints.shape[1], self.n_joints, 3)):
+                raise ValueError(f"past_joints_cam has shape {tuple(past_joints_cam.shape)}; expected "
+                                 f"{(B, self.n_joints, 3)} or {(B, joints.shape[1], self.n_joints, 3)}")
+            joints = joints + anchor.to(joints.dtype)
         return joints
+
+
+def constant_velocity_anchor(last: Tensor, states: Tensor, frames: int) -> Tensor:
+    """The constant-velocity extrapolation [B, F, J, 3] that the residual head adds its offsets
+    to under ``model.motion_prior: constant_velocity``: future frame k (1..F) gets
+    ``last + k * (states[:, -1] - states[:, -2])``, from the last observed pose ``last`` [B, J, 3]
+    and the past states [B, Fp, J, 3] (camera frame of the last observed frame, frames evenly
+    spaced like the future ones: ``sampling.stride``). It is the ``constant_velocity`` baseline
+    of evaluate/windows.py, computed from model inputs only.
+
+    Residual-over-physics is the standard practice in trajectory forecasting, where constant
+    velocity is a strong baseline that learned forecasters often fail to beat (Schöller et al.,
+    "What the Constant Velocity Model Can Teach Us About Pedestrian Motion Prediction", IEEE
+    RA-L 2020): with the head's output starting near zero (``OUT_INIT_STD``) the model starts at
+    constant velocity and training has to learn only the deviation from it (here: the turn,
+    which only the cue announces)."""
+    if states.dim() != 4 or states.shape[1] < 2 or states.shape[0] != last.shape[0] or states.shape[2:] != last.shape[1:]:
+        raise ValueError(f"a constant-velocity prior needs past_states_cam [B, >=2, J, 3] matching the last pose "
+                         f"{tuple(last.shape)}, got {tuple(states.shape)}")
+    velocity = (states[:, -1] - states[:, -2]).to(last.dtype)
+    k = torch.arange(1, frames + 1, dtype=last.dtype, device=last.device)
+    return last[:, None] + k[None, :, None, None] * velocity[:, None]
 
 
 def camera_to_world(joints_cam: Tensor, cam_pose: Tensor) -> Tensor:

@@ -21,6 +21,12 @@ predictor as one token per past tubelet (train/state.py), as V-JEPA2-AC feeds it
 one learned query per future tubelet forecasts the state, which the head reads beside the
 forecast latents.
 
+``motion_prior`` (``none`` by default, the paper's model): ``constant_velocity`` takes the
+residual head's offsets around the constant-velocity extrapolation of the two newest past
+states instead of around the last pose (train/head.py: ``constant_velocity_anchor``), so the
+model starts at the physics baseline and learns the deviation. ``jepa_matched``, ``jepa_only``
+and ``thinkjepa`` get the same prior; ``vlm_only`` keeps the last-pose anchor.
+
 The predictor, head and state tokens are built before the guidance modules, so under one seed
 a guided model and a ``jepa_only`` model get identical predictor/head weights; with the gates
 at zero (their initial value) they compute identical outputs.
@@ -41,7 +47,7 @@ from torch import Tensor, nn
 
 from thinkjepa.config import ModelConfig
 
-from .head import JointHead, camera_to_world
+from .head import JointHead, camera_to_world, constant_velocity_anchor
 from .hub import PretrainedMixin
 from .injection import CrossAttnInjection, FiLMInjection
 from .predictor import Predictor, init_from_vjepa2
@@ -175,9 +181,19 @@ class ThinkJEPA(PretrainedMixin, nn.Module):
         else:
             pred, future_state = self.predictor(past, inject, state, return_extra=True)
         past_joints = batch["past_joints_cam"] if "past_joints_cam" in batch else None
+        if past_joints is not None and self.uses_motion_prior:
+            if "past_states_cam" not in batch:
+                raise KeyError("model.motion_prior=constant_velocity needs batch 'past_states_cam' [B, Fp, 52, 3]")
+            past_joints = constant_velocity_anchor(past_joints, batch["past_states_cam"], self.head.time.out_features)
         joints_cam = self.head(torch.cat([past, pred], dim=1), past_joints, future_state)
         joints_world = camera_to_world(joints_cam, batch["cam_pose"])
         return {"pred_latents": pred, "joints_cam": joints_cam, "joints_world": joints_world}
+
+    @property
+    def uses_motion_prior(self) -> bool:
+        """The head's offsets are taken around the constant-velocity extrapolation of the past
+        state (``model.motion_prior``); never for vlm_only, which must not read the dense state."""
+        return self.cfg.motion_prior == "constant_velocity" and self.cfg.variant != "vlm_only"
 
     @property
     def joint_scale(self) -> Tensor:
@@ -217,13 +233,18 @@ class ThinkJEPA(PretrainedMixin, nn.Module):
         Every step reads the same thinker guidance (made from frames before t) and the camera
         pose of the last *observed* frame: a later one would be future information; forecast
         joints stay in that frame. The residual head's anchor (``past_joints_cam``) becomes
-        the last forecast frame. Returns the steps concatenated along time: ``pred_latents``
+        the last forecast frame; under ``motion_prior: constant_velocity`` the next step's prior
+        extrapolates the two newest states of the next context, in ``predicted`` mode both the
+        model's own forecast (the last frames of its last forecast tubelet). Returns the steps concatenated along time: ``pred_latents``
         [B, steps*Tf, P, D], ``joints_cam`` / ``joints_world`` [B, steps*F, 52, 3]."""
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
         if mode not in ("shifted", "predicted"):
             raise ValueError(f"unknown rollout mode {mode!r}; expected 'shifted' or 'predicted'")
         n_past, n_future = self.predictor.n_past, self.predictor.n_future
+        if mode == "predicted" and self.uses_motion_prior and self.state is not None and self.state.frames_per_tubelet < 2:
+            # the resampled forecast may repeat its last tubelet: the two newest states would be one frame
+            raise ValueError("model.motion_prior=constant_velocity in 'predicted' rollout needs >= 2 frames per future tubelet")
         resample = torch.linspace(0, n_future - 1, n_past).round().long()
         current = dict(batch)
         outs: list[dict[str, Tensor]] = []

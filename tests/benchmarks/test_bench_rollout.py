@@ -17,14 +17,28 @@ def _bench():
     return bench
 
 
-def test_criteria_file_names_every_criterion_of_issue_28_and_fresh_judged_seeds():
-    crit = _bench().load_criteria()
+PRIOR = BENCH.parent / "criteria_v3_prior.yaml"
+
+
+@pytest.mark.parametrize("path", [BENCH.parent / "criteria.yaml", PRIOR])
+def test_criteria_file_names_every_criterion_of_issue_28_and_fresh_judged_seeds(path):
+    crit = _bench().load_criteria(path)
     assert {"R1", "R2", "F1", "F2", "E1", "V1a", "V1b"} == set(crit["criteria"])
     judged, dev = crit["generator_seeds"]["judged"], crit["generator_seeds"]["development"]
     assert len(judged) >= 2 and not set(judged) & set(dev) and not set(judged) & {1, 2, 3, 4}
     assert len(crit["size"]["training_seeds"]) >= 3
     assert crit["criteria"]["E1"]["interval_level"] == 0.90
     assert set(crit["rollout_modes"]) == {"shifted", "predicted"}
+
+
+def test_prior_criteria_change_only_the_recipe_and_the_judged_seeds():
+    bench = _bench()
+    base, prior = bench.load_criteria(), bench.load_criteria(PRIOR)
+    assert prior["size"]["set"] == [*base["size"]["set"], "model.motion_prior=constant_velocity"]
+    assert not set(prior["generator_seeds"]["judged"]) & {*base["generator_seeds"]["judged"], *base["generator_seeds"]["development"]}
+    for key in ("criteria", "statistics", "variants", "modes", "rollout_modes"):
+        assert prior[key] == base[key], key
+    assert {k: v for k, v in prior["size"].items() if k != "set"} == {k: v for k, v in base["size"].items() if k != "set"}
 
 
 def _run(rng, gain: float, scenes: int = 6, per_scene: int = 4, seeds=("0", "1", "2")):
@@ -96,3 +110,19 @@ def test_rejudge_combines_generator_seeds_from_written_files(tmp_path, capsys):
     # R1 passes on seed 11 only, so it fails overall: every judged seed must pass
     assert v["R1"]["by_seed"]["11"]["pass"] and not v["R1"]["by_seed"]["12"]["pass"] and not v["R1"]["pass"]
     assert "FAIL  R1" in capsys.readouterr().out
+
+
+def test_rejudge_merges_the_data_modes_of_one_seed_and_refuses_a_mode_twice(tmp_path):
+    import json
+
+    bench = _bench()
+    rng = np.random.default_rng(3)
+    cued, ctrl = tmp_path / "cued.json", tmp_path / "ctrl.json"
+    cued.write_text(json.dumps({"runs": {"13": {"cued": _run(rng, 0.6)}}}))
+    ctrl.write_text(json.dumps({"runs": {"13": {"shuffled": _run(rng, 1.0), "absent": _run(rng, 1.0)}}}))
+    out = tmp_path / "both.json"
+    assert bench.main(["--rejudge", str(cued), str(ctrl), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert set(written["runs"]["13"]) == {"cued", "shuffled", "absent"} and written["verdicts"]["E1"]["pass"]
+    with pytest.raises(SystemExit, match="cued"):
+        bench.main(["--rejudge", str(cued), str(cued)])

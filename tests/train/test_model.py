@@ -475,15 +475,17 @@ def test_rollout_two_steps_by_hand(mode, tp, tf):
     assert not torch.allclose(other["pred_latents"][:, tf:], ro["pred_latents"][:, tf:])
 
 
+@pytest.mark.parametrize("motion_prior", ["none", "constant_velocity"])
 @pytest.mark.parametrize("mode,tp,tf", [("shifted", 3, 2), ("predicted", 3, 2), ("shifted", 2, 3), ("predicted", 2, 3)])
-def test_rollout_state_comes_from_the_observed_past_or_the_forecast(mode, tp, tf):
+def test_rollout_state_comes_from_the_observed_past_or_the_forecast(mode, tp, tf, motion_prior):
     """With state tokens, step two's state is built by index from the observed past states and
     step one's forecast joints (shifted) or from the forecast alone (predicted); the future
-    targets of the batch are never read."""
+    targets of the batch are never read. With the constant-velocity prior, step two's prior is
+    read from that same state (so in ``predicted`` mode from the forecast only)."""
     fpt = 2
     torch.manual_seed(0)
     dims = {**DIMS, "n_tubelets_past": tp, "n_tubelets_future": tf, "future_frames": tf * fpt}
-    model = ThinkJEPA(tiny_cfg(injection="film", state_tokens=True), **dims).eval()
+    model = ThinkJEPA(tiny_cfg(injection="film", state_tokens=True, motion_prior=motion_prior), **dims).eval()
     open_gates(model)
     with torch.no_grad():
         for p in model.head.parameters():
@@ -789,3 +791,104 @@ def test_offset_scale_sets_the_loss_unit():
     _, scaled = compute_loss(out, batch, TrainConfig(latent_loss_weight=0.0), joint_scale=0.01)
     assert scaled["loss_joint"] == pytest.approx(metres["loss_joint"] / 0.01**2)
     assert scaled["ade"] == metres["ade"]  # metrics stay in metres
+
+
+# -- motion prior (model.motion_prior) -------------------------------------------------------
+
+
+def zero_head_output(model: ThinkJEPA) -> None:
+    """The residual head's offsets exactly zero: the forecast is the anchor itself."""
+    with torch.no_grad():
+        for layer in (model.head.out[-1], model.head.state_out):
+            if layer is not None:
+                layer.weight.zero_()
+                layer.bias.zero_()
+
+
+def by_hand_constant_velocity(batch, frames: int) -> torch.Tensor:
+    last, prev = batch["past_joints_cam"], batch["past_states_cam"][:, -2]
+    return torch.stack([last + k * (last - prev) for k in range(1, frames + 1)], 1)
+
+
+def test_motion_prior_defaults_to_none_and_needs_the_state():
+    assert ModelConfig().motion_prior == "none"
+    with pytest.raises(ValueError, match="motion_prior=constant_velocity .* needs model.state_tokens=true"):
+        tiny_cfg(motion_prior="constant_velocity")
+    with pytest.raises(ValueError, match="head_residual=False"):
+        tiny_cfg(motion_prior="constant_velocity", state_tokens=True, head_residual=False)
+
+
+@pytest.mark.parametrize("variant", ["thinkjepa", "jepa_matched", "jepa_only"])
+def test_constant_velocity_prior_moves_the_anchor_and_nothing_else(variant):
+    """Same weights under one seed; the prior changes the forecast by exactly the constant-
+    velocity displacement k * (last - previous) and leaves the predictor's latents untouched:
+    ``none`` is the paper's residual head (offsets around the last pose)."""
+    none, cv = build(variant=variant, state_tokens=True), build(variant=variant, state_tokens=True, motion_prior="constant_velocity")
+    for (name, a), (_, b) in zip(none.state_dict().items(), cv.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    if none.gates is not None:
+        open_gates(none)
+        open_gates(cv)
+    batch = make_batch()
+    a, b = forward(none, batch), forward(cv, batch)
+    assert torch.equal(a["pred_latents"], b["pred_latents"])
+    shift = by_hand_constant_velocity(batch, F) - batch["past_joints_cam"][:, None]
+    assert shift.abs().amax() > 0
+    torch.testing.assert_close(b["joints_cam"], a["joints_cam"] + shift)
+
+
+@pytest.mark.parametrize("mode", ["shifted", "predicted"])
+def test_with_zero_offsets_the_prior_is_the_constant_velocity_baseline_over_the_whole_rollout(mode):
+    """Offsets at zero: one step forecasts what evaluate's constant_velocity baseline forecasts,
+    and a rollout keeps extrapolating the same velocity (every later prior is read from the
+    model's own forecast states), in both rollout modes."""
+    model = build(variant="jepa_matched", state_tokens=True, motion_prior="constant_velocity")
+    zero_head_output(model)
+    batch = make_batch()
+    torch.testing.assert_close(forward(model, batch)["joints_cam"], by_hand_constant_velocity(batch, F))
+    ro = model.rollout(batch, 3, mode)
+    torch.testing.assert_close(ro["joints_cam"], by_hand_constant_velocity(batch, 3 * F))
+
+
+@pytest.mark.parametrize("variant", ["thinkjepa", "jepa_matched"])
+def test_constant_velocity_prior_is_causal(variant):
+    """The prior reads the observed past (the previous pose changes the forecast) and nothing at
+    or after t: future latents and target joints changed, one-shot and rollout forecasts equal."""
+    model = build(variant=variant, state_tokens=True, motion_prior="constant_velocity")
+    open_gates(model)
+    batch = make_batch()
+    out, ro = forward(model, batch), model.rollout(batch, 3, "shifted")
+    future = dict(batch, future_latents=batch["future_latents"] + 5, target_joints=batch["target_joints"] + 5,
+                  target_conf=torch.zeros_like(batch["target_conf"]))
+    assert torch.equal(forward(model, future)["joints_world"], out["joints_world"])
+    assert torch.equal(model.rollout(future, 3, "shifted")["joints_world"], ro["joints_world"])
+    prev = batch["past_states_cam"].clone()
+    prev[:, -2] += 0.1
+    assert not torch.allclose(forward(model, dict(batch, past_states_cam=prev))["joints_cam"], out["joints_cam"])
+
+
+def test_vlm_only_gets_no_motion_prior():
+    """vlm_only reads no dense input: its forecast is the same with and without the prior and
+    does not change when the past states change (its anchor stays the last pose)."""
+    none = build(variant="vlm_only", state_tokens=True)
+    cv = build(variant="vlm_only", state_tokens=True, motion_prior="constant_velocity")
+    open_gates(none)
+    open_gates(cv)
+    batch = make_batch()
+    out = forward(cv, batch)
+    assert torch.equal(out["joints_cam"], forward(none, batch)["joints_cam"])
+    moved = dict(batch, past_states_cam=batch["past_states_cam"] + torch.randn_like(batch["past_states_cam"]))
+    assert torch.equal(forward(cv, moved)["joints_cam"], out["joints_cam"])
+
+
+def test_predicted_rollout_refuses_a_prior_it_cannot_read_from_the_forecast():
+    torch.manual_seed(0)
+    dims = {**DIMS, "n_tubelets_past": 3, "n_tubelets_future": 2, "future_frames": 2}
+    model = ThinkJEPA(tiny_cfg(state_tokens=True, motion_prior="constant_velocity"), **dims).eval()
+    batch = make_batch()
+    batch["past_latents"] = torch.randn(3, 3, P, D)
+    batch["past_states_cam"] = torch.randn(3, 3, J, 3)
+    batch["past_joints_cam"] = batch["past_states_cam"][:, -1]
+    assert model.rollout(batch, 2, "shifted")["joints_cam"].shape == (3, 4, J, 3)
+    with pytest.raises(ValueError, match="2 frames per future tubelet"):
+        model.rollout(batch, 2, "predicted")
