@@ -8,10 +8,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from stage_fixtures import private_copy
+from stage_fixtures import all_window_ids, private_copy
 
 from thinkjepa.cache_schema import CacheReader, CacheWriter
 from thinkjepa.config import PipelineConfig
+from thinkjepa.data.manifest import read_manifest
 from thinkjepa.train.checkpoint import checkpoint_path, load_checkpoint
 from thinkjepa.train.loop import run_training
 from thinkjepa.train.run_inputs import StaleInputError
@@ -38,9 +39,15 @@ def test_a_changed_cache_is_refused_with_what_changed(own_pipeline):
     cfg = own_pipeline
     run = run_training(cfg, "thinkjepa", progress=False)
     assert load_checkpoint(checkpoint_path(run))["inputs"]["entries"]
-    key = CacheReader(cfg.url(cfg.encoder.cache)).keys()[0]
+    # a window the run trains on (the first key of the cache may be a test-split window)
+    key = all_window_ids(cfg, ("train",))[0]
+    assert key in CacheReader(cfg.url(cfg.encoder.cache)).keys()
     assert (run / "inputs.json").is_file()
     # unchanged data: resumes (and --resume agrees)
+    run_training(cfg, "thinkjepa", progress=False, resume="resume")
+
+    # a test-split entry is no input of training: rewriting it keeps the run resumable
+    _rewrite_jepa_entry(cfg, all_window_ids(cfg, ("test",))[0])
     run_training(cfg, "thinkjepa", progress=False, resume="resume")
 
     _rewrite_jepa_entry(cfg, key)
@@ -70,8 +77,8 @@ def test_caches_of_another_model_and_stale_entries_are_refused(own_pipeline):
     with pytest.raises(StaleInputError, match=r"windows in the VLM cache .* are stale .*rerun `tj-extract run`"):
         run_training(prompt, "thinkjepa", progress=False)
 
-    # an episode edited after encoding: exactly its windows are stale
-    ann = sorted(Path(cfg.data.root).rglob("*.hdf5"))[0]
+    # an episode the run trains on, edited after encoding: exactly its windows are stale
+    ann = Path(sorted(read_manifest(cfg.path(cfg.data.manifest), "train").column("annotation_path").to_pylist())[0])
     with h5py.File(ann, "r+") as f:
         f.attrs["llm_description"] = "edited after encoding"
     clip = f"{ann.parent.name}/{ann.stem}"
