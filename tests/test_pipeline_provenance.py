@@ -154,7 +154,7 @@ def test_a_copied_workdir_reruns_nothing(tiny_pipeline, tmp_path):
     rows = _rows(moved)
     assert not any(r["stale"] for r in rows.values()), {n: r["reasons"] for n, r in rows.items()}
     assert all(outcome == "fresh" for _, outcome in pipeline.run(moved))
-    from thinkjepa.data.manifest import read_manifest
+    from thinkjepa.stage_run import manifest_rows
 
-    paths = read_manifest(moved.path(moved.data.manifest)).column("video_path").to_pylist()
-    assert all(p.startswith(str(copy / "data")) for p in paths)  # the copy's episodes, not the original's
+    paths = [r[k] for r in manifest_rows(moved) for k in ("video_path", "annotation_path")]
+    assert paths and all(p.startswith(str(copy / "data")) for p in paths)  # the stages read the copy's episodes

@@ -213,7 +213,7 @@ def manifest_rows(cfg: PipelineConfig) -> list[dict[str, Any]]:
     path = cfg.path(cfg.data.manifest)
     if not path.exists():
         raise FileNotFoundError(f"clips manifest {path} not found: build it first with `tj data index ROOT --out {path}`")
-    table = read_manifest(path)
+    table = read_manifest(path, data_root=cfg.data.root)  # the episodes where the config says the data is now
     # Column lists zipped into dicts: to_pylist() builds them cell by cell, 5x slower at 100k rows.
     names = table.column_names
     rows = [dict(zip(names, values)) for values in zip(*(table.column(c).to_pylist() for c in names))]

@@ -148,6 +148,25 @@ def test_split_by_episode_on_many_tasks(synth_root: Path, tmp_path: Path, demo_s
     assert any(len(s) > 1 for s in task_split.values())  # episodes of one task in several splits
 
 
+@pytest.mark.slow
+def test_episode_paths_follow_the_data_wherever_the_manifest_is_moved(synth_root: Path, tmp_path: Path,
+                                                                      demo_sampling) -> None:
+    import shutil
+
+    built = tmp_path / "work" / "manifest.parquet"
+    build_manifest(synth_root, built, DataConfig(), demo_sampling)
+    # the workdir moved to another depth, the data left where it was (a soak trial, a cluster mount)
+    moved = tmp_path / "trials" / "one" / "work" / "manifest.parquet"
+    moved.parent.mkdir(parents=True)
+    shutil.copy2(built, moved)
+    paths = read_manifest(moved).column("annotation_path").to_pylist()
+    assert paths and all(Path(p).is_file() and Path(p).is_relative_to(synth_root) for p in paths)
+    # the data copied too, and the config saying where it is now
+    data = shutil.copytree(synth_root, tmp_path / "elsewhere" / "data")
+    paths = read_manifest(moved, data_root=data).column("video_path").to_pylist()
+    assert paths and all(Path(p).is_file() and Path(p).is_relative_to(data) for p in paths)
+
+
 def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="tj data index"):
         read_manifest(tmp_path / "nope.parquet")

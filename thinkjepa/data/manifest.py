@@ -294,7 +294,8 @@ def _previous(path: Path | None, root: Path, sampling_cfg: SamplingConfig,
     if path is None or not path.is_file():
         return {}
     try:
-        table = _with_paths(pq.read_table(path), path, relative=False)
+        table = pq.read_table(path)
+        table = _with_paths(table, _path_base(table, path), relative=False)
         prov = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
     except (OSError, ValueError, pa.ArrowException):
         return {}
@@ -405,6 +406,7 @@ def build_manifest(
     out.parent.mkdir(parents=True, exist_ok=True)
     provenance = {
         "root": str(Path(root).resolve()),
+        "paths_relative_to": "root",
         "data": data_cfg.model_dump(mode="json"),
         "sampling": sampling_cfg.model_dump(mode="json"),
         "problems": [p.as_dict() for p in problems],
@@ -414,7 +416,7 @@ def build_manifest(
     from thinkjepa.cache_schema.fsio import atomic_write_bytes
 
     sink = pa.BufferOutputStream()
-    pq.write_table(_with_paths(table, out, relative=True), sink)
+    pq.write_table(_with_paths(table, provenance["root"], relative=True), sink)
     atomic_write_bytes(out, sink.getvalue().to_pybytes())
     return table, problems
 
@@ -422,11 +424,9 @@ def build_manifest(
 _PATH_COLUMNS = ("video_path", "annotation_path")
 
 
-def _with_paths(table: pa.Table, manifest: Path, *, relative: bool) -> pa.Table:
-    """Episode paths as stored (relative to the manifest's folder, so a workdir copied or
-    mounted elsewhere with its data keeps a valid manifest) or as read (absolute). Absolute
-    paths already stored (older manifests) are read as they are."""
-    base = str(Path(manifest).resolve().parent)
+def _with_paths(table: pa.Table, base: str, *, relative: bool) -> pa.Table:
+    """Episode paths as stored (relative to ``base``) or as read (absolute). Absolute paths
+    already stored (manifests older than relative paths) are read as they are."""
     for col in _PATH_COLUMNS:
         if col not in table.column_names:
             continue
@@ -437,8 +437,22 @@ def _with_paths(table: pa.Table, manifest: Path, *, relative: bool) -> pa.Table:
     return table
 
 
-def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) -> pa.Table:
-    """Read a manifest written by ``build_manifest``; ``split`` keeps only those split(s)."""
+def _path_base(table: pa.Table, manifest: Path, data_root: str | Path | None = None) -> str:
+    """The folder the stored episode paths are relative to: the data root, so the manifest
+    holds wherever the workdir and the data are each put (``data_root``: where the data is
+    now, the config's ``data.root``; default the root it was indexed from). Manifests written
+    before the root was the base hold paths relative to their own folder."""
+    prov = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+    if prov.get("paths_relative_to") != "root":
+        return str(Path(manifest).resolve().parent)
+    return str(Path(data_root if data_root is not None else prov["root"]).resolve())
+
+
+def read_manifest(path: str | Path, split: str | Sequence[str] | None = None,
+                  data_root: str | Path | None = None) -> pa.Table:
+    """Read a manifest written by ``build_manifest``; ``split`` keeps only those split(s).
+    Episode paths come back absolute, under ``data_root`` (where the data is now; default
+    the root it was indexed from)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found (build it with `tj data index ROOT --out {path}`)")
@@ -447,7 +461,7 @@ def read_manifest(path: str | Path, split: str | Sequence[str] | None = None) ->
     if missing:
         raise ValueError(f"{path} is not a clips manifest: missing column(s) {', '.join(missing)}")
     _check_rows(path, table)
-    table = _with_paths(table, path, relative=False)
+    table = _with_paths(table, _path_base(table, path, data_root), relative=False)
     return filter_split(table, split) if split is not None else table
 
 
