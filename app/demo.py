@@ -17,7 +17,6 @@ import yaml
 from thinkjepa.app import pipeline
 from thinkjepa.config import PipelineConfig, load_config
 
-
 REAL_DATA_SETS = ("sampling.future_frames=8", "sampling.windows_per_clip=1", "sampling.horizon_steps=1")
 """What ``tj demo --data-root`` changes in the synthetic demo's sampling: real EgoDex episodes
 can be as short as 20 frames (the fixtures), too short for rollout v3's three windows with room
