@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from thinkjepa.cache_schema.fsio import atomic_write_json
@@ -82,29 +83,28 @@ class ContentFingerprints:
                 self._memo = {}  # a damaged memo only costs re-hashing
 
     def file(self, path: str | os.PathLike) -> str:
+        digest, fresh = self._memoised(path, lambda p: hash_hdf5(p) if p.endswith((".hdf5", ".h5")) else hash_video(p))
+        if fresh:
+            with self._lock:
+                self.hashed += 1
+        return digest
+
+    def _memoised(self, path: str | os.PathLike, compute: Callable[[str], str]) -> tuple[str, bool]:
+        """``compute(path)`` and True, or the memo's digest and False while the file's size and
+        mtime are unchanged."""
         p = os.path.abspath(path)
         st = os.stat(p)
         with self._lock:
             hit = self._memo.get(p)
         if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2]
-        digest = hash_hdf5(p) if p.endswith((".hdf5", ".h5")) else hash_video(p)
+            return hit[2], False
+        digest = compute(p)
         self.record(p, digest, st)
-        with self._lock:
-            self.hashed += 1
-        return digest
+        return digest, True
 
     def bytes_digest(self, path: str | os.PathLike) -> str:
         """``hash_bytes`` of any file, memoised like ``file`` (model weights: hashed once)."""
-        p = os.path.abspath(path)
-        st = os.stat(p)
-        with self._lock:
-            hit = self._memo.get(p)
-        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2]
-        digest = hash_bytes(p, b"bytes-v1")
-        self.record(p, digest, st)
-        return digest
+        return self._memoised(path, lambda p: hash_bytes(p, b"bytes-v1"))[0]
 
     def record(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
         """Remember ``digest`` for the file as it is now (its size and mtime): for a caller that

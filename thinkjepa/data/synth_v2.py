@@ -195,30 +195,11 @@ def synthesize_guidance_v2(
         si, n = i % scenes, i // scenes
         scene = scene_list[si]
         turn_class = FIXED_TURN_CLASS if mode == "fixed_turn" else int(turn_order[si][n % N_CUES])
-        if mode == "cued":
-            shown: int | None = turn_class
-        elif mode == "shuffled":
-            shown = int(shuffle_order[si][n // N_CUES][n % N_CUES])
-        else:
-            shown = None
-        rng = np.random.default_rng([seed, 3, i])
-        heading = float(rng.uniform(0, 2 * np.pi))
-        speed = float(rng.uniform(*speed_range))
-        camera = _camera_poses(rng, n_frames, scene.motion, amp=camera_amp)
-        hands = _v2_motion(rng, n_frames, tl, heading, speed, turn_class)
-        transforms = {**hands, **_body_transforms(camera, hands)}
-        conf = {name: rng.uniform(0.85, 1.0, n_frames) for name in ALL_TRANSFORM_JOINTS}
-        frames = np.stack([
-            _render_frame(f, scene, camera[f].astype(np.float64), K, hw, transforms,
-                          shown if f < tl["cue_end"] else None, pads, cue_box=CUE_BOX)
-            for f in range(n_frames)
-        ])
-        folder = out / scene.name
-        folder.mkdir(parents=True, exist_ok=True)
-        attrs = _attrs(scene, seed, i)
-        attrs.update(llm_description="Both hands move across a table.", object="table")
-        _write_hdf5(folder / f"{n}.hdf5", transforms, camera, K, conf, attrs)
-        _write_video(folder / f"{n}.mp4", frames)
+        shown = shown_cue(mode, turn_class, shuffle_order[si], n)
+        heading, speed = write_motion_episode(
+            out / scene.name, n, np.random.default_rng([seed, 3, i]), scene, seed, i, n_frames=n_frames,
+            motion_tl=tl, turn_class=turn_class, shown=shown, cue_end=tl["cue_end"], cue_box=CUE_BOX, K=K, hw=hw,
+            camera_amp=camera_amp, speed_range=speed_range, pads=pads)
         labels["episodes"][f"{scene.name}/{n}"] = {
             "scene": scene.name, "turn": turn_class, "cue": shown, "heading": heading, "speed": speed,
         }
@@ -226,4 +207,42 @@ def synthesize_guidance_v2(
     return labels
 
 
-__all__ = ["FIXED_TURN_CLASS", "MODES", "V2_DEMO_OVERRIDES", "TURN_ANGLES_DEG", "make_scenes", "synthesize_guidance_v2", "v2_timeline"]
+def shown_cue(mode: str, turn_class: int, scene_shuffle: np.ndarray, n: int) -> int | None:
+    """The cue an episode shows: its turn class (``cued``), a draw independent of the turn and
+    balanced per scene (``shuffled``), or none (``absent`` and the fixed-event diagnoses)."""
+    if mode == "cued":
+        return turn_class
+    if mode == "shuffled":
+        return int(scene_shuffle[n // N_CUES][n % N_CUES])
+    return None
+
+
+def write_motion_episode(folder: Path, n: int, rng: np.random.Generator, scene: SceneTask, seed: int, i: int, *,
+                         n_frames: int, motion_tl: dict[str, int], turn_class: int, shown: int | None, cue_end: int,
+                         cue_box: tuple[float, float, float, float], K: np.ndarray, hw: tuple[int, int],
+                         camera_amp: float, speed_range: tuple[float, float], pads: np.ndarray,
+                         lossless: bool = False) -> tuple[float, float]:
+    """Draw, render and write one episode of the straight-then-turn motion (v2 and rollout v3
+    share it; the draws come from ``rng`` in a fixed order, so each generator stays byte
+    reproducible); returns its heading and speed."""
+    heading = float(rng.uniform(0, 2 * np.pi))
+    speed = float(rng.uniform(*speed_range))
+    camera = _camera_poses(rng, n_frames, scene.motion, amp=camera_amp)
+    hands = _v2_motion(rng, n_frames, motion_tl, heading, speed, turn_class)
+    transforms = {**hands, **_body_transforms(camera, hands)}
+    conf = {name: rng.uniform(0.85, 1.0, n_frames) for name in ALL_TRANSFORM_JOINTS}
+    frames = np.stack([
+        _render_frame(f, scene, camera[f].astype(np.float64), K, hw, transforms,
+                      shown if f < cue_end else None, pads, cue_box=cue_box)
+        for f in range(n_frames)
+    ])
+    folder.mkdir(parents=True, exist_ok=True)
+    attrs = _attrs(scene, seed, i)
+    attrs.update(llm_description="Both hands move across a table.", object="table")
+    _write_hdf5(folder / f"{n}.hdf5", transforms, camera, K, conf, attrs)
+    _write_video(folder / f"{n}.mp4", frames, lossless=lossless)
+    return heading, speed
+
+
+__all__ = ["FIXED_TURN_CLASS", "MODES", "V2_DEMO_OVERRIDES", "TURN_ANGLES_DEG", "make_scenes", "shown_cue",
+           "synthesize_guidance_v2", "v2_timeline", "write_motion_episode"]

@@ -39,21 +39,14 @@ from rich.progress import track
 
 from thinkjepa.config import SamplingConfig
 from thinkjepa.data.synth import (
-    ALL_TRANSFORM_JOINTS,
     CUE_COLOURS,
     FPS,
     LABELS_FILE,
     N_CUES,
-    _attrs,
-    _body_transforms,
-    _camera_poses,
-    _render_frame,
     _size_hw,
-    _write_hdf5,
-    _write_video,
     synth_intrinsics,
 )
-from thinkjepa.data.synth_v2 import FIXED_TURN_CLASS, TURN_ANGLES_DEG, _v2_motion, make_scenes
+from thinkjepa.data.synth_v2 import FIXED_TURN_CLASS, TURN_ANGLES_DEG, make_scenes, shown_cue, write_motion_episode
 from thinkjepa.sampling import windows_for_clip
 
 Mode = Literal["cued", "shuffled", "absent", "fixed_event"]
@@ -146,30 +139,11 @@ def synthesize_rollout_v3(
         si, n = i % scenes, i // scenes
         scene = scene_list[si]
         turn_class = FIXED_TURN_CLASS if mode == "fixed_event" else int(turn_order[si][n % N_CUES])
-        if mode == "cued":
-            shown: int | None = turn_class
-        elif mode == "shuffled":
-            shown = int(shuffle_order[si][n // N_CUES][n % N_CUES])
-        else:
-            shown = None
-        rng = np.random.default_rng([seed, 31, i])
-        heading = float(rng.uniform(0, 2 * np.pi))
-        speed = float(rng.uniform(*speed_range))
-        camera = _camera_poses(rng, n_frames, scene.motion, amp=camera_amp)
-        hands = _v2_motion(rng, n_frames, motion_tl, heading, speed, turn_class)
-        transforms = {**hands, **_body_transforms(camera, hands)}
-        conf = {name: rng.uniform(0.85, 1.0, n_frames) for name in ALL_TRANSFORM_JOINTS}
-        frames = np.stack([
-            _render_frame(f, scene, camera[f].astype(np.float64), K, hw, transforms,
-                          shown if f < tl["cue_end"] else None, pads, cue_box=CUE_CARD)
-            for f in range(n_frames)
-        ])
-        folder = out / scene.name
-        folder.mkdir(parents=True, exist_ok=True)
-        attrs = _attrs(scene, seed, i)
-        attrs.update(llm_description="Both hands move across a table.", object="table")
-        _write_hdf5(folder / f"{n}.hdf5", transforms, camera, K, conf, attrs)
-        _write_video(folder / f"{n}.mp4", frames, lossless=True)
+        shown = shown_cue(mode, turn_class, shuffle_order[si], n)
+        heading, speed = write_motion_episode(
+            out / scene.name, n, np.random.default_rng([seed, 31, i]), scene, seed, i, n_frames=n_frames,
+            motion_tl=motion_tl, turn_class=turn_class, shown=shown, cue_end=tl["cue_end"], cue_box=CUE_CARD, K=K,
+            hw=hw, camera_amp=camera_amp, speed_range=speed_range, pads=pads, lossless=True)
         labels["episodes"][f"{scene.name}/{n}"] = {
             "scene": scene.name, "turn": turn_class, "cue": shown, "heading": heading, "speed": speed,
         }
