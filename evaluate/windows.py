@@ -14,21 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from thinkjepa.config import PipelineConfig
-from thinkjepa.sampling import Window
+from thinkjepa.sampling import Window, rollout_frames, rollout_span
 from thinkjepa.train.dataset import WindowDataset, WindowRef, split_windows
 from thinkjepa.train.targets import window_targets
-
-
-def rollout_span(window: Window) -> int:
-    """Frames one rollout step advances: the future window's length at its own spacing."""
-    f = window.future
-    return f[-1] - f[0] + (f[-1] - f[-2] if len(f) > 1 else 1)
-
-
-def rollout_frames(window: Window, steps: int) -> list[tuple[int, ...]]:
-    """The target frames of each rollout step (step 0 = the window's own future)."""
-    span = rollout_span(window)
-    return [tuple(f + k * span for f in window.future) for k in range(steps)]
 
 
 def common_window_set(cfg: PipelineConfig, variants: list[str], split: str) -> list[WindowRef]:

@@ -110,3 +110,13 @@ def test_defaults_and_the_repo_config_pass() -> None:
     assert load_config(None, use_default_file=False).train.batch_size >= 1
     repo = Path(__file__).resolve().parents[1] / "pipelines.yaml"
     assert load_config(repo).thinker.layers
+
+
+def test_training_rollout_longer_than_the_windows_horizon_is_refused() -> None:
+    base = load_config(None, use_default_file=False).model_dump()
+    base["sampling"].update(mode="stride", horizon_steps=4)
+    base["train"]["rollout_steps"] = 4
+    assert PipelineConfig.model_validate(base).train.rollout_steps == 4
+    base["train"]["rollout_steps"] = 5
+    with pytest.raises(ValueError, match=r"train.rollout_steps=5 needs sampling.mode=stride with sampling.horizon_steps >= 5"):
+        PipelineConfig.model_validate(base)

@@ -279,6 +279,16 @@ class TrainConfig(_Section):
     lr_gamma: float = 0.1
     joint_loss_weight: float = 1.0
     latent_loss_weight: float = 1.0
+    rollout_steps: int = 1
+    """Rollout steps the training loss covers (V-JEPA2-AC's rollout loss): the model is rolled
+    out ``rollout_steps`` steps from each window, as ``tj-eval`` rolls it out, with gradients
+    through every step, and the joint loss covers every step's frames (the latent loss only
+    step 1's, the one step whose encoded future the cache holds). 1 is the paper's one-step
+    recipe. Needs ``sampling.horizon_steps`` >= this, so every window has the frames. Why: an
+    event that happens only after the first step's frames is never a training target
+    otherwise, so no guidance about it can be learned (issue 28, rollout benchmark v3)."""
+    rollout_mode: Literal["shifted", "predicted"] = "shifted"
+    """How the training rollout feeds each step's forecast to the next (``ThinkJEPA.rollout``)."""
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
     seed: int = 0
     """Seed of one run; ``tj-train`` sets it to each entry of ``seeds`` in turn."""
@@ -304,7 +314,7 @@ class TrainConfig(_Section):
     """Experiment trackers, through accelerate's (``Accelerator(log_with=...)``); ``[none]``
     logs nothing. TensorBoard writes under ``<run>/tb``."""
 
-    _counts = field_validator("epochs", "batch_size", "eval_every")(at_least(1))
+    _counts = field_validator("epochs", "batch_size", "eval_every", "rollout_steps")(at_least(1))
     _optional_counts = field_validator("max_steps", "val_every_steps", "num_threads")(at_least(1, optional=True))
     _non_negative = field_validator("num_workers", "checkpoint_every", "weight_decay", "joint_loss_weight",
                                     "latent_loss_weight", "seed", "seeds")(at_least(0))
@@ -417,6 +427,16 @@ class PipelineConfig(_Section):
                 if "." not in key:
                     raise ValueError(f"variant {name!r}: override key {key!r} must be dotted, e.g. model.streams")
         return v
+
+    @model_validator(mode="after")
+    def _rollout_fits(self) -> PipelineConfig:
+        if self.train.rollout_steps > 1 and (self.sampling.mode != "stride"
+                                             or self.sampling.horizon_steps < self.train.rollout_steps):
+            raise ValueError(
+                f"train.rollout_steps={self.train.rollout_steps} needs sampling.mode=stride with sampling.horizon_steps "
+                f">= {self.train.rollout_steps} (got mode {self.sampling.mode!r}, horizon_steps "
+                f"{self.sampling.horizon_steps}): every training window must have the frames of every step")
+        return self
 
     @model_validator(mode="after")
     def _variants_apply(self) -> PipelineConfig:

@@ -52,6 +52,18 @@ class Window:
         return self.past[-1]
 
 
+def rollout_span(window: Window) -> int:
+    """Frames one rollout step advances: the future window's length at its own spacing."""
+    f = window.future
+    return f[-1] - f[0] + (f[-1] - f[-2] if len(f) > 1 else 1)
+
+
+def rollout_frames(window: Window, steps: int) -> list[tuple[int, ...]]:
+    """The target frames of each rollout step (step 0 = the window's own future)."""
+    span = rollout_span(window)
+    return [tuple(f + k * span for f in window.future) for k in range(steps)]
+
+
 def split_window_id(window_id: str) -> tuple[str, int]:
     clip_id, _, t = window_id.rpartition("@")
     if not clip_id:

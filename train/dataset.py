@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thinkjepa.cache_schema import CacheReader
 from thinkjepa.config import PipelineConfig
-from thinkjepa.sampling import TooShortError, Window, windows_for_clip
+from thinkjepa.sampling import TooShortError, Window, rollout_frames, windows_for_clip
 from thinkjepa.train.pooling import frame_groups, n_slots, pool_prefill
 from thinkjepa.train.targets import window_targets
 
@@ -115,11 +115,17 @@ class WindowDataset(Dataset):
         windows: list[WindowRef] | None = None,
         memoize: bool = False,
         readers: tuple[CacheReader, CacheReader | None] | None = None,
+        target_steps: int = 1,
     ) -> None:
         """``memoize``: keep every sample in memory after its first read (small datasets such
         as the demo's, read once per epoch for hundreds of epochs; off at EgoDex scale).
         ``readers``: the (JEPA, VLM) caches already open and checked against ``cfg``
-        (``run_inputs.TrainInputs``); without them they are opened and checked here."""
+        (``run_inputs.TrainInputs``); without them they are opened and checked here.
+        ``target_steps``: ``target_joints`` / ``target_conf`` cover this many rollout steps
+        (``train.rollout_steps``), step after step; 1: the window's own future."""
+        if target_steps < 1:
+            raise ValueError(f"target_steps must be >= 1, got {target_steps}")
+        self.target_steps = target_steps
         self.split = split
         self.memoize = memoize
         self._memo: dict[int, dict[str, torch.Tensor]] = {}
@@ -202,10 +208,19 @@ class WindowDataset(Dataset):
         return self._episodes[clip]
 
     def targets(self, index: int):
-        """Training targets of window ``index`` (``train.targets.WindowTargets``)."""
+        """Training targets of window ``index`` (``train.targets.WindowTargets``), over
+        ``target_steps`` rollout steps."""
         ref = self.refs[index]
         joints, conf, pose = self._episode(ref)
-        return window_targets(joints, conf, pose, ref.window)
+        w = ref.window
+        if self.target_steps > 1:
+            frames = tuple(f for block in rollout_frames(w, self.target_steps) for f in block)
+            if frames[-1] >= joints.shape[0]:
+                raise ValueError(
+                    f"{w.window_id}: train.rollout_steps={self.target_steps} needs frames up to {frames[-1]}, the "
+                    f"episode has {joints.shape[0]}; set sampling.horizon_steps >= train.rollout_steps and re-index")
+            w = Window(w.clip_id, w.t, w.past, frames, w.thinker)
+        return window_targets(joints, conf, pose, w)
 
     def _pooled_prefill(self, vlm: CacheReader, key: str) -> np.ndarray:
         """[L, K, H] vision or frame-group pooled prefill states; memoised (a few KB each),
@@ -321,8 +336,10 @@ def train_statistics(ds: WindowDataset, guidance: bool = True) -> dict[str, Any]
     sums: dict[str, list[np.ndarray]] = {}
     for i in range(len(ds)):
         tg = ds.targets(i)
-        off = (tg.joints_cam - tg.past_joints_cam[None]).astype(np.float64)
-        w = (tg.conf > 0)[..., None]
+        # the first step's frames only: the unit of one step's offsets whatever train.rollout_steps
+        f = len(ds.refs[i].window.future)
+        off = (tg.joints_cam[:f] - tg.past_joints_cam[None]).astype(np.float64)
+        w = (tg.conf[:f] > 0)[..., None]
         sq += float((off**2 * w).sum())
         n += int(w.sum()) * 3
         if guidance and ds.guidance == "means":

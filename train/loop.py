@@ -251,7 +251,7 @@ class Trainer:
             return
         accelerator, state = self.accelerator, self.state
         res = evaluate_loader(accelerator.unwrap_model(self.model), self.val_loader, self.device,
-                              self.cfg.eval.acc_threshold_m)
+                              self.cfg.eval.acc_threshold_m, self.tc.rollout_steps, self.tc.rollout_mode)
         sums, counts = accelerator.reduce(res["sums"], "sum"), accelerator.reduce(res["counts"], "sum")
         m = val_metrics(sums, counts)
         state["val"], state["last_val_step"] = m, state["step"]
@@ -268,7 +268,8 @@ class Trainer:
         model, state = self.model, self.state
         weight = padding_weight(self.sampler, state["batch_in_epoch"], batch, self.device)
         model.train()
-        out = model(batch)
+        out = model(batch) if self.tc.rollout_steps == 1 else \
+            model(batch, rollout_steps=self.tc.rollout_steps, rollout_mode=self.tc.rollout_mode)
         loss, logs = compute_loss(out, batch, self.tc, joint_scale=self.joint_scale, sample_weight=weight,
                                   share_counts=self.share_counts)
         if not math.isfinite(logs["loss"]):

@@ -4,7 +4,8 @@
 count when ``target_conf`` is in the batch, so untracked joints teach nothing; divided by the
 ``joint_scale``² when given, i.e. in units of the train-split offset RMS) plus
 ``latent_loss_weight * MSE(pred_latents, future_latents)``. A zero weight skips that term
-(and its batch key).
+(and its batch key). Under ``train.rollout_steps`` > 1 the joints cover every rollout step and
+the latent term step 1 (the cache holds only the window's own encoded future).
 """
 
 from __future__ import annotations
@@ -80,7 +81,12 @@ def compute_loss(
     zero = out["joints_world"].new_zeros((), dtype=torch.float32)
     j_sum, j_count = _joint_terms(out["joints_world"], batch["target_joints"], conf, sample_weight) if w_joint \
         else (zero, zero)
-    l_sum, l_count = _latent_terms(out["pred_latents"], batch["future_latents"], sample_weight) if w_latent \
+    pred_latents = out["pred_latents"]
+    steps = int(getattr(train_cfg, "rollout_steps", 1))
+    if steps > 1:
+        # a rollout's latents, step after step: only step 1 has an encoded future in the cache
+        pred_latents = pred_latents[:, : pred_latents.shape[1] // steps]
+    l_sum, l_count = _latent_terms(pred_latents, batch["future_latents"], sample_weight) if w_latent \
         else (zero, zero)
     counts = torch.stack([j_count, l_count]).detach()
     if share_counts is not None:

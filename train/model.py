@@ -167,7 +167,16 @@ class ThinkJEPA(PretrainedMixin, nn.Module):
             raise KeyError("model.state_tokens needs batch 'past_states_cam' [B, Fp, 52, 3] and 'past_joints_cam' [B, 52, 3]")
         return self.state(batch["past_states_cam"], batch["past_joints_cam"], self.head.offset_scale)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: Mapping[str, Tensor], rollout_steps: int = 1,
+                rollout_mode: RolloutMode = "shifted") -> dict[str, Tensor]:
+        """One forecast step; with ``rollout_steps`` > 1 the recursive rollout of ``rollout``
+        with gradients through every step (``train.rollout_steps``: the training loop calls the
+        model, not a method, so a data-parallel wrapper sees the whole rollout as its forward)."""
+        if rollout_steps == 1:
+            return self._step(batch)
+        return self._rollout(batch, rollout_steps, rollout_mode)
+
+    def _step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if "past_latents" not in batch or "cam_pose" not in batch:
             raise KeyError("the batch needs 'past_latents' [B, Tp, P, D] and 'cam_pose' [B, 4, 4]")
         past = batch["past_latents"].to(self.predictor.embed.weight.dtype)
@@ -211,6 +220,10 @@ class ThinkJEPA(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def rollout(self, batch: Mapping[str, Tensor], steps: int, mode: RolloutMode = "shifted") -> dict[str, Tensor]:
+        """The recursive forecast of ``_rollout``, without gradients (evaluation)."""
+        return self._rollout(batch, steps, mode)
+
+    def _rollout(self, batch: Mapping[str, Tensor], steps: int, mode: RolloutMode = "shifted") -> dict[str, Tensor]:
         """Recursive forecast (paper eq. 3-4): each step's predicted latents become the next
         step's context.
 
@@ -249,7 +262,7 @@ class ThinkJEPA(PretrainedMixin, nn.Module):
         current = dict(batch)
         outs: list[dict[str, Tensor]] = []
         for _ in range(steps):
-            out = self(current)
+            out = self._step(current)
             outs.append(out)
             pred = out["pred_latents"]
             joints = out["joints_cam"]

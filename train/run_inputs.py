@@ -257,7 +257,7 @@ class TrainInputs:
 
         def dataset(split: str, windows: list | None = None) -> WindowDataset:
             return WindowDataset(cfg, split, guidance=guidance, memoize=cfg.train.cache_samples, windows=windows,
-                                 readers=readers)
+                                 readers=readers, target_steps=cfg.train.rollout_steps)
 
         train, val = dataset("train"), None
         try:

@@ -6,8 +6,11 @@ import torch
 
 
 @torch.no_grad()
-def evaluate_loader(model: torch.nn.Module, loader, device: torch.device, acc_threshold: float) -> dict[str, float]:
-    """Sums of ADE/FDE/Acc terms over the loader's windows (unmasked, as ``tj-eval`` reports)."""
+def evaluate_loader(model: torch.nn.Module, loader, device: torch.device, acc_threshold: float,
+                    rollout_steps: int = 1, rollout_mode: str = "shifted") -> dict[str, float]:
+    """Sums of ADE/FDE/Acc terms over the loader's windows (unmasked, as ``tj-eval`` reports),
+    over ``rollout_steps`` rollout steps (``train.rollout_steps``: the objective training
+    minimises is the one that selects the best checkpoint)."""
     from thinkjepa.train.metrics import joint_errors
 
     was_training = model.training
@@ -16,7 +19,7 @@ def evaluate_loader(model: torch.nn.Module, loader, device: torch.device, acc_th
     counts = torch.zeros(2, dtype=torch.float64, device=device)  # joint-frames, last-frame joints
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        out = model(batch)
+        out = model(batch) if rollout_steps == 1 else model(batch, rollout_steps=rollout_steps, rollout_mode=rollout_mode)
         err = joint_errors(out["joints_world"], batch["target_joints"]).double()
         sums += torch.stack([err.sum(), err[:, -1].sum(), (err < acc_threshold).sum().double(),
                              torch.tensor(float(err.shape[0]), device=device, dtype=torch.float64)])

@@ -159,3 +159,14 @@ def test_nothing_to_serve_names_the_cause_and_the_next_command(tiny_pipeline, tm
     moved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": str(m), "split_by": "task"})})
     with pytest.raises(ValueError, match=r"split 'test' is empty.*split by task folder.*data\.split_by=episode"):
         WindowDataset(moved, "test", guidance="means")
+
+
+def test_rollout_targets_beyond_the_episode_name_the_window_and_the_fix(tiny_pipeline) -> None:
+    """``train.rollout_steps`` > 1 reads every step's frames; a window whose episode ends
+    before them is refused by name (the config check makes this unreachable from a config with
+    ``sampling.horizon_steps`` >= ``train.rollout_steps``)."""
+    ds = WindowDataset(tiny_pipeline, "val", guidance="none", target_steps=2)
+    with pytest.raises(ValueError, match=rf"{ds.refs[0].key}: train.rollout_steps=2 needs frames up to \d+, the episode has 32"):
+        ds[0]
+    with pytest.raises(ValueError, match="target_steps must be >= 1"):
+        WindowDataset(tiny_pipeline, "val", guidance="none", target_steps=0)

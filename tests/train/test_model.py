@@ -892,3 +892,49 @@ def test_predicted_rollout_refuses_a_prior_it_cannot_read_from_the_forecast():
     assert model.rollout(batch, 2, "shifted")["joints_cam"].shape == (3, 4, J, 3)
     with pytest.raises(ValueError, match="2 frames per future tubelet"):
         model.rollout(batch, 2, "predicted")
+
+
+@pytest.mark.parametrize("mode", ["shifted", "predicted"])
+def test_training_rollout_is_the_eval_rollout_with_gradients_through_every_step(mode):
+    """``train.rollout_steps``: ``model(batch, rollout_steps=k)`` is exactly ``model.rollout``
+    (what tj-eval scores), and a loss on the last step alone reaches the predictor through the
+    recursion (the step-2.. context is the model's own forecast)."""
+    fpt, tp, tf = 2, 3, 2
+    torch.manual_seed(0)
+    dims = {**DIMS, "n_tubelets_past": tp, "n_tubelets_future": tf, "future_frames": tf * fpt}
+    model = ThinkJEPA(tiny_cfg(injection="film", state_tokens=True, motion_prior="constant_velocity"), **dims)
+    open_gates(model)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    g = torch.Generator().manual_seed(5)
+    batch = make_batch()
+    batch["past_latents"] = torch.randn(3, tp, P, D, generator=g)
+    batch["past_states_cam"] = torch.randn(3, tp * fpt, J, 3, generator=g) * 0.1
+    batch["past_joints_cam"] = batch["past_states_cam"][:, -1]
+    model.eval()
+    out = model(batch, rollout_steps=3, rollout_mode=mode)
+    ro = model.rollout(batch, 3, mode)
+    for key in ("pred_latents", "joints_cam", "joints_world"):
+        torch.testing.assert_close(out[key], ro[key], rtol=0, atol=0)
+    assert out["joints_world"].shape[1] == 3 * tf * fpt and out["joints_world"].requires_grad
+    model.zero_grad()
+    out["joints_world"][:, -tf * fpt :].pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.embed.parameters())
+
+
+def test_rollout_loss_takes_step_one_latents_and_every_steps_joints():
+    batch = make_batch()
+    steps = 3
+    out = {
+        "joints_world": torch.cat([batch["target_joints"]] * steps, 1).clone(),
+        "pred_latents": torch.cat([batch["future_latents"] + 0.5, batch["future_latents"] + 9.0,
+                                   batch["future_latents"] + 9.0], 1),
+    }
+    tgt = dict(batch, target_joints=out["joints_world"].clone(), target_conf=torch.cat([batch["target_conf"]] * steps, 1))
+    out["joints_world"][:, -1] += 1.0  # only the last frame of the last step is off
+    _, logs = compute_loss(out, tgt, TrainConfig(rollout_steps=steps, latent_loss_weight=1.0))
+    assert logs["loss_latent"] == pytest.approx(0.25)  # step 1's latents only: the cache has no later ones
+    tracked = (tgt["target_conf"] > 0).sum().item() * 3
+    last = (tgt["target_conf"][:, -1] > 0).sum().item() * 3
+    assert logs["loss_joint"] == pytest.approx(last / tracked)
