@@ -7,7 +7,9 @@ Programmatic API (the benchmark and ``tj-eval`` call the same functions):
   ablations of ``thinkjepa`` on ``cfg.eval.split``; writes ``metrics.json``,
   ``metrics.parquet``, the pictures, ``report.md`` and ``report.html`` under ``eval.out``
   and returns what ``metrics.json`` holds (also printed by ``tj-eval --json``). ``saved``
-  ({variant: {seed: folder}}) evaluates saved models (``train.hub``) instead of training runs.
+  ({variant: {seed: folder}}) evaluates saved models (``train.hub``) instead of training runs;
+  without it every training run scored is saved again as ``<run>/pretrained`` with its eval
+  table in the model card (``report.eval_table``).
 - ``paired_bootstrap(a, b, n_boot=2000, seed=0) -> (mean_diff, lo, hi)``: mean of ``a - b``
   over paired per-window values and its BCa bootstrap 95% interval (``scipy.stats.bootstrap``).
 - ``seed_comparison(a, b, n_boot) -> dict | None``: the same difference over training seeds
@@ -53,12 +55,17 @@ from thinkjepa.evaluate.stats import paired_bootstrap, seed_comparison
 
 
 def run_eval(cfg, progress=None, saved=None) -> dict[str, Any]:
-    """Evaluate and write every output; returns the metrics.json summary. ``saved``:
-    {variant: {seed: saved model folder}} evaluated instead of the training runs."""
-    from thinkjepa.evaluate.report import write_report
+    """Evaluate and write every output; returns the metrics.json summary. Every training run
+    scored gets its ``<run>/pretrained`` model card with its eval table. ``saved``:
+    {variant: {seed: saved model folder}} evaluated instead of the training runs (their folders,
+    perhaps a Hub download, are left as they are)."""
+    from thinkjepa.evaluate.report import write_model_cards, write_report
     from thinkjepa.evaluate.run import evaluate_all
 
-    return write_report(cfg, evaluate_all(cfg, progress=progress, saved=saved))
+    result = write_report(cfg, evaluate_all(cfg, progress=progress, saved=saved))
+    if saved is None:
+        write_model_cards(cfg, result)
+    return result
 
 
 __all__ = ["find_runs", "gate_values", "paired_bootstrap", "run_eval", "seed_comparison"]

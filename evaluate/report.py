@@ -412,4 +412,60 @@ def write_report(cfg: PipelineConfig, summary: dict[str, Any]) -> dict[str, Any]
     return result
 
 
-__all__ = ["BASELINES", "PUBLISHED", "format_ci", "verdict_of", "write_report"]
+
+def eval_table(summary: dict[str, Any], variant: str, seed: int) -> str:
+    """The Evaluation section of the model card of ``variant``'s run with training ``seed``
+    (``train.hub``): this run's one-shot ADE / FDE / Acc and its rollout error per step, beside
+    its variant over all seeds and the baselines it was compared against, on the split and
+    window set that ``summary`` (what metrics.json holds) names."""
+    models, ws, rs = summary["models"], summary["window_set"], summary["rollout_window_set"]
+    m, key = models[variant], str(seed)
+    ref = summary.get("reference") or reference_of(models)
+    ckpt = summary["checkpoints"][variant][key]
+    others = [n for n in (*REFERENCES, *BASELINES) if n in models and n != variant]
+    own = m["per_seed"][key]
+    rows = [["model", "seeds", "windows", "ADE (m)", "FDE (m)", "Acc", f"ΔADE vs {ref} [95% CI, windows: BCa bootstrap]"],
+            [f"**this model** ({variant}, seed {seed})", key, str(m["windows"]), *(f"{own[k]:.4f}" for k in ("ADE", "FDE", "Acc")), "-"]]
+    for name in ([variant] if _seeded(m) else []) + others:
+        o = models[name]
+        label = f"{name}, all seeds" if name == variant else name + (" (reference)" if name == ref else "")
+        rows.append([label, str(len(o["seeds"]) or "-"), str(o["windows"]), *(_pm(o, k, _seeded(o)) for k in ("ADE", "FDE", "Acc")),
+                     format_ci(o.get(f"vs_{ref}"))])
+    b: list[Block] = [
+        ("p", f"Measured by `tj-eval` on split `{summary['split']}`: {ws['windows']} windows (window set `{ws['digest']}`), "
+              f"checkpoint step {ckpt.get('step')}, training seeds of {variant}: {', '.join(map(str, m['seeds'])) or '-'}. "
+              f"Acc: share of joints within {summary['acc_threshold_m']} m. Rows other than this model: mean ± std over "
+              f"their seeds (baselines have none); ΔADE < 0: lower error than `{ref}`."),
+        ("table", rows)]
+    for mode in (x for x in rs["modes"] if x in m["rollout"]):
+        steps = m["rollout"][mode]["steps"]
+        per_window = np.asarray(m["rollout"][mode]["per_seed_window_step"][key]["ADE"], np.float64)
+        final_fde = np.asarray(m["rollout"][mode]["per_seed_window_step"][key]["FDE"], np.float64)[:, -1].mean()
+        roll = [["model", *[f"step {k + 1} ADE" for k in range(steps)], "final FDE"],
+                [f"**this model** (seed {seed})", *(f"{x:.4f}" for x in per_window.mean(axis=0)), f"{final_fde:.4f}"]]
+        for name in ([variant] if _seeded(m) else []) + [n for n in others if mode in models[n]["rollout"]]:
+            ro, sd = models[name]["rollout"][mode], _seeded(models[name])
+            roll.append([f"{name}, all seeds" if name == variant else name, *(_pm(x, "ADE", sd) for x in ro["per_step"]),
+                         _pm(ro["per_step"][-1], "FDE", sd)])
+        b += [("p", f"Recursive rollout, mode `{mode}`: {steps} step(s) of {rs['frames_per_step']} frames on {rs['windows']} "
+                    f"windows (window set `{rs['digest']}`)."), ("table", roll)]
+    return _md(b).rstrip()
+
+
+def write_model_cards(cfg: PipelineConfig, summary: dict[str, Any]) -> list[Path]:
+    """Save every training run ``summary`` scored again as ``<run>/pretrained`` with its eval
+    table in the model card (``train.export``); a failure is a warning naming the run. Returns
+    the folders written."""
+    from thinkjepa.train.checkpoint import seed_run_dir
+    from thinkjepa.train.export import export_after_training
+
+    out = []
+    for variant, seeds in summary["seeds"].items():
+        for seed in seeds:
+            folder = export_after_training(seed_run_dir(cfg.path(cfg.train.out), variant, seed), eval_table(summary, variant, seed))
+            if folder is not None:
+                out.append(folder)
+    return out
+
+
+__all__ = ["BASELINES", "PUBLISHED", "eval_table", "format_ci", "verdict_of", "write_model_cards", "write_report"]

@@ -17,7 +17,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, which: str = 
                eval_table: str | None = None) -> Path:
     """Save a training run's model (``best``, else ``last``) as a pretrained folder (default
     ``<run_dir>/pretrained``) with its model card: the run's ``config.yaml``, the data digest
-    and fingerprint of its checkpoint, and ``eval_table`` where given."""
+    and fingerprint of its checkpoint, and ``eval_table`` where given (``tj-eval`` passes the
+    run's table, ``evaluate.report.eval_table``; without one the card says it was not evaluated)."""
     import yaml
 
     from thinkjepa.train.checkpoint import load_trained_model
@@ -56,14 +57,14 @@ def saved_models(paths: list[str]) -> tuple[dict[str, dict[int, Path]], dict[str
     return out, first
 
 
-def export_after_training(run_dir: str | Path) -> Path | None:
-    """``export_run`` at the end of a training run: a failure is a warning naming the run, never
-    a failed run (the checkpoints are what training promises; the export can be redone with
-    ``export_run``)."""
+def export_after_training(run_dir: str | Path, eval_table: str | None = None) -> Path | None:
+    """``export_run`` at the end of a training run, and again after ``tj-eval`` scored it (with
+    its ``eval_table``): a failure is a warning naming the run, never a failed run or eval (the
+    checkpoints are what training promises; the export can be redone with ``export_run``)."""
     import warnings
 
     try:
-        return export_run(run_dir)
+        return export_run(run_dir, eval_table=eval_table)
     except Exception as e:  # noqa: BLE001 - the trained checkpoints stand whatever happens here
         warnings.warn(f"{run_dir}: trained, but saving {EXPORT_DIR}/ failed ({type(e).__name__}: {e}); "
                       "retry with thinkjepa.train.export.export_run", stacklevel=2)

@@ -143,7 +143,8 @@ def model_card(conf: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     if card.get("data_digest"):
         lines += ["## Data digest", "", "What the run trained on (`train.run_inputs`):", "",
                   *[f"- `{k}`: `{v}`" for k, v in card["data_digest"].items()], ""]
-    lines += ["## Evaluation", "", card.get("eval_table") or "Not evaluated when this model was saved.", ""]
+    lines += ["## Evaluation", "", card.get("eval_table") or ("Not evaluated when this model was saved "
+                                                             "(`tj-eval` on the training runs writes the eval table here)."), ""]
     if card.get("training_config"):
         lines += ["## Training config", "", "```yaml", yaml.safe_dump(card["training_config"], sort_keys=False).rstrip(), "```", ""]
     lines += ["## Model config", "", "```json", json.dumps({"model_cfg": conf["model_cfg"], "model_args": conf["model_args"]},

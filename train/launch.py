@@ -23,6 +23,10 @@ class LaunchError(ValueError):
     """The launcher's environment and the process group this trainer joined disagree."""
 
 
+class PrecisionError(ValueError):
+    """A run asks for another mixed precision than the one this process already trains with."""
+
+
 def launch_world_size(env: dict[str, str] | None = None) -> tuple[int, str | None]:
     """(processes the launcher started, the variable that says so); (1, None) for a plain process."""
     env = os.environ if env is None else env
@@ -53,19 +57,27 @@ def make_accelerator(mixed_precision: str, timeout_s: float = 1800.0, *, log_wit
     experiment trackers (``train.log_with``; ``none`` or empty: none), writing under
     ``project_dir``.
 
-    accelerate keeps one global state per process; in a single non-distributed process
-    (``tj run`` training several variants, notebooks) a later run may ask for another
-    precision, so that state is reset instead of refused."""
+    A run at another precision than an earlier one in this process is refused (``PrecisionError``)."""
     from datetime import timedelta
 
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState, is_initialized
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     mp = resolve_mixed_precision(mixed_precision)
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, mp) and not PartialState().use_distributed:
-        AcceleratorState._reset_state()
+    # accelerate fixes the precision once per process: AcceleratorState is a process-wide
+    # singleton (every instance shares one dict), it refuses a change ("restart your runtime")
+    # and has no public reset. Clearing that private dict would also switch any earlier
+    # Accelerator still alive in the process to the new precision behind its back, so a change
+    # is refused here with the remedy instead. No caller needs one in-process: `tj run` and
+    # `tj demo` train every variant at the one train.mixed_precision, and a variant that
+    # overrides it trains alone with `tj-train --variant NAME` (`tj run` then keeps that run).
+    if is_initialized() and (have := AcceleratorState().mixed_precision) != mp:
+        raise PrecisionError(
+            f"train.mixed_precision={mixed_precision!r} ({mp}) asked for in a process that already trains with "
+            f"{have!r}: accelerate fixes the precision once per process. Train this run in a process of its own "
+            "(`tj-train --variant NAME`); `tj run` keeps finished runs and trains only the others"
+        )
     trackers = [t for t in (log_with or []) if t != "none"]
     accelerator = Accelerator(
         mixed_precision=mp,

@@ -225,6 +225,34 @@ def test_tj_eval_model_evaluates_saved_models_without_the_training_folder(eval_w
     assert not (tmp_path / "no-runs").exists() and len(printed["videos"]) == 4
 
 
+def test_the_model_card_of_every_scored_run_carries_its_eval_table(result, eval_workdir):
+    from thinkjepa.train.checkpoint import seed_run_dir
+    from thinkjepa.train.hub import CARD, EXPORT_DIR, read_config
+
+    models, ws, rs = result["models"], result["window_set"], result["rollout_window_set"]
+    for variant, seed in (("thinkjepa", 1), ("jepa_only", 0)):
+        folder = seed_run_dir(eval_workdir.path(eval_workdir.train.out), variant, seed) / EXPORT_DIR
+        card = (folder / CARD).read_text()
+        section = card.split("\n## Evaluation\n", 1)[1].split("\n## ", 1)[0]
+        assert "Not evaluated" not in section and "## Training config" in card  # the rest of the card stays
+        assert f"split `{result['split']}`: {ws['windows']} windows (window set `{ws['digest']}`)" in section
+        assert f"checkpoint step {result['checkpoints'][variant][str(seed)]['step']}" in section
+        assert read_config(folder)["step"] == result["checkpoints"][variant][str(seed)]["step"]
+        own = models[variant]["per_seed"][str(seed)]
+        assert (f"| **this model** ({variant}, seed {seed}) | {seed} | {ws['windows']} | {own['ADE']:.4f} | {own['FDE']:.4f} | "
+                f"{own['Acc']:.4f} |") in section
+        lines = section.splitlines()
+        for other in {"jepa_matched", "jepa_only", "last_observed", "constant_velocity"} - {variant}:
+            row = next(x for x in lines if x.startswith(f"| {other}"))
+            assert f"| {models[other]['ADE']:.4f}" in row  # the baselines it was compared against
+        # the rollout, per step, of this very run (its per-window errors in metrics.json)
+        for mode in rs["modes"]:
+            assert f"mode `{mode}`: {rs['steps']} step(s) of {rs['frames_per_step']} frames on {rs['windows']} windows" in section
+            per_step = np.asarray(models[variant]["rollout"][mode]["per_seed_window_step"][str(seed)]["ADE"]).mean(axis=0)
+            assert len(per_step) == rs["steps"] > 1
+            assert f"| **this model** (seed {seed}) | " + " | ".join(f"{x:.4f}" for x in per_step) + " |" in section
+
+
 def test_eval_refuses_a_test_window_the_checkpoint_trained_on(result, eval_workdir):
     from thinkjepa.evaluate.run import TrainedOnEvalWindows
     from thinkjepa.train.checkpoint import seed_run_dir

@@ -63,7 +63,7 @@ def test_model_card_states_training_config_data_digest_and_eval_table():
     card = model_card(conf, {"variant": "thinkjepa", "seed": 1, "training_config": {"train": {"lr_head": 0.001}},
                              "data_digest": {"manifest": "abc123"}, "step": 40})
     assert "training seed 1" in card and "lr_head: 0.001" in card and "`manifest`: `abc123`" in card and "- step: 40" in card
-    assert "Not evaluated when this model was saved." in card
+    assert "## Evaluation\n\nNot evaluated when this model was saved" in card
 
 
 def test_a_failed_export_after_training_warns_naming_the_run(tmp_path):

@@ -193,12 +193,38 @@ def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
     assert bad.exit_code == 2 and "no_such_variant" in bad.output  # a usage error (thinkjepa.app.cli.common)
 
 
-def test_runs_in_one_process_may_change_precision() -> None:
-    from thinkjepa.train.launch import make_accelerator
+@pytest.mark.slow  # a fresh process (its own accelerate state) trains a few steps
+def test_a_process_trains_at_the_precision_asked_for_and_refuses_another(tiny_pipeline, tmp_path) -> None:
+    # accelerate fixes the precision once per process; the package uses no private accelerate
+    # state to change it, so the second run is refused before it trains, naming the remedy
+    for name, precision in (("bf16", "bf16"), ("no", "no")):
+        cfg = _with(tiny_pipeline, tmp_path / name, max_steps=2, checkpoint_every=100, mixed_precision=precision)
+        (tmp_path / f"{name}.json").write_text(cfg.model_dump_json())
+    script = textwrap.dedent("""
+        import json, sys
+        import torch
+        torch.set_num_threads(1)
+        from thinkjepa.config import PipelineConfig
+        from thinkjepa.train.launch import PrecisionError
+        from thinkjepa.train.loop import run_training
 
-    assert make_accelerator("no").mixed_precision == "no"
-    assert make_accelerator("bf16").mixed_precision == "bf16"  # accelerate alone would refuse this
-    assert make_accelerator("auto").mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
+        first, second = (PipelineConfig.model_validate_json(open(f).read()) for f in sys.argv[1:3])
+        run = run_training(first, "jepa_only", progress=False)
+        try:
+            run_training(second, "jepa_only", progress=False)
+            print(json.dumps({"run": str(run), "refused": None}))
+        except PrecisionError as e:
+            print(json.dumps({"run": str(run), "refused": str(e)}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bf16.json"), str(tmp_path / "no.json")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads((tmp_path / "bf16" / "jepa_only" / "seed-0" / "summary.json").read_text())
+    assert out["run"] == str(tmp_path / "bf16" / "jepa_only" / "seed-0") and summary["mixed_precision"] == "bf16"
+    assert out["refused"] is not None and "'no'" in out["refused"] and "'bf16'" in out["refused"]
+    assert "tj-train --variant" in out["refused"]
+    assert not (tmp_path / "no" / "jepa_only" / "seed-0" / "last.pt").exists()  # refused before training
 
 
 @pytest.mark.slow
