@@ -154,7 +154,15 @@ def summarize_model(runs: list[ModelRun], thr: float, frames: int, kind: str) ->
 
 def evaluate_all(cfg: PipelineConfig, progress=None, saved: Mapping[str, Mapping[int, Any]] | None = None) -> dict[str, Any]:
     """Run every checkpoint, baseline and ablation; the summary (without report paths).
-    ``saved``: {variant: {seed: saved model folder}} used instead of the training runs."""
+    ``saved``: {variant: {seed: saved model folder}} used instead of the training runs.
+    The models run on ``train.num_threads`` threads, as they trained."""
+    from thinkjepa.train.threads import torch_threads
+
+    with torch_threads(cfg.train.num_threads):
+        return _evaluate_all(cfg, progress, saved)
+
+
+def _evaluate_all(cfg: PipelineConfig, progress, saved: Mapping[str, Mapping[int, Any]] | None) -> dict[str, Any]:
     ec = cfg.eval
     thr, split = ec.acc_threshold_m, ec.split
     notes: list[str] = []
