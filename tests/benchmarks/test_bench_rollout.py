@@ -18,9 +18,10 @@ def _bench():
 
 
 PRIOR = BENCH.parent / "criteria_v3_prior.yaml"
+ROLLOUT = BENCH.parent / "criteria_v3_rollout.yaml"
 
 
-@pytest.mark.parametrize("path", [BENCH.parent / "criteria.yaml", PRIOR])
+@pytest.mark.parametrize("path", [BENCH.parent / "criteria.yaml", PRIOR, ROLLOUT])
 def test_criteria_file_names_every_criterion_of_issue_28_and_fresh_judged_seeds(path):
     crit = _bench().load_criteria(path)
     assert {"R1", "R2", "F1", "F2", "E1", "V1a", "V1b"} == set(crit["criteria"])
@@ -39,6 +40,22 @@ def test_prior_criteria_change_only_the_recipe_and_the_judged_seeds():
     for key in ("criteria", "statistics", "variants", "modes", "rollout_modes"):
         assert prior[key] == base[key], key
     assert {k: v for k, v in prior["size"].items() if k != "set"} == {k: v for k, v in base["size"].items() if k != "set"}
+
+
+def test_rollout_criteria_change_only_the_recipe_the_layout_and_the_judged_seeds():
+    """criteria_v3_rollout.yaml = criteria_v3_prior.yaml + the rollout loss, one window per
+    episode, a larger size, fresh seeds; the criteria and their statistics are untouched."""
+    bench = _bench()
+    prior, new = bench.load_criteria(PRIOR), bench.load_criteria(ROLLOUT)
+    assert new["size"]["set"] == [*prior["size"]["set"], "train.rollout_steps=4"]
+    spent = {*prior["generator_seeds"]["judged"], *prior["generator_seeds"]["development"],
+             *bench.load_criteria()["generator_seeds"]["judged"]}
+    assert not set(new["generator_seeds"]["judged"]) & spent
+    for key in ("criteria", "statistics", "variants", "modes", "rollout_modes"):
+        assert new[key] == prior[key], key
+    changed = {k for k in new["size"] if new["size"][k] != prior["size"].get(k)}
+    assert changed == {"set", "scenes", "episodes_per_scene", "windows_per_clip", "max_steps"}
+    assert new["size"]["windows_per_clip"] == 1 and new["size"]["rollout_steps"] == 4
 
 
 def _run(rng, gain: float, scenes: int = 6, per_scene: int = 4, seeds=("0", "1", "2")):
