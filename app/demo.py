@@ -17,7 +17,8 @@ import yaml
 from thinkjepa.app import pipeline
 from thinkjepa.config import PipelineConfig, load_config
 
-REAL_DATA_SETS = ("sampling.future_frames=8", "sampling.windows_per_clip=1", "sampling.horizon_steps=1")
+REAL_DATA_SETS = ("sampling.future_frames=8", "sampling.windows_per_clip=1", "sampling.horizon_steps=1",
+                  "train.rollout_steps=1")
 """What ``tj demo --data-root`` changes in the synthetic demo's sampling: real EgoDex episodes
 can be as short as 20 frames (the fixtures), too short for rollout v3's three windows with room
 for four 4-frame rollout steps; one window of 8 past + 8 future frames fits them. Options the

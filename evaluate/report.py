@@ -23,7 +23,7 @@ from thinkjepa.evaluate.errors import JOINT_GROUPS, by_group, by_step, by_task, 
 from thinkjepa.evaluate.latent import HEALTHY
 from thinkjepa.evaluate.run import BASELINES, GUIDED, MATCHED, REFERENCES, public, reference_of
 from thinkjepa.evaluate.stats import HIERARCHICAL_METHOD, MIN_SEEDS, MIN_WINDOWS, SEED_METHOD, WINDOW_METHOD
-from thinkjepa.evaluate.verdict import NEGLIGIBLE_M, decide, fmt_diff
+from thinkjepa.evaluate.verdict import NEGLIGIBLE_M, decide, decide_rollout, fmt_diff
 
 # Project page snapshot (docs/reference.md §1): EgoDex part 2, 32 past -> 32 future frames.
 PUBLISHED = {
@@ -245,9 +245,14 @@ def _figures(cfg: PipelineConfig, out: Path, summary: dict[str, Any]) -> tuple[l
 
 
 def verdict_of(summary: dict[str, Any]):
-    """The verdict on the guided model against the summary's reference (``evaluate.verdict``)."""
+    """The verdict on the guided model against the summary's reference (``evaluate.verdict``):
+    over the rollout in its first mode where one of 2 or more steps ran, else one-shot."""
     models = summary["models"]
-    return decide(models, GUIDED, summary.get("reference") or reference_of(models))
+    ref = summary.get("reference") or reference_of(models)
+    one = decide(models, GUIDED, ref)
+    rs = summary.get("rollout_window_set") or {}
+    modes = rs.get("modes") or []
+    return (decide_rollout(models, GUIDED, ref, modes[0], int(rs.get("steps", 1)), one) if modes else None) or one
 
 
 def _headline(summary: dict[str, Any]) -> str | None:

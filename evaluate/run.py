@@ -333,6 +333,12 @@ def reference_of(models: Mapping[str, Any]) -> str | None:
     return next((r for r in REFERENCES if r in models), None)
 
 
+def _over_steps(rollout: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Per seed, each window's rollout ADE averaged over the steps: the unit of the rollout's
+    window interval, so the two intervals describe the same difference."""
+    return {s: np.asarray(v["ADE"], np.float64).mean(axis=1).tolist() for s, v in rollout["per_seed_window_step"].items()}
+
+
 def _compare(models: dict[str, dict[str, Any]], n_boot: int) -> None:
     """Against every reference row present (``vs_<ref>``): the interval over windows of
     per-window ADE (seed means), the interval over training seeds where both rows have 2 or more
@@ -347,12 +353,15 @@ def _compare(models: dict[str, dict[str, Any]], n_boot: int) -> None:
             over_seeds = seed_comparison(m["per_seed_window_ADE"], ref["per_seed_window_ADE"], n_boot)
             if over_seeds is not None:
                 m[f"vs_{ref_name}_seeds"] = over_seeds
-            m[f"rollout_vs_{ref_name}"] = {}
+            m[f"rollout_vs_{ref_name}"], m[f"rollout_vs_{ref_name}_seeds"] = {}, {}
             for mode, ro in m["rollout"].items():
                 if mode in ref["rollout"]:
                     a = dict(enumerate(ro["per_window_ADE"]))
                     b = dict(enumerate(ref["rollout"][mode]["per_window_ADE"]))
                     m[f"rollout_vs_{ref_name}"][mode] = comparison(a, b, n_boot)
+                    over = seed_comparison(_over_steps(ro), _over_steps(ref["rollout"][mode]), n_boot)
+                    if over is not None:
+                        m[f"rollout_vs_{ref_name}_seeds"][mode] = over
     for m in models.values():
         if m["kind"] == "test_ablation" and GUIDED in models:
             full = models[GUIDED]["per_window_ADE"]

@@ -39,6 +39,8 @@ class Verdict:
     """Whether the deciding interval met the minimum counts."""
     lines: list[str] = field(default_factory=list)
     """One line per interval, the deciding one first."""
+    call: str = ""
+    """The call and the deciding difference, without the reasons (``"thinkjepa beats ... (...)"``)."""
 
 
 def _window_line(name: str, ref: str, c: dict[str, Any]) -> str:
@@ -68,9 +70,10 @@ def _width(c: dict[str, Any]) -> float:
 
 
 def decide(models: dict[str, dict[str, Any]], guided: str, ref: str | None,
-           min_windows: int = MIN_WINDOWS, min_seeds: int = MIN_SEEDS) -> Verdict:
+           min_windows: int = MIN_WINDOWS, min_seeds: int = MIN_SEEDS, scope: str = "") -> Verdict:
     """The verdict on ``guided`` against ``ref`` from the rows' ``vs_<ref>`` (windows) and
-    ``vs_<ref>_seeds`` (seeds) comparisons."""
+    ``vs_<ref>_seeds`` (seeds) comparisons. ``scope`` names what was compared in the headline
+    (e.g. `` over the 4-step rollout``)."""
     if ref is None or guided not in models or f"vs_{ref}" not in models[guided]:
         have = ", ".join(n for n, m in models.items() if m["kind"] != "test_ablation")
         return Verdict(f"**Verdict: nothing to compare.** The guided model {guided!r} and a reference baseline must both be "
@@ -100,8 +103,8 @@ def decide(models: dict[str, dict[str, Any]], guided: str, ref: str | None,
     diff = f"{guided} - {ref} ADE {fmt_diff(dec['mean_diff'])} m, 95% interval {_iv(dec)}"
     reason = f"{label[decides][0].upper()}{label[decides][1:]} decides, because {why}{scale}."
     if short:
-        head = f"**Verdict: no call yet on {guided} vs {ref}** ({diff}): only " + " and ".join(short) + f". {reason}"
-        return Verdict(head, decides, False, lines)
+        head = f"**Verdict{scope}: no call yet on {guided} vs {ref}** ({diff}): only " + " and ".join(short) + f". {reason}"
+        return Verdict(head, decides, False, lines, f"no call yet ({diff})")
     if not dec["excludes_zero"]:
         call = f"no measurable difference between {guided} and {ref}"
     elif abs(dec["mean_diff"]) < NEGLIGIBLE_M:
@@ -110,7 +113,26 @@ def decide(models: dict[str, dict[str, Any]], guided: str, ref: str | None,
         call = f"{guided} beats {ref}"
     else:
         call = f"{guided} is worse than {ref}"
-    return Verdict(f"**Verdict: {call}** ({diff}). {reason}", decides, True, lines)
+    return Verdict(f"**Verdict{scope}: {call}** ({diff}). {reason}", decides, True, lines, f"{call} ({diff})")
 
 
-__all__ = ["NEGLIGIBLE_M", "Verdict", "decide", "fmt_diff"]
+def decide_rollout(models: dict[str, dict[str, Any]], guided: str, ref: str | None, mode: str, steps: int,
+                   one_shot: Verdict) -> Verdict | None:
+    """The verdict over a rollout of ``steps`` > 1 steps in ``mode`` (the rows' ``rollout_vs_<ref>``
+    and ``rollout_vs_<ref>_seeds``), with the one-shot call after it; None where no rollout
+    comparison exists. Why the rollout decides: the one-shot forecast is its first step, and an
+    event after that step (rollout benchmark v3's turn) shows only in the rollout."""
+    if ref is None or steps < 2 or guided not in models or mode not in models[guided].get(f"rollout_vs_{ref}", {}):
+        return None
+    m = models[guided]
+    rows = {guided: {"kind": m["kind"], "seeds": m.get("seeds"), f"vs_{ref}": m[f"rollout_vs_{ref}"][mode]}}
+    seeds = m.get(f"rollout_vs_{ref}_seeds", {}).get(mode)
+    if seeds is not None:
+        rows[guided][f"vs_{ref}_seeds"] = seeds
+    v = decide(rows, guided, ref, scope=f" over the {steps}-step rollout (`{mode}`, ADE over all steps)")
+    lines = [f"Rollout `{mode}`, {line[0].lower()}{line[1:]}" for line in v.lines]
+    head = f"{v.headline} One-shot (the first step alone): {one_shot.call}."
+    return Verdict(head, v.decides, v.called, lines + one_shot.lines, v.call)
+
+
+__all__ = ["NEGLIGIBLE_M", "Verdict", "decide", "decide_rollout", "fmt_diff"]

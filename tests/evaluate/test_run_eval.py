@@ -77,7 +77,11 @@ def test_matched_baseline_is_compared_and_every_row_lists_its_trainable_paramete
         assert result["checkpoints"]["jepa_matched"][seed]["trainable_params"] == jm["trainable_params"]
     c = tj["vs_jepa_matched"]
     assert c["lo"] <= c["mean_diff"] <= c["hi"] and tj["vs_jepa_matched_seeds"]["seeds"] == 2
-    assert set(tj["rollout_vs_jepa_matched"]) == {"shifted", "predicted"}
+    assert set(tj["rollout_vs_jepa_matched"]) == set(tj["rollout_vs_jepa_matched_seeds"]) == {"shifted", "predicted"}
+    ro = tj["rollout_vs_jepa_matched_seeds"]["shifted"]
+    per_seed = {s: np.mean(v["ADE"]) - np.mean(jm["rollout"]["shifted"]["per_seed_window_step"][s]["ADE"])
+                for s, v in tj["rollout"]["shifted"]["per_seed_window_step"].items()}
+    assert ro["seeds"] == 2 and ro["per_seed_diff"] == pytest.approx(per_seed)
     assert "vs_jepa_matched" not in jm and "vs_jepa_only" in jm
 
 
@@ -146,8 +150,14 @@ def test_report_files(result, eval_workdir):
     assert "Over 2 training seeds" in md and "CI, seeds" in md
     # the first line is the one verdict; with 6 windows and 2 seeds it makes no call and says what to add
     first = md.splitlines()[0]
-    assert first == result["verdict"] and first.startswith(f"**Verdict: no call yet on thinkjepa vs {result['reference']}**")
-    assert "6 test windows (minimum 10" in first and "2 training seeds (minimum 3" in first and " decides, because " in first
+    steps = result["rollout_window_set"]["steps"]
+    assert steps > 1  # so the rollout decides, and the one-shot call follows it
+    assert first == result["verdict"] and first.startswith(
+        f"**Verdict over the {steps}-step rollout (`shifted`, ADE over all steps): no call yet on thinkjepa vs {result['reference']}**")
+    assert "One-shot (the first step alone): no call yet (thinkjepa - " in first
+    n = result["rollout_window_set"]["windows"]  # the rollout's windows: those with frames for every step
+    assert f"only {n} test window{'s' if n > 1 else ''} (minimum 10" in first and "2 training seeds (minimum 3" in first
+    assert " decides, because " in first
     assert "significantly better" not in md and "BCa bootstrap, scipy.stats.bootstrap" in md and "ttest_rel" in md
     # a forecast video per overlaid window (2 gains, 2 losses), linked from both documents
     assert len(result["videos"]) == 4
@@ -159,7 +169,7 @@ def test_report_files(result, eval_workdir):
     page = (out / "report.html").read_text()
     srcs = re.findall(r'src="([^"]+)"', page)
     assert len(srcs) == len(result["figures"]) and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert all(f'href="{f}"' in page for f in result["videos"]) and "<table>" in page and "<strong>Verdict:" in page
+    assert all(f'href="{f}"' in page for f in result["videos"]) and "<table>" in page and "<strong>Verdict over the " in page
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
 
 

@@ -76,3 +76,30 @@ def test_the_reference_prefers_the_capacity_matched_baseline():
     assert "thinkjepa beats jepa_matched" in decide(models, "thinkjepa", reference_of(models)).headline
     nothing = decide({"jepa_only": {"kind": "variant"}}, "thinkjepa", "jepa_only")
     assert nothing.decides is None and "nothing to compare" in nothing.headline
+
+
+def test_a_gain_that_shows_only_after_the_first_step_is_the_rollouts_verdict():
+    """Rollout benchmark v3's case: the event is after step 1, so one-shot shows nothing while the
+    rollout over all steps shows the gain. The first line calls the rollout and then says the
+    one-shot call; no rollout (1 step) keeps the one-shot verdict."""
+    from thinkjepa.evaluate.verdict import decide_rollout
+
+    rng = np.random.default_rng(1)
+    seeds = ("0", "1", "2")
+    one_a = {s: list(1.0 + rng.normal(0, 1e-3, 30)) for s in seeds}
+    one_b = {s: list(1.0 + rng.normal(0, 1e-3, 30)) for s in seeds}
+    models = _models(one_a, one_b, ref="jepa_matched")
+    ro_a = {s: list(0.4 + rng.normal(0, 1e-3, 30)) for s in seeds}
+    ro_b = {s: list(1.0 + rng.normal(0, 1e-3, 30)) for s in seeds}
+    ro = _models(ro_a, ro_b, ref="jepa_matched")["thinkjepa"]
+    models["thinkjepa"]["rollout_vs_jepa_matched"] = {"shifted": ro["vs_jepa_matched"]}
+    models["thinkjepa"]["rollout_vs_jepa_matched_seeds"] = {"shifted": ro["vs_jepa_matched_seeds"]}
+    one = decide(models, "thinkjepa", "jepa_matched")
+    assert one.headline.startswith("**Verdict: no measurable difference")
+    v = decide_rollout(models, "thinkjepa", "jepa_matched", "shifted", 4, one)
+    assert v is not None and v.called and v.decides in ("seeds", "windows")
+    assert v.headline.startswith("**Verdict over the 4-step rollout (`shifted`, ADE over all steps): thinkjepa beats jepa_matched** (")
+    assert "One-shot (the first step alone): no measurable difference between thinkjepa and jepa_matched (" in v.headline
+    assert v.lines[0].startswith("Rollout `shifted`, over ") and v.lines[-1] == one.lines[-1]
+    assert decide_rollout(models, "thinkjepa", "jepa_matched", "shifted", 1, one) is None
+    assert decide_rollout(models, "thinkjepa", "jepa_matched", "predicted", 4, one) is None
