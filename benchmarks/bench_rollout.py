@@ -63,6 +63,9 @@ def overrides(size: dict[str, Any]) -> list[str]:
         f"sampling.windows_per_clip={size['windows_per_clip']}", f"sampling.window_hop={F}",
         f"sampling.horizon_steps={size['rollout_steps']}", f"eval.rollout_steps={size['rollout_steps']}",
         f"train.max_steps={size['max_steps']}", f"train.val_every_steps={size['val_every_steps']}",
+        # the criteria files written before the rollout loss mean the one-step loss; the demo
+        # default moved to 4 steps after them, so a file that wants the rollout loss says so in set
+        "train.rollout_steps=1",
         *size.get("set", []),
     ]
 

@@ -58,6 +58,19 @@ def test_rollout_criteria_change_only_the_recipe_the_layout_and_the_judged_seeds
     assert new["size"]["windows_per_clip"] == 1 and new["size"]["rollout_steps"] == 4
 
 
+@pytest.mark.parametrize(("path", "steps"), [(BENCH.parent / "criteria.yaml", 1), (PRIOR, 1), (ROLLOUT, 4)])
+def test_each_criteria_file_trains_with_the_loss_it_was_written_for(path, steps):
+    """The demo default moved to the rollout loss after criteria.yaml and criteria_v3_prior.yaml
+    were judged: rerunning them must still train on the one-step loss they name by omission."""
+    from thinkjepa.app.demo import demo_defaults
+    from thinkjepa.config import load_config
+
+    bench = _bench()
+    over = bench.overrides(bench.load_criteria(path)["size"])
+    cfg = load_config(None, over, base=demo_defaults(), use_default_file=False)
+    assert cfg.train.rollout_steps == steps
+
+
 def _run(rng, gain: float, scenes: int = 6, per_scene: int = 4, seeds=("0", "1", "2")):
     """A cued/shuffled run: matched ADE grows with the step, thinkjepa is ``gain`` x matched
     (plus noise); constant velocity a bit above matched."""

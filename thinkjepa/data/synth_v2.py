@@ -74,11 +74,11 @@ TURN_ANGLES_DEG: tuple[float, ...] = (-90.0, -30.0, 30.0, 90.0)
 assert len(TURN_ANGLES_DEG) == N_CUES
 V2_DEMO_OVERRIDES: tuple[str, ...] = (
     "demo.generator=guidance_v2", "sampling.future_frames=8", "sampling.windows_per_clip=1",
-    "sampling.window_hop=null", "sampling.horizon_steps=1", "eval.rollout_steps=1",
+    "sampling.window_hop=null", "sampling.horizon_steps=1", "eval.rollout_steps=1", "train.rollout_steps=1",
 )
 """Dotted overrides that turn the demo defaults (rollout v3 since issue 28) back into the layout
-v2 data is made for: one window per clip, past and future of 8 frames (bench_guidance.py and
-the v2 precondition tests run on it)."""
+v2 data is made for: one window per clip, past and future of 8 frames, and the paper's one-step
+loss (bench_guidance.py and the v2 precondition tests run on it)."""
 CAMERA_MOTIONS: tuple[str, ...] = ("pan", "sway", "dolly", "bob")
 CUE_BOX = (0.0, 0.0, 1.0, 0.5)
 """The cue band: the top half of the frame, full width (fractions of the frame)."""
