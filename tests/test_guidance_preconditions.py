@@ -23,6 +23,7 @@ from thinkjepa.app.demo import demo_config, demo_defaults, prepare_models, synth
 from thinkjepa.config import load_config
 from thinkjepa.data.camera import world_to_camera
 from thinkjepa.data.synth_v2 import V2_DEMO_OVERRIDES
+from thinkjepa.evaluate.probe import held_out_accuracy, held_out_r2
 from thinkjepa.joints import WRIST_INDEX
 from thinkjepa.train.dataset import WindowDataset
 
@@ -57,23 +58,6 @@ def _datasets(cfg, **kw) -> list[WindowDataset]:
     return [WindowDataset(cfg, s, **kw) for s in ("train", "val", "test")]
 
 
-def _ridge_fold_predictions(X: np.ndarray, Y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Held-out predictions: ridge fitted on the other scenes, features standardised with the
-    fitting scenes' statistics (dual form: far fewer samples than features)."""
-    scenes = np.array(sorted(set(groups)))
-    fold_of = {s: i % FOLDS for i, s in enumerate(scenes)}
-    fold = np.array([fold_of[g] for g in groups])
-    P = np.zeros_like(Y, dtype=np.float64)
-    for k in range(FOLDS):
-        tr, te = fold != k, fold == k
-        mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-6
-        A, B = (X[tr] - mu) / sd, (X[te] - mu) / sd
-        ym = Y[tr].mean(0)
-        alpha = np.linalg.solve(A @ A.T + LAMBDA * np.eye(len(A)), Y[tr] - ym)
-        P[te] = B @ (A.T @ alpha) + ym
-    return P
-
-
 def _scene(window_id: str) -> str:
     return window_id.split("/")[0]
 
@@ -93,8 +77,7 @@ def test_p1_past_latents_predict_the_past_window_motion_on_held_out_scenes(cued)
             Y.append(disp)
             groups.append(_scene(ref.key))
     X, Y, groups = np.array(X), np.array(Y), np.array(groups)
-    P = _ridge_fold_predictions(X, Y, groups)
-    r2 = 1 - ((P - Y) ** 2).sum(0) / ((Y - Y.mean(0)) ** 2).sum(0)
+    r2 = held_out_r2(X, Y, groups, folds=FOLDS, lam=LAMBDA)
     assert len(X) == 96 and len(set(groups)) == 12
     assert r2.mean() >= 0.5, f"held-out-scene R^2 per camera axis {np.round(r2, 3)}"
 
@@ -107,9 +90,7 @@ def _cue_probe_accuracy(cfg, labels, label: str) -> float:
             X.append(np.concatenate([v.numpy().reshape(-1) for _, v in sorted(g.items())]))
             y.append(labels["episodes"][ref.window.clip_id][label])
             groups.append(_scene(ref.key))
-    X, y = np.array(X), np.array(y)
-    P = _ridge_fold_predictions(X, np.eye(4)[y], np.array(groups))
-    return float((P.argmax(1) == y).mean())
+    return held_out_accuracy(np.array(X), np.array(y), np.array(groups), classes=4, folds=FOLDS, lam=LAMBDA)
 
 
 def test_p2_the_guidance_carries_the_cue_across_scenes(cued):
