@@ -79,14 +79,14 @@ def features_and_targets(cfg, labels: dict[str, Any]) -> dict[str, np.ndarray]:
             w = ref.window
             last = w.past[-1]
             cam = np.asarray(pose[last], np.float64)
-            at = lambda f: world_to_camera(joints[f][wrists], cam).mean(0)  # noqa: E731
             end = rollout_frames(w, steps)[-1][-1]
+            at = {f: world_to_camera(joints[f][wrists], cam).mean(0) for f in (w.past[0], last, end)}
             g = ds.guidance_inputs(i)
             rows["guidance"].append(np.concatenate([v.numpy().reshape(-1) for _, v in sorted(g.items())]))
             rows["latents"].append(ds[i]["past_latents"].numpy().reshape(-1))
             rows["cue"].append(labels["episodes"][w.clip_id]["turn"])
-            rows["past"].append(at(last) - at(w.past[0]))
-            rows["future"].append(at(end) - at(last))
+            rows["past"].append(at[last] - at[w.past[0]])
+            rows["future"].append(at[end] - at[last])
             rows["scene"].append(ref.key.split("/")[0])
     return {k: np.asarray(v) for k, v in rows.items()}
 
