@@ -19,9 +19,10 @@ def _bench():
 
 PRIOR = BENCH.parent / "criteria_v3_prior.yaml"
 ROLLOUT = BENCH.parent / "criteria_v3_rollout.yaml"
+LARGE = BENCH.parent / "criteria_v3_large.yaml"
 
 
-@pytest.mark.parametrize("path", [BENCH.parent / "criteria.yaml", PRIOR, ROLLOUT])
+@pytest.mark.parametrize("path", [BENCH.parent / "criteria.yaml", PRIOR, ROLLOUT, LARGE])
 def test_criteria_file_names_every_criterion_of_issue_28_and_fresh_judged_seeds(path):
     crit = _bench().load_criteria(path)
     assert {"R1", "R2", "F1", "F2", "E1", "V1a", "V1b"} == set(crit["criteria"])
@@ -58,7 +59,25 @@ def test_rollout_criteria_change_only_the_recipe_the_layout_and_the_judged_seeds
     assert new["size"]["windows_per_clip"] == 1 and new["size"]["rollout_steps"] == 4
 
 
-@pytest.mark.parametrize(("path", "steps"), [(BENCH.parent / "criteria.yaml", 1), (PRIOR, 1), (ROLLOUT, 4)])
+def test_large_criteria_change_only_the_size_and_the_judged_seeds():
+    """criteria_v3_large.yaml = criteria_v3_rollout.yaml at four times the scenes and 1000 steps,
+    on fresh seeds; the recipe, the criteria and their statistics are untouched."""
+    bench = _bench()
+    spent = set()
+    for path in (BENCH.parent / "criteria.yaml", PRIOR, ROLLOUT):
+        c = bench.load_criteria(path)["generator_seeds"]
+        spent |= {*c["judged"], *c["development"]}
+    rollout, large = bench.load_criteria(ROLLOUT), bench.load_criteria(LARGE)
+    assert not set(large["generator_seeds"]["judged"]) & spent
+    assert large["generator_seeds"]["development"] == rollout["generator_seeds"]["development"]
+    for key in ("criteria", "statistics", "variants", "modes", "rollout_modes"):
+        assert large[key] == rollout[key], key
+    changed = {k for k in large["size"] if large["size"][k] != rollout["size"].get(k)}
+    assert changed == {"scenes", "max_steps", "val_every_steps"}
+    assert large["size"]["scenes"] == 4 * rollout["size"]["scenes"]
+
+
+@pytest.mark.parametrize(("path", "steps"), [(BENCH.parent / "criteria.yaml", 1), (PRIOR, 1), (ROLLOUT, 4), (LARGE, 4)])
 def test_each_criteria_file_trains_with_the_loss_it_was_written_for(path, steps):
     """The demo default moved to the rollout loss after criteria.yaml and criteria_v3_prior.yaml
     were judged: rerunning them must still train on the one-step loss they name by omission."""
