@@ -29,6 +29,7 @@ import importlib.util
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,10 @@ def print_table(runs: dict[str, dict[str, dict[str, Any]]], verdicts: dict[str, 
 
 
 def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, extra: list[str],
-             with_jepa_only: bool = False, ablations: list[str] | None = None) -> dict[str, Any]:
+             with_jepa_only: bool = False, ablations: list[str] | None = None,
+             on_mode: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every data mode of generator seed ``gseed``; ``on_mode(mode, run)`` after each, so a run cut
+    short (a deadline, a crash) keeps the modes that finished."""
     bg = _bench_guidance()
     size = crit["size"]
     out: dict[str, Any] = {}
@@ -301,6 +305,8 @@ def run_seed(gseed: int, modes: list[str], crit: dict[str, Any], workdir: Path, 
                    trainable_params={n: m.get("trainable_params") for n, m in r["metrics"]["models"].items()})
         out[mode] = run
         print(f"   {mode}: {run['seconds']:.0f} s", flush=True)
+        if on_mode is not None:
+            on_mode(mode, run)
     return out
 
 
@@ -340,17 +346,30 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or (crit["generator_seeds"]["development"] if args.dev else crit["generator_seeds"]["judged"])
     if args.set and not args.dev:
         print("note: --set changes the committed size; its verdicts are not the benchmark's", flush=True)
+    from thinkjepa.cache_schema.fsio import atomic_write_text
+
     modes = args.modes or crit["modes"]
-    runs = {str(g): run_seed(g, modes, crit, args.workdir.resolve(), args.set, args.with_jepa_only, args.ablations)
-            for g in seeds}
-    verdicts = judge(runs, crit)
-    print_table(runs, verdicts, crit)
     path = args.out or REPO / "benchmarks" / "results" / f"rollout_v3_seed{'-'.join(map(str, seeds))}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"criteria_file": str(args.criteria), "criteria": crit, "seeds": seeds, "modes": modes,
-                                "extra_set": args.set, "runs": runs, "verdicts": verdicts}, indent=1))
+    head = {"criteria_file": str(args.criteria), "criteria": crit, "seeds": seeds, "modes": modes, "extra_set": args.set}
+    runs: dict[str, dict[str, Any]] = {}
+
+    def keep(gseed: int):
+        def done(mode: str, run: dict[str, Any]) -> None:
+            # the finished modes so far, without verdicts: --rejudge judges what a cut-short run kept
+            runs.setdefault(str(gseed), {})[mode] = run
+            atomic_write_text(path, json.dumps({**head, "partial": True, "runs": runs}, indent=1))
+        return done
+
+    for g in seeds:
+        runs[str(g)] = run_seed(g, modes, crit, args.workdir.resolve(), args.set, args.with_jepa_only, args.ablations,
+                                on_mode=keep(g))
+    verdicts = judge(runs, crit)
+    print_table(runs, verdicts, crit)
+    atomic_write_text(path, json.dumps({**head, "runs": runs, "verdicts": verdicts}, indent=1))
     print(f"results: {path}")
     return 0
+
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 passes and fails what it should on constructed per-seed, per-window, per-step values."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,27 @@ def test_rejudge_merges_the_data_modes_of_one_seed_and_refuses_a_mode_twice(tmp_
     assert set(written["runs"]["13"]) == {"cued", "shuffled", "absent"} and written["verdicts"]["E1"]["pass"]
     with pytest.raises(SystemExit, match="cued"):
         bench.main(["--rejudge", str(cued), str(cued)])
+
+
+def test_a_run_cut_short_keeps_the_modes_that_finished_and_can_be_judged(tmp_path, monkeypatch):
+    """A judged run stopped by a deadline or a crash after its cued mode: the JSON holds that
+    mode (marked partial) and --rejudge judges it, the criteria of the missing modes unjudged."""
+    bench = _bench()
+    rng = np.random.default_rng(3)
+
+    def run_seed(gseed, modes, crit, workdir, extra, with_jepa_only=False, ablations=None, on_mode=None):
+        on_mode("cued", _run(rng, 0.6))
+        raise KeyboardInterrupt  # the shuffled mode never finishes
+
+    monkeypatch.setattr(bench, "run_seed", run_seed)
+    out = tmp_path / "seed99.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--seeds", "99", "--out", str(out), "--workdir", str(tmp_path / "w")])
+    kept = json.loads(out.read_text())
+    assert kept["partial"] is True and list(kept["runs"]["99"]) == ["cued"] and "verdicts" not in kept
+    judged = tmp_path / "judged.json"
+    assert bench.main(["--rejudge", str(out), "--out", str(judged)]) == 0
+    v = json.loads(judged.read_text())["verdicts"]
+    assert v["R1"]["pass"] is True
+    assert v["E1"]["pass"] is False
+    assert v["E1"]["by_seed"]["99"]["cells"]["shuffled/-"]["detail"] == "data mode shuffled not run"
