@@ -560,14 +560,24 @@ def vllm_trials(root: Path, cfg_file: Path, base: Path, ref_jepa: str | None, ta
             extra, note = 0, ""
             failures = CacheReader(url).failures() if store_exists(url) else {}
             expected = {"sigkill-main": -signal.SIGKILL, "sigkill-engine": 1, "sigint-engine": 1}.get(how, 128 + signum)
-            if landed and (rc != expected or failures):
+            if landed and rc == 0 and how.endswith("-engine") and not failures:
+                # the engine core died after the last request: a finished shard is a right exit 0,
+                # an unfinished one is a run that says it is done when it is not
+                if committed(url) == committed(ref_url):
+                    landed, note = False, "the engine died after the last commit (shard complete, exit 0)"
+                else:
+                    extra, note = 1, f"rc 0 with {committed(ref_url) - committed(url)} windows missing"
+            elif landed and (rc != expected or failures):
                 said = "hung (no exit within 300 s of the signal)" if rc is None else f"rc {rc}"
                 extra, note = 1, f"{said} (expected {expected}), {len(failures)} recorded failed"
             rerun(w)
             lost, stale, note = judge(w, extra, note)
             tally.add(f"vllm-{how}", lost, stale, note, fault=landed)
             log(f"vLLM {how} (rc {rc}, landed {landed}): lost {lost}, stale {stale} {note}")
-            shutil.rmtree(w)
+            if lost or stale:
+                log(f"  kept for inspection: {w}")  # its soak-extract.log says what the run saw
+            else:
+                shutil.rmtree(w)
 
         for i in range(side):
             # the README's cluster recipe: index once, then two shards' `tj run` at the same time
