@@ -34,11 +34,17 @@ from thinkjepa.train.model import ThinkJEPA
 
 pytestmark = pytest.mark.slow
 
-WEIGHT_TOL = 1e-5
-"""Largest |1-process - 2-process| weight difference allowed after 6 AdamW steps at lr 1e-3 /
-3e-3 (measured: 1.6e-7 to 3.9e-7 in three sessions; training moved weights by 5.5e-3). A
-wrong split of the global batch, counted padding or summed instead of averaged gradients
-would move weights by up to ~lr per step."""
+REL_TOL = 1e-4
+"""Largest ||1-process - 2-process|| / ||1-process - init|| over the weights allowed after 6
+AdamW steps (measured 1.6e-7 here: 1.5e-6 against a movement of 9.2). A wrong split of the
+global batch or counted padding changes a step's gradient direction, which is a relative
+difference of order 1e-2 or more. A relative norm, not a largest element: AdamW divides each
+gradient by its own running size, so an element whose gradient is rounding noise moves by
+~lr whatever the noise, and which way depends on the CPU's float kernels (one CI machine saw
+2.1e-5 in one element where this one sees 6.5e-7)."""
+
+VAL_REL_TOL = 1e-4
+"""Largest relative difference of a validation ADE between the two runs."""
 
 LAUNCH_TIMEOUT_S = 420
 """Wall limit of one torchrun launch; collectives time out sooner (``train.dist_timeout_s``)."""
@@ -107,9 +113,27 @@ def _with(cfg: PipelineConfig, out: Path) -> PipelineConfig:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"out": str(out), **SETTINGS})})
 
 
-def _max_weight_diff(a: dict, b: dict) -> float:
+def _moving(name: str, t: torch.Tensor) -> torch.Tensor:
+    """The tensor less the elements no output depends on: a key bias adds the same q.b to
+    every score of a query, which softmax removes, so its gradient is zero up to rounding and
+    AdamW moves it by ~lr in a direction that rounding picks."""
+    if name.endswith("key.bias"):
+        return t[:0]
+    if name.endswith("in_proj_bias"):  # nn.MultiheadAttention packs [query, key, value] biases
+        third = t.shape[0] // 3
+        return torch.cat([t[:third], t[2 * third:]])
+    return t
+
+
+def _weight_diff(a: dict, b: dict) -> float:
+    """Euclidean norm of a - b over every weight that some output depends on."""
     assert a.keys() == b.keys()
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    return sum((_moving(k, a[k]).double() - _moving(k, b[k]).double()).pow(2).sum().item() for k in a) ** 0.5
+
+
+def _init_weights(runs: dict, ckpt: dict) -> dict:
+    set_seed(runs["base"].train.seed)
+    return ThinkJEPA(runs["base"].for_variant("thinkjepa").model, **ckpt["model_args"]).state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +189,11 @@ def test_two_processes_match_one_process_at_the_same_global_batch(runs) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:]
     one, two = load_checkpoint(checkpoint_path(runs["one"])), load_checkpoint(checkpoint_path(runs["two"]))
     assert one["train_state"]["step"] == two["train_state"]["step"] == 6
-    diff = _max_weight_diff(one["model"], two["model"])
-    print(f"max |1-process - 2-process| weight difference after 6 steps: {diff:.3g}")
-    assert diff <= WEIGHT_TOL
-    # ...and the tolerance is far below what training moved
-    set_seed(runs["base"].train.seed)
-    init = ThinkJEPA(runs["base"].for_variant("thinkjepa").model, **one["model_args"]).state_dict()
-    assert _max_weight_diff(one["model"], init) > 100 * WEIGHT_TOL
+    moved = _weight_diff(one["model"], _init_weights(runs, one))
+    assert moved > 0.1  # training moved the weights: the ratio below means something
+    rel = _weight_diff(one["model"], two["model"]) / moved
+    print(f"||1-process - 2-process|| / ||1-process - init|| after 6 steps: {rel:.3g} (moved {moved:.3g})")
+    assert rel <= REL_TOL
 
     s1 = json.loads((runs["one"] / "summary.json").read_text())
     s2 = json.loads((runs["two"] / "summary.json").read_text())
@@ -182,7 +204,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(runs) -> None:
     assert [h["windows"] for h in s2["val_history"]] == [n_val] * 4
     assert [h["step"] for h in s1["val_history"]] == [h["step"] for h in s2["val_history"]] == [0, 2, 4, 6]
     for h1, h2 in zip(s1["val_history"], s2["val_history"], strict=True):
-        assert h2["ADE"] == pytest.approx(h1["ADE"], abs=WEIGHT_TOL)
+        assert h2["ADE"] == pytest.approx(h1["ADE"], rel=VAL_REL_TOL)
     # the train windows actually trained: 3 of 4 (one is missing from the VLM cache)
     assert len(json.loads((runs["two"] / "windows.json").read_text())["train"]) == 3
 
@@ -224,7 +246,8 @@ def test_a_two_process_checkpoint_resumes_on_one_process(runs) -> None:
     one = load_checkpoint(checkpoint_path(runs["one"]))
     moved = load_checkpoint(checkpoint_path(runs["resumed_one"]))
     assert moved["train_state"]["step"] == 6 and len(moved["ranks"]) == 1
-    assert _max_weight_diff(one["model"], moved["model"]) <= WEIGHT_TOL
+    rel = _weight_diff(one["model"], moved["model"]) / _weight_diff(one["model"], _init_weights(runs, one))
+    assert rel <= REL_TOL
     assert json.loads((runs["resumed_one"] / "summary.json").read_text())["processes"] == 1
 
 
