@@ -180,6 +180,31 @@ def diagnostics(table: dict[str, Any]) -> list[str]:
     return out
 
 
+def matched_reading(table: dict[str, Any]) -> list[str]:
+    """thinkjepa against jepa_matched per mode (a reading, not a criterion): jepa_matched has
+    thinkjepa's modules, parameters and free FiLM biases with the guidance replaced by a
+    constant, so this gap is what the guidance itself is worth; per-seed differences and their
+    paired t interval over training seeds (scipy)."""
+    from scipy import stats
+
+    out: list[str] = []
+    for mode, t in table.items():
+        rows = t["rows"]
+        if not {"thinkjepa", "jepa_matched"} <= rows.keys():
+            continue
+        a, b = rows["thinkjepa"]["per_seed_ADE"], rows["jepa_matched"]["per_seed_ADE"]
+        seeds = sorted(set(a) & set(b))
+        d = np.array([a[s] - b[s] for s in seeds])
+        ci = ""
+        if len(d) > 1 and d.std(ddof=1) > 0:
+            r = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+            ci = f", seeds 95% t [{r.low:+.4f}, {r.high:+.4f}]"
+        out.append(f"{mode}: thinkjepa {rows['thinkjepa']['ADE']:.4f} vs jepa_matched {rows['jepa_matched']['ADE']:.4f} "
+                   f"({rows['thinkjepa']['ADE'] / rows['jepa_matched']['ADE']:.3f}x; lower in "
+                   f"{int((d < 0).sum())}/{len(d)} seeds{ci})")
+    return out
+
+
 def _pm(x: float, s: float | None) -> str:
     return f"{x:.4f}" + (f" ± {s:.4f}" if s is not None else "")
 
@@ -219,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench_guidance"))
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the table (default: <workdir>/seed<S>.json)")
     ap.add_argument("--quick", action="store_true", help="test-suite size: 6 scenes, 1 seed, a few steps")
+    ap.add_argument("--matched", action="store_true",
+                    help="also train jepa_matched (thinkjepa's modules and parameters, no guidance) in every mode: "
+                         "rows and a reading, not criteria (C1-C5 predate it)")
     args = ap.parse_args(argv)
     if args.ablations is None:
         import yaml
@@ -229,17 +257,19 @@ def main(argv: list[str] | None = None) -> int:
         args.ablations = args.ablations[:1]
         args.set = ["data.split_fractions=[0.34,0.33,0.33]", "train.max_steps=6", "train.val_every_steps=3",
                     "eval.rollout_steps=1", *args.set]
-    variants_of = {"cued": MAIN_VARIANTS + args.ablations, **{m: CONTROL_VARIANTS for m in MODES[1:] + DIAGNOSES}}
+    extra = ["jepa_matched"] if args.matched else []
+    variants_of = {"cued": MAIN_VARIANTS + extra + args.ablations,
+                   **{m: CONTROL_VARIANTS + extra for m in MODES[1:] + DIAGNOSES}}
     out = args.workdir / f"seed{args.seed}"
     results = {}
     for mode in args.modes:
         print(f"== {mode}: {args.scenes} scenes x {args.episodes_per_scene} episodes, generator seed {args.seed}, "
               f"training seeds {args.train_seeds}, variants {variants_of[mode]}", flush=True)
-        results[mode] = run_mode(out, mode, args)
+        results[mode] = run_mode(out, mode, args, variants_of[mode])
     table = summarize(results)
     crit = criteria(table) if not args.quick else []
     print_table(table, crit)
-    diag = diagnostics(table)
+    diag = diagnostics(table) + matched_reading(table)
     for line in diag:
         print(f"DIAGNOSIS  {line}")
     path = args.out or out / "table.json"

@@ -31,6 +31,25 @@ def test_fixed_turn_diagnosis_reads_the_share_of_the_before_turn_gap():
     assert bench.diagnostics({"cued": table["cued"]}) == []  # no fixed_turn run, nothing to read
 
 
+def test_matched_reading_pairs_the_seeds_of_each_mode():
+    bench = _bench()
+
+    def row(per_seed: dict) -> dict:
+        return {"ADE": sum(per_seed.values()) / len(per_seed), "per_seed_ADE": per_seed}
+
+    table = {"cued": {"rows": {"thinkjepa": row({"0": 0.010, "1": 0.012, "2": 0.011}),
+                               "jepa_matched": row({"0": 0.020, "1": 0.021, "2": 0.019})}},
+             "shuffled": {"rows": {"thinkjepa": row({"0": 0.020, "1": 0.018}), "jepa_matched": row({"0": 0.019, "1": 0.019})}},
+             "absent": {"rows": {"thinkjepa": row({"0": 0.02})}}}  # no jepa_matched: nothing to read
+    cued, shuffled = bench.matched_reading(table)
+    assert cued.startswith("cued: thinkjepa 0.0110 vs jepa_matched 0.0200 (0.550x; lower in 3/3 seeds, seeds 95% t [")
+    lo, hi = (float(x) for x in cued.split("[")[1].rstrip("])").split(", "))
+    assert lo < -0.0090 < hi < 0  # the paired mean difference, an interval that excludes 0
+    assert "lower in 1/2 seeds" in shuffled
+    lo, hi = (float(x) for x in shuffled.split("[")[1].rstrip("])").split(", "))
+    assert lo < 0 < hi
+
+
 @pytest.mark.slow
 def test_quick_benchmark_writes_a_complete_table(tmp_path, capsys):
     bench = _bench()
