@@ -501,7 +501,8 @@ def read_meta(backend: Backend) -> StoreMeta:
     """The store-level attributes; CacheError when ``backend`` holds no cache."""
     raw = backend.get(ZARR_JSON)
     if raw is None:
-        raise CacheError(f"no cache at {backend.url} (no {ZARR_JSON})")
+        raise CacheError(f"no cache at {backend.url} (no {ZARR_JSON}): `tj run` builds the caches (or `tj status` "
+                         "says which stage writes it)")
     try:
         doc = json.loads(raw)
         attrs = doc["attributes"][ROOT_ATTR]

@@ -102,6 +102,8 @@ class JepaEncoder:
         import torch
         from transformers import AutoVideoProcessor, VJEPA2Model
 
+        from thinkjepa.extract.model_files import naming_damaged_files
+
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # bf16 halves the encoder's cost on GPUs; CPUs stay in fp32 (bf16 matmuls are slow there).
         self.dtype = (
@@ -110,8 +112,9 @@ class JepaEncoder:
             else torch.float32
         )
         self.frame_size = enc.frame_size
-        self.processor = AutoVideoProcessor.from_pretrained(enc.model, revision=enc.revision)
-        self.model = VJEPA2Model.from_pretrained(enc.model, revision=enc.revision, dtype=self.dtype)
+        with naming_damaged_files(enc.model):
+            self.processor = AutoVideoProcessor.from_pretrained(enc.model, revision=enc.revision)
+            self.model = VJEPA2Model.from_pretrained(enc.model, revision=enc.revision, dtype=self.dtype)
         self.model.to(self.device).eval().requires_grad_(False)
         self.hidden_size = int(self.model.config.hidden_size)
         self.tubelet_size = int(self.model.config.tubelet_size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -217,7 +218,9 @@ def load_model_info(model: str, revision: str | None, processor: Any) -> Thinker
         eos = gen.eos_token_id
         stop += [eos] if isinstance(eos, int) else list(eos or [])
     except OSError:
-        pass  # no generation_config.json: the tokenizer's eos alone
+        if (Path(model) / "generation_config.json").is_file():
+            raise  # there but unreadable: its stop ids would be dropped silently
+        # no generation_config.json: the tokenizer's eos alone
     tok = getattr(processor, "tokenizer", processor)
     if tok.eos_token_id is not None:
         stop.append(int(tok.eos_token_id))
@@ -283,7 +286,9 @@ def open_thinker(cfg: Any) -> tuple[Any, ThinkerModelInfo, list[int]]:
     from transformers import AutoProcessor
 
     from thinkjepa.extract.layers import validate_layers
+    from thinkjepa.extract.model_files import naming_damaged_files
 
-    processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
-    info = load_model_info(cfg.model, cfg.revision, processor)
+    with naming_damaged_files(cfg.model):
+        processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+        info = load_model_info(cfg.model, cfg.revision, processor)
     return processor, info, validate_layers(cfg.layers, info.num_hidden_layers, cfg.model)

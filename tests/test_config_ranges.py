@@ -106,6 +106,14 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     assert "duplicate key 'batch_size' (line 5)" in " ".join(res.output.split())
 
 
+def test_a_config_that_is_not_yaml_is_refused_naming_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("workdir: [unclosed\n\tdata: {root: x\n")
+    res = CliRunner().invoke(app, ["status", "--config", str(cfg)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"{cfg}: not valid YAML" in "".join(res.output.split("\n"))
+
+
 def test_defaults_and_the_repo_config_pass() -> None:
     assert load_config(None, use_default_file=False).train.batch_size >= 1
     repo = Path(__file__).resolve().parents[1] / "pipelines.yaml"

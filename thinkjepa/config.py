@@ -531,7 +531,10 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file {p} not found (pass --config FILE)")
-        loaded = read_yaml(p.read_text()) or {}
+        try:
+            loaded = read_yaml(p.read_text()) or {}
+        except yaml.YAMLError as e:  # its own text says "<unicode string>": name the file
+            raise ValueError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping")
         _deep_update(data, loaded)

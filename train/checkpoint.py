@@ -152,8 +152,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path}: refusing to load a checkpoint that holds more than tensors and plain types "
                          f"(made by an older version, or crafted): {str(e).splitlines()[0]}") from e
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: unreadable checkpoint (torn or damaged): {e}") from e
+    except Exception as e:  # noqa: BLE001 - random bytes fail anywhere in the unpickler (IndexError, KeyError, ...)
+        raise ValueError(f"{path}: unreadable checkpoint (torn or damaged): {type(e).__name__}: {e}") from e
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__})")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -117,7 +117,10 @@ def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | 
     path = cfg.path(cfg.data.manifest)
     if not path.exists():
         return {"manifest": "missing"}
-    rows = [r for r in read_manifest(path).to_pylist() if r["split"] in ("train", "val")]
+    try:
+        rows = [r for r in read_manifest(path).to_pylist() if r["split"] in ("train", "val")]
+    except ValueError:  # torn or hand-edited: index is stale (its stamp knows the file) and says why
+        return {"manifest": "unreadable"}
     clips = {str(r["clip_id"]) for r in rows}
     out = {"manifest": sha(sorted((str(r["clip_id"]), _row_brief(r)) for r in rows))}
     for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):

@@ -95,6 +95,21 @@ def test_an_all_zero_camera_pose_is_refused_naming_the_clip(synth_root, tmp_path
         read_episode(ann.with_suffix(".mp4"), ann, check_video=False)
 
 
+@pytest.mark.parametrize("key", ["transforms/leftHand", "transforms/camera", "camera/intrinsic"])
+def test_pose_data_in_integers_is_refused_naming_the_clip(synth_root, tmp_path, key):
+    # integer metres would truncate every pose to 0 or 1; a cast would hide it (adversarial pass)
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    ann = sorted(root.rglob("*.hdf5"))[0]
+    with h5py.File(ann, "r+") as f:
+        a = f[key][()]
+        del f[key]
+        f[key] = a.astype(np.int32)
+    clip = f"{ann.parent.name}/{ann.stem}"
+    with pytest.raises(EpisodeError, match=rf"{clip}.*non-float pose data in {ann.name}: {key} is int32"):
+        read_episode(ann.with_suffix(".mp4"), ann, check_video=False)
+
+
 @pytest.mark.slow
 def test_an_unreadable_hdf5_at_prompt_planning_fails_its_windows(synth_root, tmp_path):
     from thinkjepa.extract.runner import plan_clips

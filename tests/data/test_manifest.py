@@ -175,6 +175,10 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     pq.write_table(pa.table({"clip_id": ["a/0"]}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="missing column"):
         read_manifest(tmp_path / "bad.parquet")
+    torn = tmp_path / "torn.parquet"
+    torn.write_bytes((tmp_path / "bad.parquet").read_bytes()[:100])
+    with pytest.raises(ValueError, match=rf"{torn}: unreadable manifest .*rebuild it with `tj run index`"):
+        read_manifest(torn)
     with pytest.raises(FileNotFoundError):
         build_manifest(tmp_path / "absent", tmp_path / "m.parquet", DataConfig(), SamplingConfig())
 

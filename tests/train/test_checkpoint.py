@@ -66,6 +66,23 @@ def test_a_payload_that_would_run_code_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_random_bytes_are_an_unreadable_checkpoint_and_are_set_aside(tmp_path, seed):
+    # random bytes fail anywhere in the unpickler (IndexError, KeyError, ... not only
+    # UnpicklingError); every way must read as "damaged", which the resume policy sets aside
+    from thinkjepa.train.checkpoint import resume_decision
+
+    path = tmp_path / "last.pt"
+    save_atomic(_payload(), path)
+    good = path.read_bytes()
+    rng = random.Random(seed)
+    path.write_bytes(bytes(rng.randrange(256) for _ in range(4096)) if seed % 2 else good[:8] + rng.randbytes(len(good) - 8))
+    with pytest.raises(ValueError, match=rf"{path}: unreadable checkpoint|{path}: refusing to load"):
+        load_checkpoint(path)
+    with pytest.warns(UserWarning, match="last.pt"):
+        assert resume_decision(tmp_path, "abc", {}, "auto") == [path]
+
+
 def test_capture_rng_is_plain():
     state = capture_rng()
     assert isinstance(state["numpy"]["key"], torch.Tensor) and state["numpy"]["name"] == "MT19937"

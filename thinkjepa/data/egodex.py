@@ -171,6 +171,12 @@ def _read_annotation(clip_id: str, path: Path) -> dict[str, Any]:
             conf_keys = [f"confidences/{j}" for j, k in zip(JOINTS, known) if k]
             per_frame = [k for k in required if k != INTRINSIC_KEY] + conf_keys
             ds = {k: f[k] for k in per_frame}  # each dataset opened once
+            # poses in whole numbers would be metres truncated to 0 or 1: refused, never cast
+            not_float = [(k, d.dtype) for k, d in [*ds.items(), (INTRINSIC_KEY, f[INTRINSIC_KEY])]
+                         if not k.startswith("confidences/") and not np.issubdtype(d.dtype, np.floating)]
+            if not_float:
+                raise EpisodeError(clip_id, f"non-float pose data in {path.name}: "
+                                            + ", ".join(f"{k} is {dt}" for k, dt in not_float[:5]))
             shapes = {k: d.shape for k, d in ds.items()}
             T = shapes[CAMERA_KEY][0] if shapes[CAMERA_KEY] else -1
             uneven = [k for k in per_frame if not shapes[k] or shapes[k][0] != T]

@@ -456,7 +456,11 @@ def read_manifest(path: str | Path, split: str | Sequence[str] | None = None,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found (build it with `tj data index ROOT --out {path}`)")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"{path}: unreadable manifest (torn, or not Parquet: {e}); rebuild it with `tj run index` "
+                         f"or `tj data index ROOT --out {path}`") from e
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a clips manifest: missing column(s) {', '.join(missing)}")
