@@ -284,5 +284,7 @@ def set_aside(run_dir: Path, paths: list[Path]) -> None:
     for path in paths:
         stale = path.with_name(f"{path.stem}.stale-{stamp}.pt")
         path.rename(stale)
-        warnings.warn(f"{run_dir}: {path.name} was made with other settings or data; kept as {stale.name}",
-                      stacklevel=4)
+        # the decision is resume_decision's (other settings or data, --restart, or unreadable,
+        # which _load_or_none already said): this line says only where the file went
+        warnings.warn(f"{run_dir}: {path.name} is not continued (other settings or data, a restart, or unreadable); "
+                      f"kept as {stale.name}", stacklevel=4)

@@ -183,7 +183,7 @@ def test_tj_train_command(tiny_pipeline, tmp_path) -> None:
     assert not any(k.startswith(("pyramid.", "injection.")) for k in payload["model"])
     assert json.loads((run / "summary.json").read_text())["guidance"] == "none"
     # same command, other settings: the old checkpoints are set aside, never resumed from
-    with pytest.warns(UserWarning, match="made with other settings"):
+    with pytest.warns(UserWarning, match="is not continued"):
         again = CliRunner().invoke(app, ["--config", str(tmp_path / "pipelines.yaml"), "--seed", "3",
                                          "--set", "train.lr_head=0.002", "--variant", "jepa_only"])
     assert again.exit_code == 0, again.output
@@ -245,6 +245,6 @@ def test_every_seed_trains_into_its_own_folder_and_only_changed_seeds_rerun(tiny
     assert checkpoint_path(runs[0][0]).stat().st_mtime_ns == stamp  # not even rewritten
     # a real change reruns every seed
     changed = _with(more, tmp_path, lr_head=2e-3)
-    with pytest.warns(UserWarning, match="made with other settings"):
+    with pytest.warns(UserWarning, match="is not continued"):
         rerun = train_seeds(changed, "jepa_only", skip_finished=True, progress=False)
     assert all(ran for _, ran in rerun.values())
