@@ -192,7 +192,48 @@ def _data(stage: Stage, cfg: PipelineConfig) -> dict[str, str] | None:
         return None
     from thinkjepa.train.run_inputs import training_data
 
-    return training_data(cfg)
+    return _kept_training_data(cfg, lambda: training_data(cfg))
+
+
+def _kept_training_data(cfg: PipelineConfig, compute: Any) -> dict[str, str]:
+    """``compute()`` (``training_data``: every entry's identity, 10 s at 340k episodes), reused
+    from the last call while its inputs are unchanged: the manifest's identity and both
+    stores' folders (``CacheReader.folder_state``: any commit changes them), the rule
+    ``stage_run.cached_status`` keeps statuses by (nothing reused within ``RACY_S`` of a
+    change; a remote store, whose folders have no mtimes, is read every time)."""
+    import json
+    import time
+
+    from thinkjepa.cache_schema import CacheReader, store_exists
+    from thinkjepa.cache_schema.fsio import atomic_write_json
+    from thinkjepa.cache_schema.record_listing import RACY_S
+    from thinkjepa.provenance import code_digest
+    from thinkjepa.stage_run import file_identity, listing_cache_dir
+
+    manifest = cfg.path(cfg.data.manifest)
+    stores: dict[str, Any] = {}
+    for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):
+        stores[name] = CacheReader(url).folder_state() if store_exists(url) else "missing"
+        if stores[name] is None:
+            return compute()
+    ident = file_identity(manifest)
+    key = json.loads(json.dumps({"manifest": [str(manifest), ident], "stores": stores,
+                                 "code": code_digest(("train/run_inputs.py", "cache_schema/*.py"))}))
+    path = Path(listing_cache_dir(cfg)) / "training-data.json"
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("key") == key and doc.get("trusted") and isinstance(doc.get("result"), dict):
+            return doc["result"]
+    except (OSError, ValueError, AttributeError):
+        pass  # missing, torn or foreign: computed afresh
+    result = compute()
+    newest = max([ident[1] if ident else 0, *(v for s in stores.values() if isinstance(s, dict) for v in s.values())])
+    try:
+        atomic_write_json(path, {"key": key, "trusted": (time.time_ns() - newest) / 1e9 > RACY_S, "result": result},
+                          durable=False, indent=None)
+    except OSError:
+        pass
+    return result
 
 
 def _runs(stage: Stage, cfg: PipelineConfig) -> dict[str, str | None] | None:
