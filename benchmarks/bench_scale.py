@@ -310,6 +310,7 @@ def measure(cfg, base: Path, n: int, with_index: bool) -> dict[str, float]:
 
     import thinkjepa.extract.encode  # noqa: F401
     import thinkjepa.extract.status  # noqa: F401
+    import thinkjepa.train.seeds  # noqa: F401  (`tj status` asks it about training runs: torch)
     from thinkjepa.app.cli.main import app
     from thinkjepa.cache_schema import CacheReader
     from thinkjepa.extract.runner import plan_shard
