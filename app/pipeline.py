@@ -192,7 +192,48 @@ def _data(stage: Stage, cfg: PipelineConfig) -> dict[str, str] | None:
         return None
     from thinkjepa.train.run_inputs import training_data
 
-    return training_data(cfg)
+    return _kept_training_data(cfg, lambda: training_data(cfg))
+
+
+def _kept_training_data(cfg: PipelineConfig, compute: Any) -> dict[str, str]:
+    """``compute()`` (``training_data``: every entry's identity, 10 s at 340k episodes), reused
+    from the last call while its inputs are unchanged: the manifest's identity and both
+    stores' folders (``CacheReader.folder_state``: any commit changes them), the rule
+    ``stage_run.cached_status`` keeps statuses by (nothing reused within ``RACY_S`` of a
+    change; a remote store, whose folders have no mtimes, is read every time)."""
+    import json
+    import time
+
+    from thinkjepa.cache_schema import CacheReader, store_exists
+    from thinkjepa.cache_schema.fsio import atomic_write_json
+    from thinkjepa.cache_schema.record_listing import RACY_S
+    from thinkjepa.provenance import code_digest
+    from thinkjepa.stage_run import file_identity, listing_cache_dir
+
+    manifest = cfg.path(cfg.data.manifest)
+    stores: dict[str, Any] = {}
+    for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):
+        stores[name] = CacheReader(url).folder_state() if store_exists(url) else "missing"
+        if stores[name] is None:
+            return compute()
+    ident = file_identity(manifest)
+    key = json.loads(json.dumps({"manifest": [str(manifest), ident], "stores": stores,
+                                 "code": code_digest(("train/run_inputs.py", "cache_schema/*.py"))}))
+    path = Path(listing_cache_dir(cfg)) / "training-data.json"
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("key") == key and doc.get("trusted") and isinstance(doc.get("result"), dict):
+            return doc["result"]
+    except (OSError, ValueError, AttributeError):
+        pass  # missing, torn or foreign: computed afresh
+    result = compute()
+    newest = max([ident[1] if ident else 0, *(v for s in stores.values() if isinstance(s, dict) for v in s.values())])
+    try:
+        atomic_write_json(path, {"key": key, "trusted": (time.time_ns() - newest) / 1e9 > RACY_S, "result": result},
+                          durable=False, indent=None)
+    except OSError:
+        pass
+    return result
 
 
 def _runs(stage: Stage, cfg: PipelineConfig) -> dict[str, str | None] | None:
@@ -203,15 +244,18 @@ def _runs(stage: Stage, cfg: PipelineConfig) -> dict[str, str | None] | None:
     return finished_runs(cfg)
 
 
-def compute_stamps(cfg: PipelineConfig, listing: DatasetListing | None = None) -> dict[str, str]:
-    """The stamp each stage would carry if it ran now (upstream stamps folded in)."""
+def compute_stamps(cfg: PipelineConfig, listing: DatasetListing | None = None,
+                   train_data: dict[str, str] | None = None) -> dict[str, str]:
+    """The stamp each stage would carry if it ran now (upstream stamps folded in).
+    ``train_data``: ``_data`` of the train stage, when the caller computed it already."""
     from thinkjepa.provenance import digest
 
     listing = listing or _listing(cfg)
     stamps: dict[str, str] = {}
     for stage in STAGES:
         h = hashlib.sha256(_config_stamp(cfg, stage, listing).encode())
-        h.update(digest([_provenance(stage, cfg), _data(stage, cfg)]).encode())
+        data = train_data if stage.name == "train" and train_data is not None else _data(stage, cfg)
+        h.update(digest([_provenance(stage, cfg), data]).encode())
         for up in stage.upstream:
             h.update(stamps[up].encode())
         stamps[stage.name] = h.hexdigest()[:16]
@@ -289,14 +333,15 @@ def _write_state(
 # -- status ---------------------------------------------------------------------------------
 
 
-def _window_status(cfg: PipelineConfig, name: str) -> dict[str, Any]:
+def _window_status(cfg: PipelineConfig, name: str, listing: DatasetListing) -> dict[str, Any]:
+    # ``listing``: the status's own, so the dataset is listed once per command, not once per stage
     if name == "extract":
         from thinkjepa.extract.status import extraction_status
 
-        return extraction_status(cfg, list_limit=0)
+        return extraction_status(cfg, list_limit=0, listing=listing)
     from thinkjepa.extract.encode import encode_status
 
-    return encode_status(cfg, list_limit=0)
+    return encode_status(cfg, list_limit=0, listing=listing)
 
 
 def _shard_spec(part: dict[str, Any], n: int) -> str:
@@ -376,14 +421,14 @@ def _provenance_reasons(stage: Stage, cfg: PipelineConfig, state: dict[str, Any]
     return describe_changes(old, _provenance(stage, cfg))
 
 
-def _training_reasons(cfg: PipelineConfig, state: dict[str, Any]) -> list[str]:
+def _training_reasons(cfg: PipelineConfig, state: dict[str, Any], data: dict[str, str] | None) -> list[str]:
     """Training data changed since the stamp (re-extracted / re-encoded windows, another
-    manifest), or a run that is not finished under the settings it would get now (a failed
-    or interrupted ``tj-train``)."""
+    manifest: ``data``, the train stage's ``_data`` now), or a run that is not finished under
+    the settings it would get now (a failed or interrupted ``tj-train``)."""
     from thinkjepa.train.seeds import finished_runs
 
     out = []
-    old, new = state.get("data"), _data(_stage("train"), cfg)
+    old, new = state.get("data"), data
     if old is not None and old != new:
         what = [k for k in sorted(set(old) | set(new or {})) if old.get(k) != (new or {}).get(k)]
         out.append("training data changed: " + ", ".join(what))
@@ -405,7 +450,8 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
     (shardable stages), the shards not yet complete, and ``next``: the command that would
     make it fresh."""
     listing = listing or _listing(cfg)
-    stamps = compute_stamps(cfg, listing)
+    train_data = _data(_stage("train"), cfg)  # once: every cache entry's identity (stamps and reasons)
+    stamps = compute_stamps(cfg, listing, train_data)
     rows: list[dict[str, Any]] = []
     by_name: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
@@ -426,7 +472,7 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
             last = state.get("finished_at") if state else None
         elif stage.name in SHARDABLE:
             try:
-                st = _window_status(cfg, stage.name)
+                st = _window_status(cfg, stage.name, listing)
             except (FileNotFoundError, ValueError) as e:
                 reasons.append(str(e))
             else:
@@ -454,7 +500,7 @@ def status(cfg: PipelineConfig, listing: DatasetListing | None = None) -> list[d
                     if not by_name[up]["stale"] and state.get("upstream", {}).get(up) != stamps[up]:
                         reasons.append(f"upstream {up} was rerun")
                 if stage.name == "train":
-                    reasons += _training_reasons(cfg, state)
+                    reasons += _training_reasons(cfg, state, train_data)
                 if state.get("partial"):
                     row["partial"] = state["partial"]
                     reasons.append("ran with --allow-partial on incomplete inputs ("

@@ -6,7 +6,8 @@ at no disk cost), its clips manifest, and both feature caches with one *real com
 per window in 64 shard parts (the entry arrays are left out: nothing timed here reads them),
 plus the stage stamps a finished ``tj run`` leaves. Then times, per size, in this process:
 
-* ``tj status`` (first with no listing cache, then warm), ``tj-extract status``;
+* ``tj status``: first with no listing cache and no kept window plan, then with the kept plans
+  only (as after a commit), then warm; ``tj-extract status``;
 * planning one shard of 64 (what ``tj-extract run --shard 0/64`` does before any engine);
 * opening a cache reader and listing its keys;
 * a no-op ``tj run`` (every stage fresh);
@@ -309,6 +310,7 @@ def measure(cfg, base: Path, n: int, with_index: bool) -> dict[str, float]:
 
     import thinkjepa.extract.encode  # noqa: F401
     import thinkjepa.extract.status  # noqa: F401
+    import thinkjepa.train.seeds  # noqa: F401  (`tj status` asks it about training runs: torch)
     from thinkjepa.app.cli.main import app
     from thinkjepa.cache_schema import CacheReader
     from thinkjepa.extract.runner import plan_shard
@@ -324,12 +326,22 @@ def measure(cfg, base: Path, n: int, with_index: bool) -> dict[str, float]:
         return res.output
 
     out: dict[str, float] = {}
-    # "cold": none of the listing caches (record summaries, dataset folders, kept statuses)
-    # but the kept prompts (without them every HDF5 file is opened once per workdir and
-    # template, ~4 ms each: 6 s at 1k episodes)
-    for f in Path(listing_cache_dir(cfg)).glob("*.json"):
-        if f.name != "prompts.json":
-            f.unlink()
+
+    def drop_listing_caches() -> None:
+        # "cold": none of the listing caches (record summaries, dataset folders, kept statuses)
+        # but the kept prompts (without them every HDF5 file is opened once per workdir and
+        # template, ~4 ms each: 6 s at 1k episodes) and content fingerprints
+        for f in Path(listing_cache_dir(cfg)).glob("*.json"):
+            if f.name != "prompts.json":
+                f.unlink()
+
+    # first with no kept window plans either (``thinkjepa.plan_memo``): every clip planned
+    drop_listing_caches()
+    for f in (Path(cfg.workdir) / ".thinkjepa").glob("plan-*.parquet"):
+        f.unlink()
+    out["tj status (cold, no kept plan)"] = _timed(lambda: cli("status", "--json"))
+    # then as after a shard's commit or another process's listing: the plans kept, nothing else
+    drop_listing_caches()
     out["tj status (cold)"] = _timed(lambda: cli("status", "--json"))
     out["tj status"] = _timed(lambda: cli("status", "--json"))
     rows = json.loads(cli("status", "--json"))

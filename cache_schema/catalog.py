@@ -187,9 +187,10 @@ Entry = tuple[str | None, float]
 """``(fingerprint, committed_at)`` of a committed key; fingerprint None for a torn record."""
 
 
-def part_entries(backend: Any, part: str, read_brief) -> dict[str, Entry] | None:
+def part_entries(backend: Any, part: str, read_brief, *, paths: bool = False) -> dict[str, Any] | None:
     """``{key: (fingerprint, committed_at)}`` of every record file of ``part``, as the records
-    say; None when the part has no usable catalog (the caller then reads the records).
+    say; None when the part has no usable catalog (the caller then reads the records). With
+    ``paths``: ``(fingerprint, committed_at, entry path)``.
 
     ``read_brief(path, name)`` reads one record file into ``(key, fingerprint, committed_at,
     path)`` (fingerprint None: torn or foreign) or None (not a record's name)."""
@@ -206,12 +207,13 @@ def part_entries(backend: Any, part: str, read_brief) -> dict[str, Entry] | None
         return {}
     if mtime == meta["folder_mtime_ns"] and (meta["written_ns"] - mtime) / 1e9 > RACY_S:
         # unchanged since the newest file was written: only the columns status needs
-        out: dict[str, Entry] = {}
+        out: dict[str, Any] = {}
+        wanted = ("key", "fingerprint", "committed_at", *(("path",) if paths else ()))
         for raw in raws:  # oldest first: a later row replaces an earlier one
-            cols = _columns(raw, ("key", "fingerprint", "committed_at"))
+            cols = _columns(raw, wanted)
             if cols is None:
                 return None
-            out.update(zip(cols["key"], zip(cols["fingerprint"], cols["committed_at"])))
+            out.update(zip(cols["key"], zip(*(cols[c] for c in wanted[1:]))))
         return out
     rows: dict[str, tuple] = {}
     for raw in raws:
@@ -224,11 +226,11 @@ def part_entries(backend: Any, part: str, read_brief) -> dict[str, Entry] | None
     for e, ident in record_files(folder):
         row = rows.get(e.name)
         if row is not None and row[5:] == ident:
-            out[row[0]] = (row[2], row[3])
+            out[row[0]] = (row[2], row[3], row[4])[: 3 if paths else 2]
             continue
         got = read_brief(Path(e.path), e.name)
         if got is not None:
-            out[got[0]] = (got[1], got[2])
+            out[got[0]] = (got[1], got[2], got[3])[: 3 if paths else 2]
     return out
 
 

@@ -212,6 +212,27 @@ class CacheReader:
         self._records.update(newest)
         return [self._records[k] for k in sorted(listing) if k in self._records]
 
+    def entry_identities(self) -> dict[str, tuple[str, str]]:
+        """``{key: (fingerprint, entry path)}`` of the newest commit of every key: what an
+        entry's identity is (the path's suffix is its generation). From the parts' catalogs
+        (a few Parquet reads, checked against the records like ``briefs``), else from
+        ``records()`` (a torn or refused record is left out there; from a catalog, a record
+        that is JSON but refused by ``parse_record`` would count, which only changes a brief)."""
+        from thinkjepa.cache_schema.record_listing import catalog_identities
+
+        if self._b.is_local:
+            newest: dict[str, tuple[str, float, str]] = {}
+            for part in self._b.list_dirs(INDEX):
+                got = catalog_identities(self._b, part)
+                if got is None:
+                    break
+                for key, ident in got.items():
+                    if key not in newest or ident[1] > newest[key][1]:
+                        newest[key] = ident
+            else:
+                return {k: (fp, path) for k, (fp, _, path) in newest.items()}
+        return {r["key"]: (r["fingerprint"], r["path"]) for r in self.records()}
+
     def failures(self, briefs: dict[str, tuple[str, float, str]] | None = None) -> dict[str, str]:
         """``{key: reason}`` of recorded failures not superseded by a later commit of that key
         (``briefs``: from ``briefs()``, so no commit record is read again)."""

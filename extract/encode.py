@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from thinkjepa.provenance import model_key, record_stage_inputs, stage_fingerpri
 from thinkjepa.sampling import TooShortError, Window
 from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, manifest_rows, run_batches
+
+if TYPE_CHECKING:
+    from thinkjepa.data.listing import DatasetListing
 
 LAYER_CONVENTION = "encoder_last"
 """What a JEPA entry holds: the encoder's final (layer-normed) token states, no predictor."""
@@ -56,11 +59,8 @@ def encode_stage_fingerprint(enc: EncoderConfig) -> str:
     return stage_fingerprint("encode", {"encoder": (enc.model, enc.revision)})
 
 
-def jepa_entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "", stage: str | None = None) -> str:
-    """Everything a JEPA entry's arrays depend on (settings of the whole store included, so an
-    entry stands on its own). ``stage``: ``encode_stage_fingerprint(enc)``, computed once by
-    callers that fingerprint many windows."""
-    payload = {
+def _jepa_payload(enc: EncoderConfig, past: Any, future: Any, episode: Any, stage: str | None) -> dict[str, Any]:
+    return {
         "fingerprint_version": FINGERPRINT_VERSION,
         "schema_version": SCHEMA_VERSION,
         "model": model_key(enc.model),  # a local folder by content, not its path
@@ -68,11 +68,18 @@ def jepa_entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = ""
         "frame_size": enc.frame_size,
         "storage_dtype": enc.storage_dtype,
         "layer_convention": LAYER_CONVENTION,
-        "past": [int(f) for f in window.past],
-        "future": [int(f) for f in window.future],
+        "past": past,
+        "future": future,
         "episode": episode,
         "stage": stage if stage is not None else encode_stage_fingerprint(enc),
     }
+
+
+def jepa_entry_fingerprint(enc: EncoderConfig, window: Window, episode: str = "", stage: str | None = None) -> str:
+    """Everything a JEPA entry's arrays depend on (settings of the whole store included, so an
+    entry stands on its own). ``stage``: ``encode_stage_fingerprint(enc)``, computed once by
+    callers that fingerprint many windows (``fingerprints`` does all of them at once)."""
+    payload = _jepa_payload(enc, [int(f) for f in window.past], [int(f) for f in window.future], episode, stage)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -167,11 +174,10 @@ def _plan_clips(cfg: PipelineConfig, n: int, only_shard: int | None = None):
 
     windows_of = clip_windows(cfg)
     content = for_workdir(cfg.workdir)
-    for row in manifest_rows(cfg):
+    keep = None if only_shard is None else (lambda c: shard_of(c, n) == only_shard)
+    for row in manifest_rows(cfg, keep):
         clip_id = str(row["clip_id"])
-        s = shard_of(clip_id, n)
-        if only_shard is not None and s != only_shard:
-            continue
+        s = shard_of(clip_id, n) if only_shard is None else only_shard
         try:
             windows = windows_of(clip_id, int(row["n_frames"]))
         except TooShortError as e:
@@ -184,46 +190,74 @@ def _plan_clips(cfg: PipelineConfig, n: int, only_shard: int | None = None):
 
 def fingerprints(enc: EncoderConfig, items: Sequence[EncodeItem]) -> dict[str, str]:
     """``{key: jepa_entry_fingerprint}`` of ``items``: what the runner commits and status compares
-    against (memoised: the frames and the episode are all that vary, shared by many windows)."""
-    memo: dict[tuple, str] = {}
-    out: dict[str, str] = {}
-    stage = encode_stage_fingerprint(enc)
-    for it in items:
-        k = (it.window.past, it.window.future, it.episode)
-        got = memo.get(k)
+    against. The JSON of the fixed fields is made once and each window's frames and episode are
+    spliced in (byte for byte ``jepa_entry_fingerprint``'s text), so a manifest's windows cost a
+    sha256 each, not a ``json.dumps`` of the whole payload and a model identity lookup."""
+    from thinkjepa.extract.fingerprint import spliced_json
+
+    fill = spliced_json(_jepa_payload(enc, None, None, None, encode_stage_fingerprint(enc)), ("past", "future", "episode"))
+    frames: dict[tuple[int, ...], str] = {}
+
+    def frames_json(f: tuple[int, ...]) -> str:
+        got = frames.get(f)
         if got is None:
-            got = memo[k] = jepa_entry_fingerprint(enc, it.window, it.episode, stage)
-        out[it.key] = got
+            if len(frames) >= 4096:  # frame lists drawn per clip: keep it bounded
+                frames.clear()
+            got = frames[f] = json.dumps([int(x) for x in f])
+        return got
+
+    out: dict[str, str] = {}
+    last: tuple[str, str] = ("", json.dumps(""))
+    for it in items:
+        if it.episode != last[0]:
+            last = (it.episode, json.dumps(it.episode))
+        text = fill({"past": frames_json(it.window.past), "future": frames_json(it.window.future), "episode": last[1]})
+        out[it.key] = hashlib.sha256(text.encode()).hexdigest()[:24]
     return out
 
 
-def encode_status(cfg: PipelineConfig, shards: int | None = None, list_limit: int | None = None) -> dict[str, Any]:
+def encode_status(cfg: PipelineConfig, shards: int | None = None, list_limit: int | None = None,
+                  listing: DatasetListing | None = None) -> dict[str, Any]:
     """Done / stale / failed / pending windows of the JEPA store per shard (the rule of
-    ``stage_run.tally_windows``, as ``tj-extract status`` counts the VLM store)."""
+    ``stage_run.tally_windows``, as ``tj-extract status`` counts the VLM store). ``listing``:
+    the dataset listing of ``data.root`` the caller made already (else made here)."""
     from thinkjepa.cache_schema import CacheReader, store_exists
     from thinkjepa.extract.runner import episode_files_digest
+    from thinkjepa.plan_memo import plan_key, root_listing
     from thinkjepa.stage_run import cached_status, file_identity
 
     url = cfg.url(cfg.encoder.cache)
     reader = CacheReader(url) if store_exists(url) else None
+    listing = listing or root_listing(cfg)
     inputs = {
         "manifest": file_identity(cfg.path(cfg.data.manifest)), "settings": cfg.section_fingerprint("encoder", "sampling"),
-        "episodes": episode_files_digest(cfg), "version": FINGERPRINT_VERSION, "shards": shards,
+        "episodes": episode_files_digest(cfg, listing), "version": FINGERPRINT_VERSION, "shards": shards,
         "list_limit": list_limit, "stage": encode_stage_fingerprint(cfg.encoder),
     }
-    return cached_status(cfg, "encode", reader, inputs, lambda: _encode_status(cfg, url, reader, shards, list_limit))
+    key = plan_key(cfg, inputs, listing)
+    return cached_status(cfg, "encode", reader, inputs, lambda: _encode_status(cfg, url, reader, shards, list_limit, key))
 
 
-def _encode_status(cfg: PipelineConfig, url: str, reader: Any, shards: int | None, list_limit: int | None) -> dict[str, Any]:
+def _encode_status(cfg: PipelineConfig, url: str, reader: Any, shards: int | None, list_limit: int | None,
+                   key: tuple[dict[str, Any], int] | None) -> dict[str, Any]:
+    from thinkjepa.data.content import UNREADABLE
+    from thinkjepa.plan_memo import cached_plan
     from thinkjepa.stage_run import PlannedClip, infer_shard_count, listing_cache_dir, tally_windows
 
     briefs = reader.briefs(listing_cache_dir(cfg)) if reader is not None else {}
     failures = reader.failures(briefs) if reader is not None else {}
     n = shards or infer_shard_count(b[2] for b in briefs.values())
-    planned = []
-    for clip_id, s, items, problem in _plan_clips(cfg, n):
-        fps = fingerprints(cfg.encoder, items)
-        planned.append(PlannedClip(clip_id, s, [(it.key, fps[it.key]) for it in items], problem))
+
+    def plan() -> tuple[list[PlannedClip], bool]:
+        clips = list(_plan_clips(cfg, n))
+        fps = fingerprints(cfg.encoder, [it for _, _, items, _ in clips for it in items])
+        planned = [PlannedClip(clip_id, s, [(it.key, fps[it.key]) for it in items], problem)
+                   for clip_id, s, items, problem in clips]
+        # an unreadable file is read again by the next plan (it may be readable by then)
+        keep = not any(it.episode.startswith(UNREADABLE) for _, _, items, _ in clips for it in items)
+        return planned, keep
+
+    planned = plan()[0] if key is None else cached_plan(cfg, "encode", {**key[0], "shards": n}, key[1], plan)
     tally = tally_windows(planned, n, {k: b[0] for k, b in briefs.items()}, failures, list_limit)
     return {"cache": url, "manifest": str(cfg.path(cfg.data.manifest)), "store_exists": reader is not None, **tally}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from thinkjepa.cache_schema import SCHEMA_VERSION
@@ -72,28 +72,54 @@ def vlm_entry_fingerprint(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
+def spliced_json(payload: dict[str, Any], fields: Sequence[str]) -> Callable[[dict[str, str]], str]:
+    """``json.dumps(payload, sort_keys=True)`` with ``fields`` filled per call: the returned
+    function takes each field's JSON text and gives byte for byte the text of the payload with
+    those values. For fingerprinting many windows of one config: the fixed fields are dumped
+    once."""
+    marks = {f: f"\x00{f}\x00" for f in fields}
+    text = json.dumps({**payload, **marks}, sort_keys=True)
+    # the fixed text between the per-window fields, in the order sort_keys puts them
+    order = sorted(fields, key=lambda f: text.index(json.dumps(marks[f])))
+    parts = []
+    for f in order:
+        head, text = text.split(json.dumps(marks[f]))
+        parts.append(head)
+    tail = text
+
+    def fill(values: dict[str, str]) -> str:
+        return "".join(part + values[f] for part, f in zip(parts, order)) + tail
+
+    return fill
+
+
 class Fingerprinter:
     """``vlm_entry_fingerprint`` for many windows of one config at a fraction of the cost (planning
     a 100k-clip manifest): the JSON of the fixed fields is made once and the per-window fields
-    (frames, user text, episode) are spliced in, giving byte-for-byte the same text and so the
-    same digest."""
-
-    _MARKS = {"frame_indices": "\x00frames\x00", "user_text": "\x00text\x00", "episode": "\x00episode\x00"}
+    (frames, user text, episode) are spliced in (``spliced_json``), giving byte-for-byte the
+    same text and so the same digest."""
 
     def __init__(self, thinker: ThinkerConfig, *, layer_convention: str) -> None:
         payload = fingerprint_payload(thinker, layer_convention=layer_convention, user_text="", frame_indices=[])
-        payload.update(self._MARKS)
-        text = json.dumps(payload, sort_keys=True)
-        # the fixed text between the per-window fields, in the order sort_keys puts them
-        self._order = sorted(self._MARKS, key=lambda f: text.index(json.dumps(self._MARKS[f])))
-        parts = []
-        for f in self._order:
-            head, text = text.split(json.dumps(self._MARKS[f]))
-            parts.append(head)
-        self._parts = (*parts, text)
+        self._fill = spliced_json(payload, ("frame_indices", "user_text", "episode"))
+        # JSON of the values seen last / so far: a clip's windows share its text and episode,
+        # and every clip of one length has the same frame lists
+        self._frames: dict[tuple[int, ...], str] = {}
+        self._last: dict[str, tuple[str, str]] = {}
+
+    def _json(self, field: str, value: str) -> str:
+        last = self._last.get(field)
+        if last is None or last[0] != value:
+            last = self._last[field] = (value, json.dumps(value))
+        return last[1]
 
     def __call__(self, *, user_text: str, frame_indices: Sequence[int], episode: str = "") -> str:
-        values = {"frame_indices": json.dumps([int(x) for x in frame_indices]), "user_text": json.dumps(user_text),
-                  "episode": json.dumps(episode)}
-        text = "".join(part + values[f] for part, f in zip(self._parts, self._order)) + self._parts[-1]
+        frames = tuple(int(x) for x in frame_indices)
+        frames_json = self._frames.get(frames)
+        if frames_json is None:
+            if len(self._frames) >= 4096:  # frame lists drawn per clip: keep it bounded
+                self._frames.clear()
+            frames_json = self._frames[frames] = json.dumps(list(frames))
+        text = self._fill({"frame_indices": frames_json, "user_text": self._json("user_text", user_text),
+                           "episode": self._json("episode", episode)})
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]

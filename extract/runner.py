@@ -43,6 +43,7 @@ from thinkjepa.shards import part_name, shard_of, validate_shard
 from thinkjepa.stage_run import ShardSummary, listing_cache_dir, manifest_rows, run_batches
 
 if TYPE_CHECKING:
+    from thinkjepa.data.listing import DatasetListing
     from thinkjepa.extract.thinker_io import ThinkerBackend, ThinkerOutput, ThinkerRequest
 
 
@@ -171,12 +172,13 @@ def clip_windows(cfg: PipelineConfig) -> Callable[[str, int], list[Window]]:
     return windows
 
 
-def episode_files_digest(cfg: PipelineConfig) -> str | None:
+def episode_files_digest(cfg: PipelineConfig, listing: DatasetListing | None = None) -> str | None:
     """A digest that changes when an episode file (annotation or video) the manifest names may
-    have changed: prompts come from the annotations' attributes and entry fingerprints hold
-    each episode's content fingerprint, so a status computed earlier holds while it is equal.
-    The dataset listing of ``data.root`` (``data.listing.dataset_listing``, cached by folder
-    mtimes), else one stat per episode file."""
+    have changed (size, mtime or inode): prompts come from the annotations' attributes and entry
+    fingerprints hold each episode's content fingerprint, so a status or plan computed earlier
+    holds while it is equal. The dataset listing of ``data.root`` (``data.listing.dataset_listing``:
+    one stat per file; ``listing``: the one the caller already made for this root), else one
+    stat per episode file."""
     import hashlib
 
     from thinkjepa.data.manifest import read_manifest
@@ -184,7 +186,8 @@ def episode_files_digest(cfg: PipelineConfig) -> str | None:
     if cfg.data.root and Path(cfg.data.root).is_dir():
         from thinkjepa.data.listing import dataset_listing
 
-        return "listing:" + dataset_listing(cfg.data.root, listing_cache_dir(cfg)).digest
+        listing = listing or dataset_listing(cfg.data.root, listing_cache_dir(cfg))
+        return "listing:" + listing.identity
     try:
         table = read_manifest(cfg.path(cfg.data.manifest)).select(["annotation_path", "video_path"])
     except (OSError, KeyError, ValueError):
@@ -211,11 +214,10 @@ def plan_clips(cfg: PipelineConfig, shards: int = 1, only_shard: int | None = No
     content = for_workdir(cfg.workdir)
     windows_of = clip_windows(cfg)
     plans = []
-    for row in manifest_rows(cfg):
+    keep = None if only_shard is None else (lambda c: shard_of(c, shards) == only_shard)
+    for row in manifest_rows(cfg, keep):
         clip_id = str(row["clip_id"])
-        s = shard_of(clip_id, shards)
-        if only_shard is not None and s != only_shard:
-            continue
+        s = shard_of(clip_id, shards) if only_shard is None else only_shard
         plan = ClipPlan(clip_id, s)
         plans.append(plan)
         try:

@@ -163,3 +163,28 @@ def test_a_writer_killed_between_record_and_catalog_loses_and_invents_nothing(tm
     reads.clear()
     assert CacheReader(url).briefs() == truth
     assert reads == []
+
+
+def test_entry_identities_from_the_catalogs_equal_the_records(tmp_path, monkeypatch):
+    """``CacheReader.entry_identities`` (what `tj status` folds into the training stamp) reads the
+    catalogs, and equals the records' own ``(fingerprint, path)`` of the newest commit of each
+    key: fresh, trusted, after a recommit in another part, and with one part's catalog gone."""
+    import shutil
+
+    url = str(tmp_path / "vlm.zarr")
+    _commit(url, PART, ["t/0@8", "t/1@8", "t/2@8"], "a")
+    _commit(url, "shard-00000-of-00002", ["t/1@8"], "b", seed=5)  # a newer commit of t/1@8 elsewhere
+
+    def truth() -> dict[str, tuple[str, str]]:
+        return {r["key"]: (r["fingerprint"], r["path"]) for r in CacheReader(url).records()}
+
+    assert CacheReader(url).entry_identities() == truth() and truth()["t/1@8"][0] == "b"
+    monkeypatch.setattr(record_listing, "RACY_S", -1.0)  # the catalogs trusted as they are
+    from thinkjepa.cache_schema import catalog
+
+    monkeypatch.setattr(catalog, "RACY_S", -1.0)
+    assert CacheReader(url).entry_identities() == truth()
+    _commit(url, PART, ["t/0@8"], "c", seed=9)  # recommitted: a new generation
+    assert CacheReader(url).entry_identities() == truth() and truth()["t/0@8"][0] == "c"
+    shutil.rmtree(Path(url) / CATALOG / PART)
+    assert CacheReader(url).entry_identities() == truth()

@@ -196,3 +196,19 @@ def test_a_hand_edited_manifest_is_refused_naming_the_clip(egodex_root: Path, tm
     pq.write_table(pa.Table.from_pylist(edit(rows), schema=table.schema), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=f"{says}.*{rows[0]['clip_id']}"):
         read_manifest(tmp_path / "bad.parquet")
+
+
+def test_episode_paths_are_joined_under_the_root_as_os_path_would():
+    """``_joined_under`` (one Arrow join for the plain paths) gives ``normpath(join(base, v))``
+    for every relative path and keeps absolute ones, odd ones included."""
+    import os
+
+    import pyarrow as pa
+
+    from thinkjepa.data.manifest import _joined_under
+
+    vals = ["t/0.mp4", "./x", "a/../b", "/abs/p", "/abs/../q", "a//b", "a/b/", None, "x/.h", "x/..y", "..", ".", ""]
+    for base in ("/data/root", "/", "/data/root/", "/d/./e"):
+        got = _joined_under(pa.chunked_array([pa.array(vals, pa.string())]), base).to_pylist()
+        assert got == [None if v is None else v if os.path.isabs(v) else os.path.normpath(os.path.join(base, v))
+                       for v in vals]

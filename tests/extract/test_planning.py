@@ -67,3 +67,17 @@ def test_the_fingerprinter_gives_entry_fingerprint_byte_for_byte(tmp_path):
             th, layer_convention="decoder_output_prenorm", user_text=text, frame_indices=frames)
     other = Fingerprinter(th.model_copy(update={"max_new_tokens": 6}), layer_convention="decoder_output_prenorm")
     assert other(user_text="plain", frame_indices=[0, 1, 2]) != fast(user_text="plain", frame_indices=[0, 1, 2])
+
+
+def test_the_batched_jepa_fingerprints_give_entry_fingerprints_byte_for_byte():
+    from thinkjepa.extract.encode import EncodeItem, fingerprints, jepa_entry_fingerprint
+    from thinkjepa.sampling import windows_for_clip
+
+    cfg = load_config(None, ["sampling.mode=stride", "sampling.past_frames=4", "sampling.future_frames=4",
+                             "sampling.windows_per_clip=3", "sampling.window_hop=2"], use_default_file=False)
+    items = [EncodeItem(f"{c}@{w.t}", c, w, "/v.mp4", ep)
+             for c, n, ep in (("a/1", 24, ""), ("a/2", 24, "0123abcd"), ("b/1", 40, 'q"\u00e9\\'))
+             for w in windows_for_clip(c, n, cfg.sampling)]
+    assert len(items) >= 6
+    fps = fingerprints(cfg.encoder, items)
+    assert [fps[it.key] for it in items] == [jepa_entry_fingerprint(cfg.encoder, it.window, it.episode) for it in items]

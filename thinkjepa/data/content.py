@@ -30,6 +30,8 @@ from thinkjepa.cache_schema.fsio import atomic_write_json
 
 VERSION = 2
 MEMO_NAME = "content-fingerprints.json"
+UNREADABLE = "unreadable:"
+"""How ``episode_or_placeholder`` marks an episode whose files could not be read."""
 
 
 def hash_bytes(path: str | os.PathLike, salt: bytes = b"") -> str:
@@ -64,6 +66,36 @@ def hash_video(path: str | os.PathLike) -> str:
     return h.hexdigest()[:24]
 
 
+def _abspath(path: str | os.PathLike) -> str:
+    """``os.path.abspath``, without its ``getcwd`` call for a path that is absolute already
+    (every manifest path): the memo's key, looked up twice per episode when planning."""
+    p = os.fspath(path)
+    return os.path.normpath(p) if isinstance(p, str) and p.startswith("/") else os.path.abspath(p)
+
+
+_LOADED: dict[Path, tuple[tuple[int, int, int], dict[str, list]]] = {}
+"""The last memo file read per path, by its identity (size, mtime, inode: it is only ever
+replaced whole), so the stages of one command parse it once."""
+
+
+def _read_memo(path: Path) -> dict[str, list]:
+    try:
+        st = os.stat(path)
+        ident = (st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = _LOADED.get(path)
+        if hit is not None and hit[0] == ident:
+            return dict(hit[1])  # a copy: each object adds its own entries
+        doc = json.loads(path.read_text())
+        files = doc["files"] if doc.get("version") == VERSION else {}
+        if not isinstance(files, dict):
+            return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # missing or damaged: only costs re-hashing
+    _LOADED.clear()  # one memo at a time: a process planning one workdir
+    _LOADED[path] = (ident, files)
+    return dict(files)
+
+
 class ContentFingerprints:
     """Memoised content digests of episode files (see the module doc). Thread-safe."""
 
@@ -74,13 +106,8 @@ class ContentFingerprints:
         self._dirty = False
         self.hashed = 0
         """Files whose content was read (memo misses) by this object."""
-        if self.memo_path is not None and self.memo_path.is_file():
-            try:
-                doc = json.loads(self.memo_path.read_text())
-                if doc.get("version") == VERSION:
-                    self._memo = doc["files"]
-            except (ValueError, KeyError, TypeError):
-                self._memo = {}  # a damaged memo only costs re-hashing
+        if self.memo_path is not None:
+            self._memo = _read_memo(self.memo_path)
 
     def file(self, path: str | os.PathLike) -> str:
         digest, fresh = self._memoised(path, lambda p: hash_hdf5(p) if p.endswith((".hdf5", ".h5")) else hash_video(p))
@@ -92,7 +119,7 @@ class ContentFingerprints:
     def _memoised(self, path: str | os.PathLike, compute: Callable[[str], str]) -> tuple[str, bool]:
         """``compute(path)`` and True, or the memo's digest and False while the file's size and
         mtime are unchanged."""
-        p = os.path.abspath(path)
+        p = _abspath(path)
         st = os.stat(p)
         with self._lock:
             hit = self._memo.get(p)
@@ -109,7 +136,7 @@ class ContentFingerprints:
     def record(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
         """Remember ``digest`` for the file as it is now (its size and mtime): for a caller that
         knows the content already, e.g. hard links to one file hashed once."""
-        p = os.path.abspath(path)
+        p = _abspath(path)
         st = st or os.stat(p)
         with self._lock:
             self._memo[p] = [st.st_size, st.st_mtime_ns, digest]
@@ -155,4 +182,4 @@ def episode_or_placeholder(fps: ContentFingerprints, video_path: str, annotation
                 parts.append(f"{st.st_size}-{st.st_mtime_ns}")
             except OSError:
                 parts.append("missing")
-        return "unreadable:" + ":".join(parts)
+        return UNREADABLE + ":".join(parts)
