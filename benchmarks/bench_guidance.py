@@ -184,8 +184,8 @@ def matched_reading(table: dict[str, Any]) -> list[str]:
     """thinkjepa against jepa_matched per mode (a reading, not a criterion): jepa_matched has
     thinkjepa's modules, parameters and free FiLM biases with the guidance replaced by a
     constant, so this gap is what the guidance itself is worth; per-seed differences and their
-    paired t interval over training seeds (scipy)."""
-    from scipy import stats
+    paired t interval over training seeds (``evaluate.stats.t_interval``)."""
+    from thinkjepa.evaluate.stats import t_interval
 
     out: list[str] = []
     for mode, t in table.items():
@@ -196,9 +196,9 @@ def matched_reading(table: dict[str, Any]) -> list[str]:
         seeds = sorted(set(a) & set(b))
         d = np.array([a[s] - b[s] for s in seeds])
         ci = ""
-        if len(d) > 1 and d.std(ddof=1) > 0:
-            r = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
-            ci = f", seeds 95% t [{r.low:+.4f}, {r.high:+.4f}]"
+        if len(d) > 1 and np.ptp(d) > 0:
+            _, lo, hi = t_interval(d)
+            ci = f", seeds 95% t [{lo:+.4f}, {hi:+.4f}]"
         out.append(f"{mode}: thinkjepa {rows['thinkjepa']['ADE']:.4f} vs jepa_matched {rows['jepa_matched']['ADE']:.4f} "
                    f"({rows['thinkjepa']['ADE'] / rows['jepa_matched']['ADE']:.3f}x; lower in "
                    f"{int((d < 0).sum())}/{len(d)} seeds{ci})")

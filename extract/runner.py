@@ -182,11 +182,10 @@ def episode_files_digest(cfg: PipelineConfig, listing: DatasetListing | None = N
     import hashlib
 
     from thinkjepa.data.manifest import read_manifest
+    from thinkjepa.plan_memo import root_listing
 
-    if cfg.data.root and Path(cfg.data.root).is_dir():
-        from thinkjepa.data.listing import dataset_listing
-
-        listing = listing or dataset_listing(cfg.data.root, listing_cache_dir(cfg))
+    listing = listing or root_listing(cfg)
+    if listing is not None:
         return "listing:" + listing.identity
     try:
         table = read_manifest(cfg.path(cfg.data.manifest)).select(["annotation_path", "video_path"])
