@@ -149,3 +149,72 @@ def test_a_disk_error_of_a_commit_stops_the_shard_and_keeps_what_was_committed(t
     assert sink.committed == summary.done == [items[0].key, items[1].key]
     assert len(engine_calls) == 3 and not summary.failed
     assert sorted(CacheReader(url).keys()) == sorted(summary.done)
+
+
+def _tally_per_window(planned, shard_count, fingerprints, failures, list_limit=None):
+    """The counting rule written one window at a time (how ``tally_windows`` read before it
+    counted in columns): the reference the columnar count must equal."""
+    per_shard = [{"clips": 0, "windows": 0, "done": 0, "stale": 0, "failed": 0, "pending": 0} for _ in range(shard_count)]
+    lists = {"stale": [], "pending": [], "failed": {}}
+    planned_keys = set()
+    for plan in planned:
+        row = per_shard[plan.shard]
+        row["clips"] += 1
+        if plan.problem:
+            row["failed"] += 1
+            lists["failed"][plan.clip_id] = plan.problem
+            continue
+        for key, fp in plan.windows:
+            planned_keys.add(key)
+            row["windows"] += 1
+            have = fingerprints.get(key)
+            state = "done" if have == fp else "stale" if have is not None else "failed" if key in failures else "pending"
+            row[state] += 1
+            if state == "failed":
+                lists["failed"][key] = failures[key]
+            elif state != "done":
+                lists[state].append(key)
+    orphans = sorted(set(fingerprints) - planned_keys)
+
+    def cap(v):
+        if list_limit is None:
+            return v
+        return dict(list(v.items())[:list_limit]) if isinstance(v, dict) else v[:list_limit]
+
+    return per_shard, {k: cap(v) for k, v in lists.items()}, cap(orphans), len(orphans)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_columnar_tally_counts_as_the_per_window_rule(seed):
+    """Random plans (problem clips, some with windows; a key planned twice; failures, stale and
+    orphan entries; empty clips) counted in columns, from clips or from the kept plan's
+    columns, give exactly the per-window rule's counts and lists, in plan order."""
+    import random
+
+    from thinkjepa.stage_run import PlanColumns, PlannedClip, tally_windows
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 5)
+    planned = []
+    for c in range(rng.randint(0, 30)):
+        windows = [(f"c{c}@{w}", f"fp{rng.randint(0, 1)}") for w in range(rng.randint(0, 4))]
+        if windows and rng.random() < 0.1:
+            windows.append(windows[0])  # a key planned twice counts twice
+        problem = rng.choice([None] * 6 + ["", "unreadable video", "too short"])
+        planned.append(PlannedClip(f"c{c}", rng.randrange(n), windows, problem))
+    keys = [k for p in planned for k, _ in p.windows]
+    fingerprints = {k: f"fp{rng.randint(0, 2)}" for k in keys if rng.random() < 0.6}
+    fingerprints.update({f"gone@{i}": "fp0" for i in range(rng.randint(0, 3))})
+    failures = {k: f"boom {k}" for k in keys if rng.random() < 0.2}
+    failures.update({"c0": "clip-level failure record"} if rng.random() < 0.5 else {})
+    limit = rng.choice([None, 0, 1, 3])
+    shards, lists, orphans, n_orphans = _tally_per_window(planned, n, fingerprints, failures, limit)
+    for given in (planned, PlanColumns.of(planned)):
+        got = tally_windows(given, n, fingerprints, failures, limit)
+        assert [{k: r[k] for k in shards[0]} for r in got["shards"]] == shards
+        assert {k: got[k] for k in lists} == lists
+        assert list(got["failed"]) == list(lists["failed"])  # plan order
+        assert got["orphans"] == orphans and got["totals"]["orphans"] == n_orphans
+        assert got["complete"] == all(r["done"] == r["windows"] and r["failed"] == 0 for r in shards)
+    assert PlanColumns.of(planned).clips() == planned
+

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thinkjepa.config import PipelineConfig
-from thinkjepa.stage_run import PlannedClip, listing_cache_dir
+from thinkjepa.stage_run import PlanColumns, PlannedClip, listing_cache_dir
 
 if TYPE_CHECKING:
     from thinkjepa.data.listing import DatasetListing
@@ -116,7 +116,7 @@ def cached_plan(
     key: dict[str, Any] | None,
     newest_input_ns: int,
     compute: Callable[[], tuple[list[PlannedClip], bool]],
-) -> list[PlannedClip]:
+) -> list[PlannedClip] | PlanColumns:
     """The plan kept for ``key``, else ``compute()`` (the plan and whether it may be kept),
     kept for the next call. ``key`` None: inputs that cannot be identified, never kept.
     ``newest_input_ns``: the newest mtime among the files the key identifies."""
@@ -127,7 +127,8 @@ def cached_plan(
     got = load(path, key)
     if got is not None:
         return got
-    planned, keep = compute()
+    clips, keep = compute()
+    planned = PlanColumns.of(clips)
     trusted = (time.time_ns() - newest_input_ns) / 1e9 > _racy_s()
     if keep and trusted:
         try:
@@ -143,33 +144,30 @@ def _racy_s() -> float:
     return RACY_S
 
 
-def save(path: Path, key: dict[str, Any], planned: list[PlannedClip]) -> None:
+def save(path: Path, key: dict[str, Any], plan: PlanColumns) -> None:
     """Write the plan atomically (a reader sees the old file or the whole new one)."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from thinkjepa.cache_schema.fsio import atomic_write_bytes
 
-    offsets = np.zeros(len(planned) + 1, np.int32)
-    np.cumsum([len(p.windows) for p in planned], out=offsets[1:])
-    keys = [k for p in planned for k, _ in p.windows]
-    fps = [f for p in planned for _, f in p.windows]
+    offsets = pa.array(plan.offsets.astype("int32"))
     table = pa.table({
-        "clip_id": pa.array([p.clip_id for p in planned], pa.string()),
-        "shard": pa.array([p.shard for p in planned], pa.int32()),
-        "problem": pa.array([p.problem for p in planned], pa.string()),
-        "keys": pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys, pa.string())),
-        "fingerprints": pa.ListArray.from_arrays(pa.array(offsets), pa.array(fps, pa.string())),
+        "clip_id": plan.clip_ids,
+        "shard": pa.array(plan.shards.astype("int32")),
+        "problem": plan.problems,
+        "keys": pa.ListArray.from_arrays(offsets, plan.keys),
+        "fingerprints": pa.ListArray.from_arrays(offsets, plan.fingerprints),
     }).replace_schema_metadata({_META: json.dumps({"key": key}).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf)
     atomic_write_bytes(path, buf.getvalue(), durable=False)
 
 
-def load(path: Path, key: dict[str, Any]) -> list[PlannedClip] | None:
+def load(path: Path, key: dict[str, Any]) -> PlanColumns | None:
     """The plan in ``path`` if it was kept for ``key``; None when missing, of another key or
-    version, torn or inconsistent."""
+    version, torn or inconsistent. Kept in columns: no Python object per window."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -182,12 +180,18 @@ def load(path: Path, key: dict[str, Any]) -> list[PlannedClip] | None:
         if not (isinstance(keys, pa.ListArray) and isinstance(fps, pa.ListArray)
                 and keys.offsets.equals(fps.offsets) and keys.null_count == 0):
             return None
-        offsets = keys.offsets.to_pylist()
-        flat_keys, flat_fps = keys.values.to_pylist(), fps.values.to_pylist()
-        clip_ids = table.column("clip_id").to_pylist()
-        shards = table.column("shard").to_pylist()
-        problems = table.column("problem").to_pylist()
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
+        offsets = np.asarray(keys.offsets.to_numpy(zero_copy_only=False), np.int64)
+        plan = PlanColumns(
+            clip_ids=table.column("clip_id").combine_chunks().cast(pa.string()),
+            shards=np.asarray(table.column("shard").to_numpy(), np.int64),
+            problems=table.column("problem").combine_chunks().cast(pa.string()),
+            offsets=offsets - offsets[0],
+            keys=keys.flatten().cast(pa.string()),
+            fingerprints=fps.flatten().cast(pa.string()),
+        )
+        if table.column("clip_id").null_count or table.column("shard").null_count \
+                or plan.fingerprints.null_count or len(plan.keys) != plan.offsets[-1]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, pa.ArrowException):
         return None  # missing, torn or foreign: planned afresh
-    return [PlannedClip(clip_id, shard, list(zip(flat_keys[a:b], flat_fps[a:b])), problem)
-            for clip_id, shard, problem, a, b in zip(clip_ids, shards, problems, offsets, offsets[1:])]
+    return plan

@@ -104,6 +104,18 @@ def _row_brief(row: dict) -> dict[str, str]:
     return {k: str(v) for k, v in sorted(row.items()) if k not in ("video_path", "annotation_path")}
 
 
+def _manifest_brief(table: Any) -> str:
+    """The digest of a manifest table's rows without where their files lie (``_row_brief``),
+    in clip order, from whole columns: per-row Python took 1.3 s of a cold `tj status` at 100k
+    episodes."""
+    names = sorted(c for c in table.column_names if c not in ("video_path", "annotation_path"))
+    table = table.select(names).sort_by("clip_id")
+    h = hashlib.sha256()
+    for name in names:
+        h.update(json.dumps([name, table.column(name).to_pylist()]).encode())
+    return h.hexdigest()[:16]
+
+
 def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | None = None) -> dict[str, str]:
     """A brief of the data every training run of ``cfg`` reads, cheap enough for ``tj status``:
     the manifest rows of the train and val splits and the identity (fingerprint and
@@ -125,10 +137,8 @@ def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | 
     except ValueError:  # torn or hand-edited: index is stale (its stamp knows the file) and says why
         return {"manifest": "unreadable"}
     table = table.filter(pc.is_in(table.column("split"), value_set=pa.array(["train", "val"])))
-    names = table.column_names  # rows from column lists: to_pylist() builds them cell by cell, 5x slower
-    rows = [dict(zip(names, values)) for values in zip(*(table.column(c).to_pylist() for c in names))]
-    clips = {str(r["clip_id"]) for r in rows}
-    out = {"manifest": sha(sorted((str(r["clip_id"]), _row_brief(r)) for r in rows))}
+    clips = set(table.column("clip_id").to_pylist())
+    out = {"manifest": _manifest_brief(table)}
     for name, url in (("jepa", cfg.url(cfg.encoder.cache)), ("vlm", cfg.url(cfg.thinker.cache))):
         reader = (readers or {}).get(name)
         if reader is None and not store_exists(url):
@@ -137,8 +147,9 @@ def training_data(cfg: PipelineConfig, readers: dict[str, CacheReader | None] | 
         reader = reader or CacheReader(url)
         # entry identities from the parts' catalogs: reading every commit record was most of
         # a cold `tj status` at 100k episodes
-        out[name] = sha({key: f"{fp}@{path.rsplit('.', 1)[-1]}" for key, (fp, path) in
-                         reader.entry_identities().items() if key.split("@", 1)[0] in clips})
+        idents = reader.entry_identities()
+        keys = sorted(k for k in idents if k.partition("@")[0] in clips)
+        out[name] = sha([keys, [f"{idents[k][0]}@{idents[k][1].rpartition('.')[2]}" for k in keys]])
     return out
 
 

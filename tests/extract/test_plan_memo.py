@@ -159,3 +159,22 @@ def test_the_encode_plan_is_kept_and_follows_an_edit(setup, monkeypatch):
     st = os.stat(video)
     os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert status() == fresh and len(calls) == 2
+
+
+def test_a_kept_plan_reads_back_as_the_plan_it_kept(tmp_path):
+    """``plan_memo.save`` then ``load`` under the same key gives the same clips (problems,
+    empty clips and shards included); another key, a torn file or a foreign one gives None."""
+    from thinkjepa.plan_memo import load, save
+    from thinkjepa.stage_run import PlanColumns, PlannedClip
+
+    planned = [PlannedClip("a", 0, [("a@0", "f0"), ("a@1", "f1")]), PlannedClip("b", 1, [], "too short"),
+               PlannedClip("c", 1, []), PlannedClip("d", 0, [("d@0", "f2")])]
+    path = tmp_path / "plan-extract.parquet"
+    save(path, {"k": 1}, PlanColumns.of(planned))
+    back = load(path, {"k": 1})
+    assert back is not None and back.clips() == planned
+    assert load(path, {"k": 2}) is None
+    path.write_bytes(path.read_bytes()[:-20])
+    assert load(path, {"k": 1}) is None
+    path.write_bytes(b"not parquet")
+    assert load(path, {"k": 1}) is None
