@@ -140,6 +140,28 @@ class CapturePath:
         self.thinker.close()
 
 
+SETTINGS = {
+    "scheduler_config": ("max_num_batched_tokens", "max_num_scheduled_tokens", "max_num_seqs", "enable_chunked_prefill",
+                         "long_prefill_token_threshold", "max_num_partial_prefills", "async_scheduling"),
+    "cache_config": ("block_size", "num_gpu_blocks", "num_cpu_blocks", "enable_prefix_caching", "cache_dtype"),
+    "model_config": ("dtype", "max_model_len", "enforce_eager"),
+}
+
+
+def engine_settings(llm) -> dict[str, object]:
+    """The resolved settings of an engine that decide its batches and kernels (what vLLM made
+    of the arguments, speculative method included): like for like means these are equal."""
+    vc = llm.llm_engine.vllm_config
+    return {f"{section}.{name}": getattr(getattr(vc, section), name, None)
+            for section, names in SETTINGS.items() for name in names}
+
+
+def compare_settings(plain: dict[str, object], capture: dict[str, object]) -> list[str]:
+    """The settings that differ between the two engines, as ``name: plain X, capture Y``."""
+    return [f"{k}: plain {plain.get(k)!r}, capture {capture.get(k)!r}"
+            for k in sorted(set(plain) | set(capture)) if plain.get(k) != capture.get(k)]
+
+
 def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     """Seconds for every request, ``step`` per engine call. Keys get a per-round suffix so each
     round commits new entries (a re-commit of the same key is not the steady state)."""
@@ -244,11 +266,17 @@ def main() -> None:
                 engine.engine_s = engine.commit_s = 0.0
 
         prompt_ids: list[list[int]] = []
+        settings: dict[str, dict[str, object]] = {}
+
+        def note_settings(name: str, eng) -> None:
+            settings[name] = engine_settings(eng.llm if isinstance(eng, PlainEngine) else eng.thinker.llm)
+
         t0 = time.perf_counter()
         if args.sequential:
             order = [("plain", lambda: PlainEngine(cfg)), ("capture", lambda: CapturePath(cfg, cache_url))]
             for name, make in order[::-1] if args.capture_first else order:
                 eng = make()
+                note_settings(name, eng)
                 try:
                     warm(eng)
                     rounds(name, eng, args.rounds)
@@ -262,6 +290,8 @@ def main() -> None:
                     _free_gpu()
         else:
             plain, cap = PlainEngine(cfg), CapturePath(cfg, cache_url)
+            note_settings("plain", plain)
+            note_settings("capture", cap)
             try:
                 warm(plain)
                 warm(cap)
@@ -275,6 +305,10 @@ def main() -> None:
                 plain.close()
         print(f"engines up and warm after {time.perf_counter() - t0 - sum(map(sum, times.values())):.0f} s")
 
+        differ = compare_settings(settings["plain"], settings["capture"])
+        print("engine settings: " + ("equal (" + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in settings["plain"].items()
+                                                           if k.startswith("scheduler")) + ")"
+                                     if not differ else "DIFFER: " + "; ".join(differ)))
         med = {n: float(np.median(v)) for n, v in times.items()}
         if args.sequential:
             ratio = med["plain"] / med["capture"]

@@ -233,6 +233,35 @@ class CacheReader:
                 return {k: (fp, path) for k, (fp, _, path) in newest.items()}
         return {r["key"]: (r["fingerprint"], r["path"]) for r in self.records()}
 
+    def entry_identity_table(self) -> Any:
+        """``entry_identities`` as an Arrow table (``key``, ``fingerprint``, ``committed_at``,
+        ``path``; one row per key, sorted by key): from the catalogs' columns where every part
+        has one (see ``catalog.part_identity_table``), else from ``entry_identities``."""
+        import pyarrow as pa
+
+        from thinkjepa.cache_schema.catalog import IDENTITY_COLUMNS, _first_per_key, part_identity_table
+        from thinkjepa.cache_schema.record_listing import _read_brief
+
+        tables = []
+        if self._b.is_local:
+            for order, part in enumerate(self._b.list_dirs(INDEX)):
+                t = part_identity_table(self._b, part, _read_brief)
+                if t is None:
+                    tables = None
+                    break
+                tables.append(t.append_column("order", pa.array([order] * t.num_rows, pa.int32())))
+        if tables:
+            # the newest commit of a key wins; between equal times, the part listed first
+            table = pa.concat_tables(tables).combine_chunks().sort_by(
+                [("key", "ascending"), ("committed_at", "descending"), ("order", "ascending")])
+            return _first_per_key(table).select(list(IDENTITY_COLUMNS))
+        got = self.entry_identities()
+        keys = sorted(got)
+        return pa.table({"key": pa.array(keys, pa.string()),
+                         "fingerprint": pa.array([got[k][0] for k in keys], pa.string()),
+                         "committed_at": pa.array([0.0] * len(keys), pa.float64()),
+                         "path": pa.array([got[k][1] for k in keys], pa.string())})
+
     def failures(self, briefs: dict[str, tuple[str, float, str]] | None = None) -> dict[str, str]:
         """``{key: reason}`` of recorded failures not superseded by a later commit of that key
         (``briefs``: from ``briefs()``, so no commit record is read again)."""

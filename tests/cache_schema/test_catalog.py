@@ -178,13 +178,26 @@ def test_entry_identities_from_the_catalogs_equal_the_records(tmp_path, monkeypa
     def truth() -> dict[str, tuple[str, str]]:
         return {r["key"]: (r["fingerprint"], r["path"]) for r in CacheReader(url).records()}
 
-    assert CacheReader(url).entry_identities() == truth() and truth()["t/1@8"][0] == "b"
+    def both() -> list[dict[str, tuple[str, str]]]:
+        """The dict and the columnar form (one row per key, sorted), as dicts."""
+        table = CacheReader(url).entry_identity_table()
+        keys = table.column("key").to_pylist()
+        assert keys == sorted(set(keys))
+        cols = zip(keys, table.column("fingerprint").to_pylist(), table.column("path").to_pylist())
+        return [CacheReader(url).entry_identities(), {k: (fp, path) for k, fp, path in cols}]
+
+    assert both() == [truth()] * 2 and truth()["t/1@8"][0] == "b"
     monkeypatch.setattr(record_listing, "RACY_S", -1.0)  # the catalogs trusted as they are
     from thinkjepa.cache_schema import catalog
 
     monkeypatch.setattr(catalog, "RACY_S", -1.0)
-    assert CacheReader(url).entry_identities() == truth()
+    assert both() == [truth()] * 2
     _commit(url, PART, ["t/0@8"], "c", seed=9)  # recommitted: a new generation
-    assert CacheReader(url).entry_identities() == truth() and truth()["t/0@8"][0] == "c"
+    assert both() == [truth()] * 2 and truth()["t/0@8"][0] == "c"
+    with CacheWriter(url, vlm_meta(), part=PART) as w:  # a delta file after the complete one
+        w.commit(vlm_entry("t/2@8", 11, n_prefill=6, n_generated=2, fingerprint="d"))
+        w.flush()
+        assert len(list((Path(url) / CATALOG / PART).iterdir())) == 2
+        assert both() == [truth()] * 2 and truth()["t/2@8"][0] == "d"
     shutil.rmtree(Path(url) / CATALOG / PART)
-    assert CacheReader(url).entry_identities() == truth()
+    assert both() == [truth()] * 2
