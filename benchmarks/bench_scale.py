@@ -16,11 +16,13 @@ plus the stage stamps a finished ``tj run`` leaves. Then times, per size, in thi
 
 Prints wall seconds (and the process's CPU seconds, ``[cpu]``: the cost without the wait for a
 core on a loaded machine) per size, the growth exponent between sizes (1.0 = linear) and the peak
-resident memory of each size's process (each size runs in a process of its own). The CLI
+resident memory of each size's process (each size runs in a process of its own); with ``--repeat N``
+each figure is the median of N timings in that process. The CLI
 commands run in-process (typer's runner), so the interpreter and import start-up, a constant
 printed once, is not in them.
 
-    nice -n 10 uv run --extra cpu python benchmarks/bench_scale.py --sizes 1000,10000,100000,340000
+    nice -n 5 uv run --extra cpu --group dev python benchmarks/bench_scale.py --sizes 1000,10000,100000,340000 \\
+        --index-sizes "" --repeat 3
 """
 
 from __future__ import annotations
@@ -370,10 +372,11 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=Path("/tmp/thinkjepa-bench-scale"))
     ap.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--with-index", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=1, help="time each size this many times, print the medians")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one_size:
-        one_size(args.base, args.one_size, args.with_index)
+        one_size(args.base, args.one_size, args.with_index, args.repeat)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     index_sizes = {int(s) for s in args.index_sizes.split(",") if s}
@@ -390,6 +393,7 @@ def main() -> None:
         print(f"size {n}: building / reusing {args.base / f'n{n}'}", flush=True)
         # one process per size, so its peak resident memory is this size's alone
         proc = subprocess.run([sys.executable, __file__, "--one-size", str(n), "--base", str(args.base),
+                               "--repeat", str(args.repeat),
                                *(["--with-index"] if n in index_sizes else [])],
                               stdout=subprocess.PIPE, text=True, check=True)
         lines = proc.stdout.splitlines()
@@ -413,13 +417,19 @@ def main() -> None:
     print(f"{'peak memory (MiB, all above)':30s}" + "".join(f"{peaks[n]:10.0f}" for n in sizes))
 
 
-def one_size(base: Path, n: int, with_index: bool) -> None:
+def one_size(base: Path, n: int, with_index: bool, repeat: int = 1) -> None:
     """Build (or reuse) size ``n`` and time it; the last line printed is the JSON result."""
     import resource
+    import statistics
 
     cfg = build(base, n)
-    seconds = measure(cfg, base, n, with_index)
-    seconds.update({f"{k} [cpu]": CPU_TIMES[v] for k, v in list(seconds.items())})
+    runs = []
+    for k in range(repeat):  # the index timing changes the dataset: only in the last run
+        got = measure(cfg, base, n, with_index and k == repeat - 1)
+        got.update({f"{name} [cpu]": CPU_TIMES[v] for name, v in list(got.items())})
+        runs.append(got)
+    # the median of each figure: one run's exponent between two sizes swings by +-0.08 on a shared box
+    seconds = {name: statistics.median(r[name] for r in runs if name in r) for name in runs[-1]}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}), flush=True)
 
