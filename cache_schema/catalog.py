@@ -183,6 +183,23 @@ def _load(backend: Any, part: str) -> tuple[dict[str, Any], list[bytes]] | None:
     return None
 
 
+def _catalog_state(backend: Any, part: str) -> tuple[list[bytes], bool, bool] | None:
+    """The part's catalog files (oldest first), whether its record folder exists, and whether
+    the catalog may be taken as it is: the folder unchanged since the newest file was written
+    (same mtime, and that mtime older than ``RACY_S`` then). None: no usable catalog."""
+    if not backend.is_local:
+        return None
+    loaded = _load(backend, part)
+    if loaded is None:
+        return None
+    meta, raws = loaded
+    try:
+        mtime = (backend.root / INDEX / part).stat().st_mtime_ns
+    except FileNotFoundError:
+        return raws, False, False
+    return raws, True, mtime == meta["folder_mtime_ns"] and (meta["written_ns"] - mtime) / 1e9 > RACY_S
+
+
 Entry = tuple[str | None, float]
 """``(fingerprint, committed_at)`` of a committed key; fingerprint None for a torn record."""
 
@@ -194,18 +211,13 @@ def part_entries(backend: Any, part: str, read_brief, *, paths: bool = False) ->
 
     ``read_brief(path, name)`` reads one record file into ``(key, fingerprint, committed_at,
     path)`` (fingerprint None: torn or foreign) or None (not a record's name)."""
-    if not backend.is_local:
+    state = _catalog_state(backend, part)
+    if state is None:
         return None
-    loaded = _load(backend, part)
-    if loaded is None:
-        return None
-    meta, raws = loaded
-    folder = backend.root / INDEX / part
-    try:
-        mtime = folder.stat().st_mtime_ns
-    except FileNotFoundError:
+    raws, folder_exists, trusted = state
+    if not folder_exists:
         return {}
-    if mtime == meta["folder_mtime_ns"] and (meta["written_ns"] - mtime) / 1e9 > RACY_S:
+    if trusted:
         # unchanged since the newest file was written: only the columns status needs
         out: dict[str, Any] = {}
         wanted = ("key", "fingerprint", "committed_at", *(("path",) if paths else ()))
@@ -223,7 +235,7 @@ def part_entries(backend: Any, part: str, read_brief, *, paths: bool = False) ->
         for row in zip(*(cols[c] for c in COLUMNS)):
             rows[row[1]] = row
     out = {}
-    for e, ident in record_files(folder):
+    for e, ident in record_files(backend.root / INDEX / part):
         row = rows.get(e.name)
         if row is not None and row[5:] == ident:
             out[row[0]] = (row[2], row[3], row[4])[: 3 if paths else 2]
@@ -258,22 +270,16 @@ def part_identity_table(backend: Any, part: str, read_brief) -> Any:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if not backend.is_local:
+    state = _catalog_state(backend, part)
+    if state is None:
         return None
-    loaded = _load(backend, part)
-    if loaded is None:
-        return None
-    meta, raws = loaded
-    try:
-        mtime = (backend.root / INDEX / part).stat().st_mtime_ns
-    except FileNotFoundError:
-        mtime = None
+    raws, folder_exists, trusted = state
     schema = pa.schema([("key", pa.string()), ("fingerprint", pa.string()), ("committed_at", pa.float64()),
                         ("path", pa.string())])
-    if mtime is None or not (mtime == meta["folder_mtime_ns"] and (meta["written_ns"] - mtime) / 1e9 > RACY_S):
-        got = None if mtime is None else part_entries(backend, part, read_brief, paths=True)
+    if not trusted:
+        got = part_entries(backend, part, read_brief, paths=True) if folder_exists else {}
         if got is None:
-            return None if mtime is not None else schema.empty_table()
+            return None
         rows = [(k, *v) for k, v in got.items() if v[0] is not None]
         return pa.table([pa.array(c, t) for c, t in zip(zip(*rows), schema.types)] if rows else
                         [pa.array([], t) for t in schema.types], schema=schema)
