@@ -212,8 +212,12 @@ def part_entries(backend: Any, part: str, read_brief, *, paths: bool = False) ->
     ``read_brief(path, name)`` reads one record file into ``(key, fingerprint, committed_at,
     path)`` (fingerprint None: torn or foreign) or None (not a record's name)."""
     state = _catalog_state(backend, part)
-    if state is None:
-        return None
+    return None if state is None else _entries(backend, part, state, read_brief, paths)
+
+
+def _entries(backend: Any, part: str, state: tuple[list[bytes], bool, bool], read_brief,
+             paths: bool) -> dict[str, Any] | None:
+    """``part_entries`` from the part's ``_catalog_state`` (read once by the caller)."""
     raws, folder_exists, trusted = state
     if not folder_exists:
         return {}
@@ -247,6 +251,7 @@ def part_entries(backend: Any, part: str, read_brief, *, paths: bool = False) ->
 
 
 IDENTITY_COLUMNS = ("key", "fingerprint", "committed_at", "path")
+IDENTITY_TYPES = ("string", "string", "float64", "string")
 
 
 def _first_per_key(table: Any) -> Any:
@@ -273,11 +278,10 @@ def part_identity_table(backend: Any, part: str, read_brief) -> Any:
     state = _catalog_state(backend, part)
     if state is None:
         return None
-    raws, folder_exists, trusted = state
-    schema = pa.schema([("key", pa.string()), ("fingerprint", pa.string()), ("committed_at", pa.float64()),
-                        ("path", pa.string())])
+    raws, _, trusted = state
+    schema = pa.schema(list(zip(IDENTITY_COLUMNS, IDENTITY_TYPES)))
     if not trusted:
-        got = part_entries(backend, part, read_brief, paths=True) if folder_exists else {}
+        got = _entries(backend, part, state, read_brief, paths=True)
         if got is None:
             return None
         rows = [(k, *v) for k, v in got.items() if v[0] is not None]

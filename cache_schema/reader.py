@@ -214,53 +214,43 @@ class CacheReader:
 
     def entry_identities(self) -> dict[str, tuple[str, str]]:
         """``{key: (fingerprint, entry path)}`` of the newest commit of every key: what an
-        entry's identity is (the path's suffix is its generation). From the parts' catalogs
-        (a few Parquet reads, checked against the records like ``briefs``), else from
-        ``records()`` (a torn or refused record is left out there; from a catalog, a record
-        that is JSON but refused by ``parse_record`` would count, which only changes a brief)."""
-        from thinkjepa.cache_schema.record_listing import catalog_identities
-
-        if self._b.is_local:
-            newest: dict[str, tuple[str, float, str]] = {}
-            for part in self._b.list_dirs(INDEX):
-                got = catalog_identities(self._b, part)
-                if got is None:
-                    break
-                for key, ident in got.items():
-                    if key not in newest or ident[1] > newest[key][1]:
-                        newest[key] = ident
-            else:
-                return {k: (fp, path) for k, (fp, _, path) in newest.items()}
-        return {r["key"]: (r["fingerprint"], r["path"]) for r in self.records()}
+        entry's identity is (the path's suffix is its generation); ``entry_identity_table`` as
+        a dict."""
+        t = self.entry_identity_table()
+        return dict(zip(t.column("key").to_pylist(),
+                        zip(t.column("fingerprint").to_pylist(), t.column("path").to_pylist())))
 
     def entry_identity_table(self) -> Any:
-        """``entry_identities`` as an Arrow table (``key``, ``fingerprint``, ``committed_at``,
-        ``path``; one row per key, sorted by key): from the catalogs' columns where every part
-        has one (see ``catalog.part_identity_table``), else from ``entry_identities``."""
+        """Every key's newest commit as an Arrow table (``key``, ``fingerprint``,
+        ``committed_at``, ``path``; one row per key, sorted by key). From the parts' catalogs
+        where every part has one (``catalog.part_identity_table``: a few Parquet reads, checked
+        against the records like ``briefs``), else from ``records()`` (a torn or refused record
+        is left out there; from a catalog, a record that is JSON but refused by
+        ``parse_record`` would count, which only changes a brief)."""
         import pyarrow as pa
 
-        from thinkjepa.cache_schema.catalog import IDENTITY_COLUMNS, _first_per_key, part_identity_table
+        from thinkjepa.cache_schema.catalog import IDENTITY_COLUMNS, IDENTITY_TYPES, _first_per_key, part_identity_table
         from thinkjepa.cache_schema.record_listing import _read_brief
 
-        tables = []
-        if self._b.is_local:
-            for order, part in enumerate(self._b.list_dirs(INDEX)):
-                t = part_identity_table(self._b, part, _read_brief)
-                if t is None:
-                    tables = None
-                    break
-                tables.append(t.append_column("order", pa.array([order] * t.num_rows, pa.int32())))
-        if tables:
+        tables: list | None = [] if self._b.is_local else None
+        for order, part in enumerate(self._b.list_dirs(INDEX) if tables is not None else ()):
+            t = part_identity_table(self._b, part, _read_brief)
+            if t is None:
+                tables = None
+                break
+            tables.append(t.append_column("order", pa.array([order] * t.num_rows, pa.int32())))
+        if tables is not None:
+            if not tables:
+                return pa.table({c: pa.array([], t) for c, t in zip(IDENTITY_COLUMNS, IDENTITY_TYPES)})
             # the newest commit of a key wins; between equal times, the part listed first
             table = pa.concat_tables(tables).combine_chunks().sort_by(
                 [("key", "ascending"), ("committed_at", "descending"), ("order", "ascending")])
             return _first_per_key(table).select(list(IDENTITY_COLUMNS))
-        got = self.entry_identities()
-        keys = sorted(got)
-        return pa.table({"key": pa.array(keys, pa.string()),
-                         "fingerprint": pa.array([got[k][0] for k in keys], pa.string()),
-                         "committed_at": pa.array([0.0] * len(keys), pa.float64()),
-                         "path": pa.array([got[k][1] for k in keys], pa.string())})
+        recs = self.records()  # sorted by key, the newest commit of each
+        return pa.table({"key": [r["key"] for r in recs], "fingerprint": [r["fingerprint"] for r in recs],
+                         "committed_at": [float(r.get("committed_at", 0) or 0) for r in recs],
+                         "path": [r["path"] for r in recs]},
+                        schema=pa.schema(list(zip(IDENTITY_COLUMNS, IDENTITY_TYPES))))
 
     def failures(self, briefs: dict[str, tuple[str, float, str]] | None = None) -> dict[str, str]:
         """``{key: reason}`` of recorded failures not superseded by a later commit of that key

@@ -114,17 +114,6 @@ def catalog_briefs(backend: Any, part: str) -> dict[str, Brief] | None:
     return {k: (fp, at, part) for k, (fp, at) in got.items() if fp is not None}
 
 
-def catalog_identities(backend: Any, part: str) -> dict[str, tuple[str, float, str]] | None:
-    """``{key: (fingerprint, committed_at, entry path)}`` of the part's readable records, from its
-    catalog (checked against the records), None without one."""
-    from thinkjepa.cache_schema.catalog import part_entries
-
-    got = part_entries(backend, part, _read_brief, paths=True)
-    if got is None:
-        return None
-    return {k: v for k, v in got.items() if v[0] is not None}
-
-
 def catalog_keys(backend: Any, part: str) -> list[str] | None:
     """Every key with a record file in the part, torn ones included (``CacheReader.keys``)."""
     from thinkjepa.cache_schema.catalog import part_entries
