@@ -7,11 +7,15 @@ same vLLM engine generating the same requests without capture, in one process.
     python benchmarks/bench_capture.py --profile capture.prof   # cProfile of the capture rounds (client side)
 
 Baseline: ``vllm.LLM`` built from the very arguments of the thinker engine
-(``backend_vllm.engine_args``) minus the ``extract_hidden_states`` speculative method and the
-connector, given the same prompts, videos and sampling (greedy, same token budget and stop
-ids), so both generate the same tokens. Measured: the project's whole path, i.e.
-``VLLMThinker.extract`` (engine with the cache-only draft, connector gather and write, the
-safetensors read back, output assembly) and ``CacheWriter.commit`` of every result.
+(``backend_vllm.engine_args``) without capture (no speculative method and connector, no
+worker extension), given the same prompts, videos and sampling (greedy, same token budget
+and stop ids), so both generate the same tokens. Measured: the project's whole path, i.e.
+``VLLMThinker.extract`` with the capture method of ``--capture`` (``hooks``: forward hooks
+in the worker and its per-request files; ``speculative``: the cache-only draft and the
+connector's gather and write; then the safetensors read back and output assembly) and
+``CacheWriter.commit`` of every result; then, on the same engine, the extraction alone
+without the commit ("capture alone"), which says how much of the gap is the engine's and how
+much the commit's (on a 2-core box the commit's CPU competes with the engine's processes).
 
 Both engines stay up together (CPU default; ``--sequential`` on a GPU, where each one takes
 most of the memory) and run ``--rounds`` rounds in turn; printed are the median clips/s of
@@ -135,6 +139,16 @@ class CapturePath:
         self.commit_s += time.perf_counter() - t0 - engine_s
         return gen
 
+    def extract_only(self, requests, step: int) -> list[int]:
+        """The same engine calls without the commit: what capture costs inside the engine."""
+        gen: list[int] = []
+        for i in range(0, len(requests), step):
+            for o in self.thinker.extract(requests[i:i + step]):
+                if isinstance(o, Exception):
+                    raise o
+                gen.append(len(o.all_generated_ids))
+        return gen
+
     def close(self) -> None:
         self.writer.close()
         self.thinker.close()
@@ -162,6 +176,13 @@ def compare_settings(plain: dict[str, object], capture: dict[str, object]) -> li
             for k in sorted(set(plain) | set(capture)) if plain.get(k) != capture.get(k)]
 
 
+@dataclass(frozen=True)
+class _ExtractOnly:
+    """Marks rounds of a capture path run without its commit."""
+
+    path: CapturePath
+
+
 def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     """Seconds for every request, ``step`` per engine call. Keys get a per-round suffix so each
     round commits new entries (a re-commit of the same key is not the steady state)."""
@@ -170,7 +191,9 @@ def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     batch = [replace(r, key=f"{r.key}#{rename}") for r in reqs]
     gen: list[int] = []
     t0 = time.perf_counter()
-    if isinstance(engine, CapturePath):
+    if isinstance(engine, _ExtractOnly):
+        gen = engine.path.extract_only(batch, step)
+    elif isinstance(engine, CapturePath):
         gen = engine.run_all(batch, step)
     else:
         for i in range(0, len(batch), step):
@@ -178,7 +201,8 @@ def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     return time.perf_counter() - t0, gen
 
 
-def write_json(path: Path, model: str, reqs, times, gens, split, ratio: float, last_prompt: list[int]) -> None:
+def write_json(path: Path, model: str, reqs, times, gens, split, ratio: float, last_prompt: list[int],
+               method: str = "", extract_ratio: float | None = None) -> None:
     """Figures and the model's dimensions (for the prefill FLOP bound in gpu_check.py)."""
     import json
 
@@ -191,10 +215,11 @@ def write_json(path: Path, model: str, reqs, times, gens, split, ratio: float, l
     n = len(reqs)
     # prompt tokens per clip: every clip of the bench has the same frame count and size
     out = {"clips": n, "prompt_tokens_per_clip": len(last_prompt), "video_patches_per_clip": pads * merge * merge,
-           "ratio_capture_vs_plain": ratio, "capture_split_s": split,
+           "ratio_capture_vs_plain": ratio, "capture_split_s": split, "capture_method": method,
+           "ratio_capture_alone_vs_plain": extract_ratio,
            "model": {"text": cfg.text_config.to_dict(), "vision": vc.to_dict(), "spatial_merge": merge,
                      "patches_per_group": (reqs[0].frames.shape[1] // vc.patch_size) ** 2}}
-    for name in ("plain", "capture"):
+    for name in ("plain", "capture", "extract"):
         med = float(np.median(times[name]))
         out[name] = {"clips_per_s": n / med, "prompt_tok_per_s": n * len(last_prompt) / med,
                      "gen_tok_per_s": sum(gens[name]) / med, "round_seconds": times[name]}
@@ -217,6 +242,8 @@ def main() -> None:
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.6)
     p.add_argument("--storage-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--capture", default="auto", choices=["auto", "hooks", "speculative"],
+                   help="thinker.capture of the capture path (auto: hooks without CUDA, speculative with)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sequential", action="store_true", help="one engine at a time (GPU: each takes most of the memory)")
     p.add_argument("--capture-first", action="store_true",
@@ -231,6 +258,7 @@ def main() -> None:
     import torch
 
     from thinkjepa.config import ThinkerConfig
+    from thinkjepa.extract.backend_vllm import capture_method
 
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -241,12 +269,13 @@ def main() -> None:
             model=model, backend="vllm", layers=layers, frame_size=args.frame_size, max_new_tokens=args.max_new_tokens,
             max_prefill_tokens=args.max_prefill_tokens, compute_dtype=args.dtype, load_format=args.load_format,
             clips_per_call=args.clips_per_call, max_model_len=args.max_model_len,
-            gpu_memory_utilization=args.gpu_memory_utilization, storage_dtype=args.storage_dtype)
-        print(f"device: {_device()}")
+            gpu_memory_utilization=args.gpu_memory_utilization, storage_dtype=args.storage_dtype,
+            capture=args.capture)
+        print(f"device: {_device()}; capture method: {capture_method(cfg)}")
         print(f"{args.clips} clips x {args.frames} frames of {args.frame_size}px, max_new_tokens {args.max_new_tokens}, "
               f"{args.clips_per_call} clips per call, layers {layers}, storage {args.storage_dtype}")
         cache_url = str(Path(tmp) / "vlm.zarr")
-        times: dict[str, list[float]] = {"plain": [], "capture": []}
+        times: dict[str, list[float]] = {"plain": [], "capture": [], "extract": []}
         gens: dict[str, list[int]] = {}
         prof = cProfile.Profile() if args.profile else None
         split = {}
@@ -280,10 +309,11 @@ def main() -> None:
                 try:
                     warm(eng)
                     rounds(name, eng, args.rounds)
-                    if isinstance(eng, PlainEngine):
-                        prompt_ids = eng.prompt_ids
                     if isinstance(eng, CapturePath):
                         split = {"engine": eng.engine_s, "commit": eng.commit_s}
+                        rounds("extract", _ExtractOnly(eng), args.rounds, 100)
+                    if isinstance(eng, PlainEngine):
+                        prompt_ids = eng.prompt_ids
                 finally:
                     eng.close()
                     gc.collect()
@@ -299,6 +329,9 @@ def main() -> None:
                     rounds("plain", plain, 1, k)
                     rounds("capture", cap, 1, k)
                 split = {"engine": cap.engine_s, "commit": cap.commit_s}
+                for k in range(args.rounds):  # the engine alone, paired with plain rounds of its own
+                    rounds("plain_x", plain, 1, 100 + k)
+                    rounds("extract", _ExtractOnly(cap), 1, 100 + k)
                 prompt_ids = plain.prompt_ids
             finally:
                 cap.close()
@@ -309,13 +342,17 @@ def main() -> None:
         print("engine settings: " + ("equal (" + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in settings["plain"].items()
                                                            if k.startswith("scheduler")) + ")"
                                      if not differ else "DIFFER: " + "; ".join(differ)))
-        med = {n: float(np.median(v)) for n, v in times.items()}
-        if args.sequential:
-            ratio = med["plain"] / med["capture"]
-        else:
-            ratio = float(np.median([p_ / c_ for p_, c_ in zip(times["plain"], times["capture"])]))
+        med = {n: float(np.median(v)) for n, v in times.items() if v}
+
+        def ratio_of(name: str, base: str) -> float:
+            if args.sequential:
+                return med["plain"] / med[name]
+            return float(np.median([p_ / c_ for p_, c_ in zip(times[base], times[name])]))
+
+        ratio = ratio_of("capture", "plain")
+        extract_ratio = ratio_of("extract", "plain_x")
         n = len(reqs)
-        for name in ("plain", "capture"):
+        for name in ("plain", "capture", "extract"):
             print(f"  {name:>8}: {n / med[name]:8.2f} clips/s (median of {args.rounds}: "
                   f"{', '.join(f'{t:.2f}' for t in times[name])} s), generated {sum(gens[name])} tokens")
         if gens["plain"] != gens["capture"]:
@@ -324,8 +361,10 @@ def main() -> None:
         print(f"  capture path: extract {100 * split['engine'] / total:.0f}% | commit not hidden behind the engine "
               f"{100 * split['commit'] / total:.0f}% of its time")
         print(f"capture + commit / plain engine: x{ratio:.2f} clips/s (goal >= 0.90)")
+        print(f"capture alone (no commit) / plain engine: x{extract_ratio:.2f} clips/s")
         if args.json:
-            write_json(args.json, model, reqs, times, gens, split, ratio, prompt_ids[-1] if prompt_ids else [])
+            write_json(args.json, model, reqs, times, gens, split, ratio, prompt_ids[-1] if prompt_ids else [],
+                       capture_method(cfg), extract_ratio)
         if prof is not None:
             prof.dump_stats(args.profile)
             pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)

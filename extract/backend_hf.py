@@ -36,6 +36,8 @@ class TransformersThinker:
     """Qwen3-VL through transformers, per-clip greedy generate with hooks."""
 
     layer_convention = LAYER_CONVENTION
+    capture = "hooks"
+    """Forward pre-hooks on the decoder layers (extract/layers.py), recorded in entry provenance."""
 
     def __init__(self, cfg: ThinkerConfig, *, device: str | None = None) -> None:
         import torch

@@ -1,11 +1,19 @@
 """vLLM thinker backend: the production path.
 
-One engine, many clips per ``extract`` call. Hidden states come from vLLM's
-``extract_hidden_states`` speculative method: the target model hands the residual streams of
-the requested aux layers to a cache-only draft "model", and the project's connector
-(extract/connector.py) writes each finished request's states to a safetensors file, which is
-read here and deleted. ``include_output_tokens`` makes the file hold the generated tokens'
-states too (all but the last sampled token, which was never fed back).
+One engine, many clips per ``extract`` call. The hidden states reach this process in one of
+two ways (``thinker.capture``, resolved by :func:`capture_method`):
+
+- ``speculative``: vLLM's ``extract_hidden_states`` speculative method. The target model
+  hands the residual streams of the requested aux layers to a cache-only draft "model", and
+  the project's connector (extract/connector.py) writes each finished request's states to a
+  safetensors file. ``include_output_tokens`` makes the file hold the generated tokens'
+  states too (all but the last sampled token, which was never fed back). Works with CUDA
+  graphs; costs a verify token, the rejection sampler and a draft proposal per decode step.
+- ``hooks``: the plain engine with forward pre-hooks on the decoder layers, installed in the
+  worker by a worker extension (extract/hidden_capture.py); after a batch finishes, the
+  worker writes each request's states to a file of the same layout. Eager engines only.
+
+Either way the file is read here, checked against the request's token ids, and deleted.
 
 vLLM runs its engine in child processes: scripts that build this backend need an
 ``if __name__ == "__main__":`` guard. On CPU, ``VLLM_CPU_KVCACHE_SPACE`` (GiB) must be set;
@@ -25,6 +33,7 @@ import numpy as np
 from thinkjepa.cache_schema.fastcopy import copy_serial
 from thinkjepa.config import ThinkerConfig
 from thinkjepa.extract.connector import CONNECTOR_MODULE, CONNECTOR_NAME
+from thinkjepa.extract.hidden_capture import EXTENSION_CLASS
 from thinkjepa.extract.layers import LAYER_CONVENTION, vllm_aux_layer_ids
 from thinkjepa.extract.thinker_io import (
     ThinkerModelInfo,
@@ -41,9 +50,21 @@ from thinkjepa.extract.thinker_io import (
 DEFAULT_CPU_KVCACHE_GIB = "1"
 
 
-def engine_args(cfg: ThinkerConfig, layers: list[int], num_hidden_layers: int, *, capture_to: str | None) -> dict[str, Any]:
-    """``vllm.LLM`` arguments of the thinker engine. ``capture_to``: the folder the hidden-state
-    connector writes to; None gives the same engine without capture (the bench's baseline)."""
+def capture_method(cfg: ThinkerConfig) -> str:
+    """``hooks`` or ``speculative``: ``thinker.capture`` with ``auto`` resolved (hooks where the
+    engine runs eagerly anyway, i.e. without a CUDA device)."""
+    if cfg.capture != "auto":
+        return cfg.capture
+    import torch
+
+    return "speculative" if torch.cuda.is_available() else "hooks"
+
+
+def engine_args(cfg: ThinkerConfig, layers: list[int], num_hidden_layers: int, *, capture_to: str | None,
+                method: str = "speculative") -> dict[str, Any]:
+    """``vllm.LLM`` arguments of the thinker engine. ``capture_to``: the folder the captured
+    states are written to; None gives the same engine without capture (the bench's baseline).
+    ``method``: ``speculative`` or ``hooks`` (module docstring)."""
     import torch
 
     kwargs: dict[str, Any] = dict(
@@ -64,6 +85,16 @@ def engine_args(cfg: ThinkerConfig, layers: list[int], num_hidden_layers: int, *
     )
     if capture_to is None:
         return kwargs
+    if method == "hooks":
+        # Hooks fire only when modules are called: no CUDA graphs, no torch.compile. The fed
+        # token ids are read from the host-side batch, which async scheduling leaves stale
+        # (it feeds sampled tokens on the device).
+        kwargs["enforce_eager"] = True
+        kwargs["async_scheduling"] = False
+        kwargs["worker_extension_cls"] = EXTENSION_CLASS
+        return kwargs
+    if method != "speculative":
+        raise ValueError(f"unknown capture method {method!r} (hooks or speculative)")
     from vllm.config import KVTransferConfig
 
     kwargs["speculative_config"] = {
@@ -83,8 +114,8 @@ def engine_args(cfg: ThinkerConfig, layers: list[int], num_hidden_layers: int, *
 
 
 def sampling_params(cfg: ThinkerConfig, info: ThinkerModelInfo, *, capture: bool):
-    """Greedy decoding of ``max_new_tokens``; with ``capture`` the connector also keeps the
-    generated tokens' states."""
+    """Greedy decoding of ``max_new_tokens``; with ``capture`` the speculative path's connector
+    also keeps the generated tokens' states (the hooks see every fed token anyway)."""
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -127,13 +158,17 @@ class VLLMThinker:
         self.processor, self.info, self.layers = open_thinker(cfg)
         self.hidden_size = self.info.hidden_size
         self._storage = tempfile.mkdtemp(prefix="thinkjepa-hidden-states-")
+        self.capture = capture_method(cfg)
 
-        kwargs = engine_args(cfg, self.layers, self.info.num_hidden_layers, capture_to=self._storage)
+        kwargs = engine_args(cfg, self.layers, self.info.num_hidden_layers, capture_to=self._storage,
+                             method=self.capture)
         kwargs.update(engine_kwargs or {})
         try:
             self.llm = LLM(**kwargs)
+            if self.capture == "hooks":
+                self.llm.collective_rpc("thinkjepa_start_capture", args=(list(self.layers),))
         except BaseException:
-            shutil.rmtree(self._storage, ignore_errors=True)
+            self.close()
             raise
 
     def _sampling_params(self):
@@ -167,14 +202,17 @@ class VLLMThinker:
                 outputs = []
             finally:
                 done.set()
+            files = self._dump_hooked_states(outputs, request_ids, requests, results)
             for out in outputs:
                 i = request_ids.get(out.request_id)
-                if i is None:
+                if i is None or results[i] is not None:
                     continue
                 try:
-                    results[i] = self._collect(requests[i], prompts[i], out)
+                    results[i] = self._collect(i, requests[i], prompts[i], out, files)
                 except Exception as e:
                     results[i] = name_error(requests[i].key, e)
+            for path in files.values():  # requests the engine dropped: nothing claims them
+                _remove(path)
         for i, r in enumerate(results):
             if r is None:
                 results[i] = RuntimeError(f"{requests[i].key}: the engine returned no output for this request")
@@ -193,20 +231,54 @@ class VLLMThinker:
                 outputs.put_nowait(RuntimeError("the vLLM engine core process exited"))
                 return
 
-    def _collect(self, req: ThinkerRequest, prompt: str, out) -> ThinkerOutput:
-        from vllm.distributed.kv_transfer.kv_connector.v1.example_hidden_states_connector import (
-            cleanup_hidden_states,
-            load_hidden_states,
-        )
-
-        params = out.kv_transfer_params or {}
-        path = params.get("hidden_states_path")
-        if path is None:
-            raise RuntimeError(f"{req.key}: vLLM returned no hidden_states_path (is the connector configured?)")
+    def _dump_hooked_states(self, outputs, request_ids: dict[str, int], requests: list[ThinkerRequest],
+                            results: list) -> dict[int, str]:
+        """Hooks path: have the worker write the finished requests' states; request index -> file."""
+        if self.capture != "hooks" or not outputs:
+            return {}
         try:
-            data = load_hidden_states(path)
-        finally:
-            cleanup_hidden_states(path)
+            per_rank = self.llm.collective_rpc("thinkjepa_dump_hidden_states", args=(self._storage,))
+        except Exception as e:  # no states for anyone in this batch
+            for out in outputs:
+                i = request_ids.get(out.request_id)
+                if i is not None:
+                    results[i] = name_error(requests[i].key, e)
+            return {}
+        files: dict[int, str] = {}
+        for dumped in per_rank:
+            for req_id, path in dumped.items():
+                i = request_ids.get(req_id)
+                if i is None or i in files:
+                    _remove(path)
+                else:
+                    files[i] = path
+        return files
+
+    def _collect(self, index: int, req: ThinkerRequest, prompt: str, out, files: dict[int, str]) -> ThinkerOutput:
+        if self.capture == "hooks":
+            from safetensors.torch import load_file
+
+            path = files.pop(index, None)
+            if path is None:
+                raise RuntimeError(f"{req.key}: the capture hooks recorded no hidden states for this request")
+            try:
+                data = load_file(path)
+            finally:
+                _remove(path)
+        else:
+            from vllm.distributed.kv_transfer.kv_connector.v1.example_hidden_states_connector import (
+                cleanup_hidden_states,
+                load_hidden_states,
+            )
+
+            path = (out.kv_transfer_params or {}).get("hidden_states_path")
+            if path is None:
+                raise RuntimeError(f"{req.key}: vLLM returned no hidden_states_path (is the connector configured?)")
+            try:
+                # waits on the connector's per-file lock until its writer thread is done
+                data = load_hidden_states(path)
+            finally:
+                cleanup_hidden_states(path)
         states = data["hidden_states"]  # [num_tokens, num_layers, hidden], the engine's dtype
         token_ids = data["token_ids"].numpy()
         prompt_ids = np.asarray(out.prompt_token_ids, dtype=np.int64)
@@ -242,3 +314,9 @@ class VLLMThinker:
             del llm
         shutil.rmtree(self._storage, ignore_errors=True)
 
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -475,7 +475,8 @@ def _run_items(
                 th, layer_convention=LAYER_CONVENTION, user_text=item.user_text,
                 frame_indices=item.frame_indices, episode=item.episode,
             )
-            prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size))
+            prov.update(fingerprint=fp, clip_id=item.clip_id, hidden_size=int(backend.hidden_size),
+                        capture=getattr(backend, "capture", None))
             entries.append(_to_entry(item, out, fp, prov))
         return entries
 

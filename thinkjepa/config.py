@@ -129,6 +129,12 @@ class ThinkerConfig(_Section):
     model: str = "Qwen/Qwen3-VL-2B-Thinking"
     revision: str | None = None
     backend: Literal["vllm", "transformers"] = "vllm"
+    capture: Literal["auto", "hooks", "speculative"] = "auto"
+    """How the vLLM backend reads the hidden states (extract/backend_vllm.py): ``speculative``,
+    vLLM's ``extract_hidden_states`` method (works with CUDA graphs); ``hooks``, forward hooks
+    on the plain engine (eager only: no verify token per decode step); ``auto``, hooks where
+    the engine runs eagerly anyway (no CUDA device), speculative elsewhere. Both store the
+    same layers (the parity test checks each against transformers)."""
     layers: list[int] = Field(default_factory=lambda: list(REFERENCE_LAYERS))
     """Decoder-layer outputs to store (0-based; see thinkjepa.extract.layers for the convention)."""
     frame_size: int = 256

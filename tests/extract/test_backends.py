@@ -1,4 +1,6 @@
-"""The thinker backends: layer convention, and vLLM vs transformers parity on the tiny model.
+"""The thinker backends: layer convention, and vLLM vs transformers parity on the tiny model,
+for both of vLLM's capture methods (forward hooks on the plain engine, and the
+``extract_hidden_states`` speculative method), also under chunked prefill and preemption.
 
 Parity tolerance (fp32 compute on CPU): for every stored layer and both streams,
 max |vLLM - transformers| <= STATE_RTOL * max |transformers| of that layer and stream.
@@ -58,6 +60,44 @@ def parity_runs(vllm_thinker, hf_thinker):
     return reqs, _ok(vllm_thinker.extract(reqs)), _ok(hf_thinker.extract(reqs))
 
 
+@pytest.fixture(scope="module")
+def other_capture_thinker(vllm_thinker, tiny_thinker_cfg):
+    """A second engine on the same checkpoint with the capture method the session's engine lacks."""
+    from thinkjepa.extract.backends import make_backend
+
+    other = "speculative" if vllm_thinker.capture == "hooks" else "hooks"
+    backend = make_backend(tiny_thinker_cfg.model_copy(update={"capture": other}))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def capture_runs(parity_runs, vllm_thinker, other_capture_thinker):
+    """The parity clips through each capture method: method -> outputs, and transformers' outputs."""
+    reqs, v_out, h_out = parity_runs
+    runs = {vllm_thinker.capture: v_out, other_capture_thinker.capture: _ok(other_capture_thinker.extract(reqs))}
+    assert set(runs) == {"hooks", "speculative"}
+    return reqs, runs, h_out
+
+
+def assert_states_match(v_out: list[ThinkerOutput], h_out: list[ThinkerOutput], layers: list[int]) -> float:
+    """Every stored layer and stream within STATE_RTOL of the reference; the worst relative difference."""
+    worst = 0.0
+    for v, h in zip(v_out, h_out):
+        for stream in ("prefill", "generated"):
+            a, b = getattr(v, stream), getattr(h, stream)
+            assert a.dtype == b.dtype == np.float32
+            assert a.shape == b.shape
+            assert a.shape[0] == len(layers) and a.shape[2] == 128
+            for li, layer in enumerate(layers):
+                scale = float(np.abs(b[li]).max())
+                diff = float(np.abs(a[li] - b[li]).max())
+                assert scale > 0
+                worst = max(worst, diff / scale)
+                assert diff <= STATE_RTOL * scale, f"{v.key} {stream} layer {layer}: max diff {diff:.3g} at scale {scale:.3g}"
+    return worst
+
+
 def test_layer_mapping_is_validated_and_fixed():
     assert vllm_aux_layer_ids([0, 4, 8, 12, 16, 20, 24, 27], 28) == [1, 5, 9, 13, 17, 21, 25, 28]
     points = hf_capture_points([0, 26, 27], 28)
@@ -79,8 +119,10 @@ def test_backends_describe_the_same_store(vllm_thinker, hf_thinker, tiny_thinker
         assert b.hidden_size == 128
 
 
-def test_same_prompt_tokens_and_greedy_generation(parity_runs, tiny_thinker_cfg):
-    reqs, v_out, h_out = parity_runs
+@pytest.mark.parametrize("capture", ["hooks", "speculative"])
+def test_same_prompt_tokens_and_greedy_generation(capture, capture_runs, tiny_thinker_cfg):
+    reqs, runs, h_out = capture_runs
+    v_out = runs[capture]
     for req, v, h in zip(reqs, v_out, h_out):
         assert v.key == h.key == req.key
         assert v.prompt == h.prompt
@@ -105,26 +147,76 @@ def test_same_prompt_tokens_and_greedy_generation(parity_runs, tiny_thinker_cfg)
     assert len({tuple(o.all_generated_ids) for o in v_out}) == len(v_out)
 
 
-def test_hidden_states_agree_for_every_layer_and_stream(parity_runs, tiny_thinker_cfg):
-    reqs, v_out, h_out = parity_runs
-    layers = tiny_thinker_cfg.layers
-    worst = 0.0
-    for v, h in zip(v_out, h_out):
-        for stream in ("prefill", "generated"):
-            a, b = getattr(v, stream), getattr(h, stream)
-            assert a.dtype == b.dtype == np.float32
-            assert a.shape == b.shape
-            assert a.shape[0] == len(layers) and a.shape[2] == 128
-            for li, layer in enumerate(layers):
-                scale = float(np.abs(b[li]).max())
-                diff = float(np.abs(a[li] - b[li]).max())
-                assert scale > 0
-                worst = max(worst, diff / scale)
-                assert diff <= STATE_RTOL * scale, f"{v.key} {stream} layer {layer}: max diff {diff:.3g} at scale {scale:.3g}"
+@pytest.mark.parametrize("capture", ["hooks", "speculative"])
+def test_hidden_states_agree_for_every_layer_and_stream(capture, capture_runs, tiny_thinker_cfg):
+    reqs, runs, h_out = capture_runs
+    v_out = runs[capture]
+    worst = assert_states_match(v_out, h_out, tiny_thinker_cfg.layers)
     # The states are informative: another clip's states are far outside the tolerance.
     other = np.abs(v_out[0].prefill[:, :80] - v_out[1].prefill[:, :80]).max()
     assert other > 1e3 * STATE_RTOL * np.abs(v_out[0].prefill).max()
-    print(f"worst relative difference vLLM vs transformers: {worst:.2e}")
+    print(f"worst relative difference vLLM ({capture}) vs transformers: {worst:.2e}")
+
+
+def test_the_two_capture_methods_store_the_same_states(capture_runs, tiny_thinker_cfg):
+    """Hooks and the speculative method read the same residual stream at the same tokens."""
+    _, runs, _ = capture_runs
+    worst = assert_states_match(runs["hooks"], runs["speculative"], tiny_thinker_cfg.layers)
+    print(f"worst relative difference hooks vs speculative: {worst:.2e}")
+
+
+def test_hooks_follow_chunked_prefill_and_preemption(tiny_thinker_cfg, hf_thinker):
+    """A KV cache of 6 usable 32-token blocks and 32 tokens per step: every ~90-token prompt is
+    prefilled in chunks beside other requests' decodes, and requests are preempted and
+    recomputed. The states still match transformers position by position."""
+    from thinkjepa.extract.backend_vllm import VLLMThinker
+
+    cfg = tiny_thinker_cfg.model_copy(update={"capture": "hooks", "max_new_tokens": 16})
+    reqs = random_requests(seed=5, n=4)
+    backend = VLLMThinker(cfg, engine_kwargs={"block_size": 32, "num_gpu_blocks_override": 7,
+                                              "max_num_batched_tokens": 32, "max_model_len": 160})
+    try:
+        v_out = _ok(backend.extract(reqs))
+        (stats,) = backend.llm.collective_rpc("thinkjepa_capture_stats")
+    finally:
+        backend.close()
+    assert all(len(v.prefill_ids) > 32 for v in v_out)  # chunked by construction
+    assert stats["recomputed_tokens"] > 0, stats  # the KV budget forced at least one preemption
+    hf_cfg = hf_thinker.cfg
+    try:
+        hf_thinker.cfg = hf_cfg.model_copy(update={"max_new_tokens": 16})
+        h_out = _ok(hf_thinker.extract(reqs))
+    finally:
+        hf_thinker.cfg = hf_cfg
+    for v, h in zip(v_out, h_out):
+        np.testing.assert_array_equal(v.all_generated_ids, h.all_generated_ids)
+    assert_states_match(v_out, h_out, tiny_thinker_cfg.layers)
+
+
+def test_engine_arguments_of_each_capture_method(tiny_thinker_cfg, monkeypatch):
+    import torch
+
+    from thinkjepa.extract.backend_vllm import capture_method, engine_args
+    from thinkjepa.extract.hidden_capture import EXTENSION_CLASS
+
+    hooks = engine_args(tiny_thinker_cfg, [0, 3], 4, capture_to="/tmp/x", method="hooks")
+    assert hooks["enforce_eager"] is True and hooks["worker_extension_cls"] == EXTENSION_CLASS
+    assert "speculative_config" not in hooks and "kv_transfer_config" not in hooks
+    spec = engine_args(tiny_thinker_cfg, [0, 3], 4, capture_to="/tmp/x", method="speculative")
+    assert spec["speculative_config"]["method"] == "extract_hidden_states"
+    assert spec["speculative_config"]["draft_model_config"]["hf_config"]["eagle_aux_hidden_state_layer_ids"] == [1, 4]
+    assert "worker_extension_cls" not in spec
+    plain = engine_args(tiny_thinker_cfg, [0, 3], 4, capture_to=None)
+    assert hooks["async_scheduling"] is False
+    assert {k: v for k, v in hooks.items() if k != "worker_extension_cls"} == {
+        **plain, "enforce_eager": True, "async_scheduling": False}
+    with pytest.raises(ValueError, match="unknown capture method"):
+        engine_args(tiny_thinker_cfg, [0, 3], 4, capture_to="/tmp/x", method="magic")
+    for cuda, want in ((False, "hooks"), (True, "speculative")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        assert capture_method(tiny_thinker_cfg) == want
+        for fixed in ("hooks", "speculative"):
+            assert capture_method(tiny_thinker_cfg.model_copy(update={"capture": fixed})) == fixed
 
 
 def test_stored_layers_are_the_residual_stream_with_deepstack(hf_thinker, parity_runs):
