@@ -172,7 +172,8 @@ class VLLMThinker:
             raise
 
     def _sampling_params(self):
-        return sampling_params(self.cfg, self.info, capture=True)
+        # The hooks see every fed token without the connector's per-request flag.
+        return sampling_params(self.cfg, self.info, capture=self.capture == "speculative")
 
     def extract(self, requests: list[ThinkerRequest]) -> list[ThinkerOutput | Exception]:
         results: list[ThinkerOutput | Exception | None] = [None] * len(requests)
@@ -258,27 +259,25 @@ class VLLMThinker:
         if self.capture == "hooks":
             from safetensors.torch import load_file
 
-            path = files.pop(index, None)
-            if path is None:
-                raise RuntimeError(f"{req.key}: the capture hooks recorded no hidden states for this request")
-            try:
-                data = load_file(path)
-            finally:
-                _remove(path)
+            path, load, cleanup = files.pop(index, None), load_file, _remove
+            missing = "the capture hooks recorded no hidden states for this request"
         else:
+            # load_hidden_states waits on the connector's per-file lock until its writer is done
             from vllm.distributed.kv_transfer.kv_connector.v1.example_hidden_states_connector import (
-                cleanup_hidden_states,
-                load_hidden_states,
+                cleanup_hidden_states as cleanup,
+            )
+            from vllm.distributed.kv_transfer.kv_connector.v1.example_hidden_states_connector import (
+                load_hidden_states as load,
             )
 
             path = (out.kv_transfer_params or {}).get("hidden_states_path")
-            if path is None:
-                raise RuntimeError(f"{req.key}: vLLM returned no hidden_states_path (is the connector configured?)")
-            try:
-                # waits on the connector's per-file lock until its writer thread is done
-                data = load_hidden_states(path)
-            finally:
-                cleanup_hidden_states(path)
+            missing = "vLLM returned no hidden_states_path (is the connector configured?)"
+        if path is None:
+            raise RuntimeError(f"{req.key}: {missing}")
+        try:
+            data = load(path)
+        finally:
+            cleanup(path)
         states = data["hidden_states"]  # [num_tokens, num_layers, hidden], the engine's dtype
         token_ids = data["token_ids"].numpy()
         prompt_ids = np.asarray(out.prompt_token_ids, dtype=np.int64)
