@@ -139,16 +139,6 @@ class CapturePath:
         self.commit_s += time.perf_counter() - t0 - engine_s
         return gen
 
-    def extract_only(self, requests, step: int) -> list[int]:
-        """The same engine calls without the commit: what capture costs inside the engine."""
-        gen: list[int] = []
-        for i in range(0, len(requests), step):
-            for o in self.thinker.extract(requests[i:i + step]):
-                if isinstance(o, Exception):
-                    raise o
-                gen.append(len(o.all_generated_ids))
-        return gen
-
     def close(self) -> None:
         self.writer.close()
         self.thinker.close()
@@ -178,9 +168,18 @@ def compare_settings(plain: dict[str, object], capture: dict[str, object]) -> li
 
 @dataclass(frozen=True)
 class _ExtractOnly:
-    """Marks rounds of a capture path run without its commit."""
+    """A capture path's engine calls without the commit: what capture costs inside the engine."""
 
     path: CapturePath
+
+    def run_all(self, requests, step: int) -> list[int]:
+        gen: list[int] = []
+        for i in range(0, len(requests), step):
+            for o in self.path.thinker.extract(requests[i:i + step]):
+                if isinstance(o, Exception):
+                    raise o
+                gen.append(len(o.all_generated_ids))
+        return gen
 
 
 def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
@@ -191,9 +190,7 @@ def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     batch = [replace(r, key=f"{r.key}#{rename}") for r in reqs]
     gen: list[int] = []
     t0 = time.perf_counter()
-    if isinstance(engine, _ExtractOnly):
-        gen = engine.path.extract_only(batch, step)
-    elif isinstance(engine, CapturePath):
+    if isinstance(engine, (CapturePath, _ExtractOnly)):
         gen = engine.run_all(batch, step)
     else:
         for i in range(0, len(batch), step):
@@ -275,7 +272,8 @@ def main() -> None:
         print(f"{args.clips} clips x {args.frames} frames of {args.frame_size}px, max_new_tokens {args.max_new_tokens}, "
               f"{args.clips_per_call} clips per call, layers {layers}, storage {args.storage_dtype}")
         cache_url = str(Path(tmp) / "vlm.zarr")
-        times: dict[str, list[float]] = {"plain": [], "capture": [], "extract": []}
+        # plain_x: the plain rounds paired with the "extract" ones when both engines are up
+        times: dict[str, list[float]] = {"plain": [], "capture": [], "extract": [], "plain_x": []}
         gens: dict[str, list[int]] = {}
         prof = cProfile.Profile() if args.profile else None
         split = {}

@@ -251,7 +251,23 @@ def _entries(backend: Any, part: str, state: tuple[list[bytes], bool, bool], rea
 
 
 IDENTITY_COLUMNS = ("key", "fingerprint", "committed_at", "path")
-IDENTITY_TYPES = ("string", "string", "float64", "string")
+
+
+def identity_schema() -> Any:
+    """The Arrow schema of an identity table (``IDENTITY_COLUMNS``)."""
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.string()), ("fingerprint", pa.string()), ("committed_at", pa.float64()),
+                      ("path", pa.string())])
+
+
+def identity_table(rows: list[tuple[str, str, float, str]]) -> Any:
+    """An identity table from ``(key, fingerprint, committed_at, path)`` rows (may be none)."""
+    import pyarrow as pa
+
+    schema = identity_schema()
+    cols = list(zip(*rows)) if rows else [()] * len(schema)
+    return pa.table([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
 
 
 def _first_per_key(table: Any) -> Any:
@@ -279,14 +295,10 @@ def part_identity_table(backend: Any, part: str, read_brief) -> Any:
     if state is None:
         return None
     raws, _, trusted = state
-    schema = pa.schema(list(zip(IDENTITY_COLUMNS, IDENTITY_TYPES)))
     if not trusted:
         got = _entries(backend, part, state, read_brief, paths=True)
-        if got is None:
-            return None
-        rows = [(k, *v) for k, v in got.items() if v[0] is not None]
-        return pa.table([pa.array(c, t) for c, t in zip(zip(*rows), schema.types)] if rows else
-                        [pa.array([], t) for t in schema.types], schema=schema)
+        return None if got is None else identity_table([(k, *v) for k, v in got.items() if v[0] is not None])
+    schema = identity_schema()
     tables = []
     for seq, raw in enumerate(raws):  # oldest first: a later row replaces an earlier one
         try:

@@ -229,28 +229,37 @@ class CacheReader:
         ``parse_record`` would count, which only changes a brief)."""
         import pyarrow as pa
 
-        from thinkjepa.cache_schema.catalog import IDENTITY_COLUMNS, IDENTITY_TYPES, _first_per_key, part_identity_table
+        from thinkjepa.cache_schema.catalog import IDENTITY_COLUMNS, _first_per_key, identity_table
+
+        tables = self._catalog_identity_tables()
+        if tables is None:
+            recs = self.records()  # sorted by key, the newest commit of each
+            return identity_table([(r["key"], r["fingerprint"], float(r.get("committed_at", 0) or 0), r["path"])
+                                   for r in recs])
+        if not tables:
+            return identity_table([])
+        # the newest commit of a key wins; between equal times, the part listed first
+        table = pa.concat_tables(tables).combine_chunks().sort_by(
+            [("key", "ascending"), ("committed_at", "descending"), ("order", "ascending")])
+        return _first_per_key(table).select(list(IDENTITY_COLUMNS))
+
+    def _catalog_identity_tables(self) -> list | None:
+        """Each part's ``catalog.part_identity_table`` with its listing order as a column; None
+        when the store is not local or a part has no usable catalog."""
+        import pyarrow as pa
+
+        from thinkjepa.cache_schema.catalog import part_identity_table
         from thinkjepa.cache_schema.record_listing import _read_brief
 
-        tables: list | None = [] if self._b.is_local else None
-        for order, part in enumerate(self._b.list_dirs(INDEX) if tables is not None else ()):
+        if not self._b.is_local:
+            return None
+        tables = []
+        for order, part in enumerate(self._b.list_dirs(INDEX)):
             t = part_identity_table(self._b, part, _read_brief)
             if t is None:
-                tables = None
-                break
+                return None
             tables.append(t.append_column("order", pa.array([order] * t.num_rows, pa.int32())))
-        if tables is not None:
-            if not tables:
-                return pa.table({c: pa.array([], t) for c, t in zip(IDENTITY_COLUMNS, IDENTITY_TYPES)})
-            # the newest commit of a key wins; between equal times, the part listed first
-            table = pa.concat_tables(tables).combine_chunks().sort_by(
-                [("key", "ascending"), ("committed_at", "descending"), ("order", "ascending")])
-            return _first_per_key(table).select(list(IDENTITY_COLUMNS))
-        recs = self.records()  # sorted by key, the newest commit of each
-        return pa.table({"key": [r["key"] for r in recs], "fingerprint": [r["fingerprint"] for r in recs],
-                         "committed_at": [float(r.get("committed_at", 0) or 0) for r in recs],
-                         "path": [r["path"] for r in recs]},
-                        schema=pa.schema(list(zip(IDENTITY_COLUMNS, IDENTITY_TYPES))))
+        return tables
 
     def failures(self, briefs: dict[str, tuple[str, float, str]] | None = None) -> dict[str, str]:
         """``{key: reason}`` of recorded failures not superseded by a later commit of that key

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,7 +250,7 @@ class VLLMThinker:
         for dumped in per_rank:
             for req_id, path in dumped.items():
                 i = request_ids.get(req_id)
-                if i is None or i in files:
+                if i is None:
                     _remove(path)
                 else:
                     files[i] = path
@@ -315,7 +316,4 @@ class VLLMThinker:
 
 
 def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+    Path(path).unlink(missing_ok=True)

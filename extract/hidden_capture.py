@@ -44,7 +44,7 @@ class _Capture:
     """The hooks on one model runner and the states they recorded, per request."""
 
     def __init__(self, runner: Any, layers: list[int]) -> None:
-        for attr in ("input_batch", "query_start_loc", "input_ids", "execute_model"):
+        for attr in ("input_batch", "query_start_loc", "input_ids"):
             if not hasattr(runner, attr):
                 raise RuntimeError(
                     f"hook capture needs vLLM's v1 model runner (it has no {attr!r}); "
