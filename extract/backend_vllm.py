@@ -26,6 +26,8 @@ import os
 import shutil
 import tempfile
 import threading
+from concurrent.futures import InvalidStateError
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +169,8 @@ class VLLMThinker:
         try:
             self.llm = LLM(**kwargs)
             if self.capture == "hooks":
-                self.llm.collective_rpc("thinkjepa_start_capture", args=(list(self.layers),))
+                with self._engine_death_watch():
+                    self.llm.collective_rpc("thinkjepa_start_capture", args=(list(self.layers),))
         except BaseException:
             self.close()
             raise
@@ -194,16 +197,13 @@ class VLLMThinker:
             except Exception as e:
                 results[i] = name_error(req.key, e)
         if request_ids:
-            done = threading.Event()
-            threading.Thread(target=self._wake_on_engine_death, args=(done,), daemon=True).start()
             try:
-                outputs = self.llm.wait_for_completion(use_tqdm=False)
+                with self._engine_death_watch():
+                    outputs = self.llm.wait_for_completion(use_tqdm=False)
             except Exception as e:  # an engine failure fails every clip of the batch
                 for i in set(request_ids.values()):
                     results[i] = name_error(requests[i].key, e)
                 outputs = []
-            finally:
-                done.set()
             files = self._dump_hooked_states(outputs, request_ids, requests, results)
             for out in outputs:
                 i = request_ids.get(out.request_id)
@@ -220,18 +220,42 @@ class VLLMThinker:
                 results[i] = RuntimeError(f"{requests[i].key}: the engine returned no output for this request")
         return results  # type: ignore[return-value]
 
-    def _wake_on_engine_death(self, done: threading.Event) -> None:
-        """An engine core that exits on SIGINT is seen by vLLM's monitor (``engine_dead``), but
-        the call waiting for outputs is never woken: it would wait forever. Wake it with an error
-        (vLLM turns it into EngineDeadError). No-op where vLLM's client has other internals."""
+    @contextmanager
+    def _engine_death_watch(self):
+        """Wake a blocking engine call if the engine core dies under it.
+
+        An engine core that exits (a group Ctrl-C, the OOM killer) is seen by vLLM's monitor
+        (``engine_dead``), but the caller is never woken: ``wait_for_completion`` waits on the
+        outputs queue and a ``collective_rpc`` on its utility future, both forever. A watcher
+        thread puts an error on the queue (vLLM raises it as EngineDeadError) and fails every
+        pending utility future with EngineDeadError. No-op where vLLM's client has other
+        internals."""
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
-        if resources is None or outputs is None:
+        pending = getattr(core, "utility_results", None)
+        if resources is None or outputs is None or pending is None:
+            yield
             return
-        while not done.wait(0.5):
-            if getattr(resources, "engine_dead", False):
-                outputs.put_nowait(RuntimeError("the vLLM engine core process exited"))
-                return
+        done = threading.Event()
+
+        def watch() -> None:
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            while not done.wait(0.5):
+                if getattr(resources, "engine_dead", False):
+                    outputs.put_nowait(RuntimeError("the vLLM engine core process exited"))
+                    for future in list(pending.values()):
+                        try:
+                            future.set_exception(EngineDeadError(suppress_context=True))
+                        except InvalidStateError:  # its answer arrived first
+                            pass
+                    return
+
+        threading.Thread(target=watch, daemon=True, name="thinkjepa-engine-death-watch").start()
+        try:
+            yield
+        finally:
+            done.set()
 
     def _dump_hooked_states(self, outputs, request_ids: dict[str, int], requests: list[ThinkerRequest],
                             results: list) -> dict[int, str]:
@@ -239,7 +263,8 @@ class VLLMThinker:
         if self.capture != "hooks" or not outputs:
             return {}
         try:
-            per_rank = self.llm.collective_rpc("thinkjepa_dump_hidden_states", args=(self._storage,))
+            with self._engine_death_watch():
+                per_rank = self.llm.collective_rpc("thinkjepa_dump_hidden_states", args=(self._storage,))
         except Exception as e:  # no states for anyone in this batch
             for out in outputs:
                 i = request_ids.get(out.request_id)

@@ -7,16 +7,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from test_backends import random_requests
 from test_runner import SAMPLING, _committed, _env, _run_cmd, all_window_keys, write_config
 
 from thinkjepa.cache_schema import CacheReader, verify
 from thinkjepa.config import load_config
 from thinkjepa.data.manifest import build_manifest
 from thinkjepa.data.synth import synthesize_dataset
+from thinkjepa.extract.runner import _engine_dead
 
 pytestmark = pytest.mark.slow  # two vLLM engine starts (~1-2 min each on 2 shared cores)
 
@@ -67,3 +70,39 @@ def test_group_sigint_exits_130_records_nothing_failed_and_resumes(many_windows:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{len(keys) - len(kept)} extracted, {len(kept)} already done" in " ".join(resumed.stderr.split())
     assert CacheReader(url).keys() == keys
+
+
+def test_an_engine_that_dies_under_the_hooks_dump_wakes_the_call(tiny_thinker_cfg):
+    """The race a group Ctrl-C can hit: generation is done, the driver has asked the worker to
+    dump the batch's hidden states, and the engine core dies before it answers. vLLM never
+    resolves that call; the backend must wake it and fail the batch as a dead engine (which the
+    runner does not record as failed), not wait forever."""
+    from thinkjepa.extract.backend_vllm import VLLMThinker
+
+    backend = VLLMThinker(tiny_thinker_cfg.model_copy(update={"capture": "hooks"}))
+    cores = [p.pid for p in backend.llm.llm_engine.engine_core.resources.engine_manager.processes]
+    rpc = backend.llm.collective_rpc
+
+    def freeze_then_kill_under(method, *args, **kwargs):
+        if method == "thinkjepa_dump_hidden_states":  # the call goes out; its answer never comes
+            for pid in cores:
+                os.kill(pid, signal.SIGSTOP)
+            threading.Timer(1.0, lambda: [os.kill(pid, signal.SIGKILL) for pid in cores]).start()
+        return rpc(method, *args, **kwargs)
+
+    backend.llm.collective_rpc = freeze_then_kill_under
+    out: list = []
+    try:
+        call = threading.Thread(target=lambda: out.extend(backend.extract(random_requests(seed=7, n=2))), daemon=True)
+        call.start()
+        call.join(120)
+        assert not call.is_alive(), "extract still waits on the dead engine after 120 s"
+    finally:
+        for pid in cores:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        backend.close()
+    assert len(out) == 2
+    assert all(isinstance(o, Exception) and _engine_dead(o) for o in out), out
