@@ -17,10 +17,14 @@ Prints (all ratios against a baseline run here, on the same bytes):
   vs reading the same float32 means out of the plain files;
 - bytes per clip on disk vs the reference code's format (``np.savez_compressed`` of fp16
   states, prefill padded to 1280 tokens, 8 layers x 2048);
-- bytes fetched per training sample: token means only vs full token streams.
+- bytes fetched per training sample: token means only vs full token streams;
+- (printed first) commit cost of a small entry (the decode-heavy capture bench's shape: 4 layers x 128, 90
+  prompt and 15 generated tokens) per durability mode of a local store, CPU and wall ms per
+  entry: one ``syncfs`` per entry (the Linux default) vs an fsync per file and folder
+  (``THINKJEPA_CACHE_FSYNC=files``) vs none (``=0``, the floor), the modes taking turns.
 
-Both sides hit the page cache (no fsync, no cache dropping): the ratios compare software
-overhead, not the disk. The states are random normal values, which (like real fp16 hidden
+Except in the last figure, both sides hit the page cache (no fsync, no cache dropping): the
+ratios compare software overhead, not the disk. The states are random normal values, which (like real fp16 hidden
 states, to within a few percent) do not compress. Reads run ``--reps`` rounds, every variant
 once per round in turn; the median of each figure and of each per-round ratio is printed.
 """
@@ -46,6 +50,8 @@ from thinkjepa.cache_schema import (
     escape_key,
 )
 from thinkjepa.cache_schema.encoding import storage_into_f32
+from thinkjepa.cache_schema.fsio import syncfs_available
+from thinkjepa.cache_schema.store import FSYNC_ENV
 
 LAYERS = [0, 4, 8, 12, 16, 20, 24, 27]
 HIDDEN = 2048
@@ -147,6 +153,44 @@ def zarr_read(folder: Path, clips: list[VLMEntry]) -> None:
             out[:, x.shape[1]:] = 0
 
 
+def small_entries(n: int, seed: int) -> tuple[StoreMeta, list[VLMEntry]]:
+    """Entries of the decode-heavy capture bench's shape (tiny thinker, 8 frames of 64 px)."""
+    rng = np.random.default_rng(seed)
+    layers, hidden, n_pre, n_gen = [0, 1, 2, 3], 128, 90, 15
+    kind = np.full(n_pre, TOKEN_TEXT, np.uint8)
+    kind[10:74] = TOKEN_VISION
+    frames = np.full(n_pre, -1, np.int32)
+    frames[10:74] = np.arange(64) // 8
+    meta = StoreMeta(kind="vlm", model="tiny", revision=None, layers=layers, layer_convention="decoder_output_prenorm",
+                     hidden_size=hidden, storage_dtype="float16", extra={"bench": True})
+    return meta, [VLMEntry(
+        key=f"small/{i}@0", prefill=rng.standard_normal((len(layers), n_pre, hidden), dtype=np.float32),
+        generated=rng.standard_normal((len(layers), n_gen, hidden), dtype=np.float32),
+        prefill_ids=np.arange(n_pre, dtype=np.int32), generated_ids=np.arange(n_gen, dtype=np.int32),
+        prefill_kind=kind, frame_index=frames, text="x" * 40, provenance={"prompt": "p" * 300},
+        fingerprint="bench") for i in range(n)]
+
+
+def commit_cost(url: str, meta: StoreMeta, entries: list[VLMEntry], mode: str) -> tuple[float, float]:
+    """CPU and wall seconds per entry of ``CacheWriter.commit`` with ``THINKJEPA_CACHE_FSYNC=mode``
+    (the writer's open and first commit not counted)."""
+    old = os.environ.get(FSYNC_ENV)
+    os.environ[FSYNC_ENV] = mode
+    try:
+        with CacheWriter(url, meta, part="bench") as w:
+            w.commit(entries[0])
+            c0, t0 = time.process_time(), time.perf_counter()
+            for e in entries[1:]:
+                w.commit(e)
+            n = len(entries) - 1
+            return (time.process_time() - c0) / n, (time.perf_counter() - t0) / n
+    finally:
+        if old is None:
+            os.environ.pop(FSYNC_ENV, None)
+        else:
+            os.environ[FSYNC_ENV] = old
+
+
 def cache_write(url: str, meta: StoreMeta, clips: list[VLMEntry]) -> None:
     with CacheWriter(url, meta, part="bench") as w:
         for e in clips:
@@ -192,6 +236,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small-entries", type=int, default=201, help="entries per round of the durability figure")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_cache_", dir=args.workdir))
@@ -205,6 +250,23 @@ def main() -> None:
         print(f"{args.clips} clips, {len(LAYERS)} layers x {HIDDEN}, fp16, prefill {min(e.prefill.shape[1] for e in clips)}"
               f"-{max(e.prefill.shape[1] for e in clips)} tokens, {N_GENERATED} generated; "
               f"{logical / 1e6:.0f} MB per pass")
+
+        # durability: what making each small entry survive a power cut costs its commit (first:
+        # the big writes below leave the kernel writing back for a while, which slows every mode)
+        small_meta, small = small_entries(args.small_entries, args.seed)
+        modes = {"syncfs": "1", "files": "files", "none": "0"} if syncfs_available() else {"files": "1", "none": "0"}
+        cost: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        for rep in range(args.reps):
+            for name, value in modes.items():
+                d = work / f"small-{name}-{rep}.zarr"
+                cost[name].append(commit_cost(str(d), small_meta, small, value))
+                shutil.rmtree(d)
+        cpu = {m: med(c for c, _ in v) * 1e3 for m, v in cost.items()}
+        wall = {m: med(w for _, w in v) * 1e3 for m, v in cost.items()}
+        for name in modes:
+            print(f"commit  small entry, {name:<6} {cpu[name]:6.2f} ms CPU {wall[name]:6.2f} ms wall per entry   "
+                  f"ratio {cpu['files'] / cpu[name]:.2f}x / {wall['files'] / wall[name]:.2f}x fsync per file "
+                  f"(CPU / wall, median of {args.reps} x {len(small) - 1} entries)")
 
         # write: alternate baseline and cache so both see the same machine state
         t_raw, t_cache, t_zarr = float("inf"), float("inf"), float("inf")
@@ -294,6 +356,7 @@ def main() -> None:
         print(f"sample  means only  {b_means / 1e3:9.1f} KB/sample")
         print(f"sample  tokens      {b_tokens / 1e3:9.1f} KB/sample   means-only reads {b_tokens / b_means:.0f}x fewer bytes")
         r.close()
+
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,16 +10,17 @@ the stage to completion and compares with the reference:
 
 - SIGKILL at a random moment of ``tj-extract run``, ``tj encode``, ``tj-train`` or ``tj run``
   (separate processes, as on a cluster);
-- power cut during extract or encode: every fsync is tracked, and at a random one the store is
-  copied as a disk would hold it after the cut -- each file cut back to what was fsync'ed of
-  it (a file never fsync'ed is empty) -- then the writer is stopped there;
+- power cut during extract or encode: every fsync and syncfs is tracked, and at a random one
+  the store is copied as a disk would hold it after the cut -- each file cut back to what was
+  fsync'ed of it, or what it held at the last syncfs (a file never synced is empty) -- then
+  the writer is stopped there;
 - damage: a flipped byte or a truncated chunk/shard file, an emptied or garbled commit record
   of a random entry; ``tj cache verify --repair`` runs before the stage reruns.
 
 - the production path (``--vllm-kills``, ``--vllm-cuts``, ``--side-by-side``): ``tj-extract run``
   with the vLLM backend, hit by SIGKILL, SIGINT or SIGTERM of the main process, SIGKILL or
   SIGINT of its engine core process, or SIGINT of the whole process group (a terminal's
-  Ctrl-C); power cuts at a random fsync of the commit thread with a warm vLLM engine; and the
+  Ctrl-C); power cuts at a random fsync or syncfs of the commit thread with a warm vLLM engine; and the
   README's cluster recipe run side by side (``tj run --shard 0/2 extract encode`` and
   ``--shard 1/2`` at once, one of them SIGKILLed in every other trial). A signal the command
   handles must exit 128 + signal with no window recorded failed; a dead engine core, exit 1
@@ -210,27 +211,41 @@ def weights_differ(run_dir: Path, ref_dir: Path) -> str:
 
 
 class FsyncTracker:
-    """Follows fsync/rename/link in this process; ``snapshot`` copies a store as a power cut at
-    this moment would leave it: each file cut to its size at its last fsync (0 if never)."""
+    """Follows fsync/syncfs/rename/link in this process; ``snapshot`` copies a store as a power
+    cut at this moment would leave it: each file cut to its size at its last fsync, or at the
+    last syncfs of the filesystem (0 if neither)."""
 
     def __init__(self, cut_at: int, store: Path, out: Path) -> None:
+        from thinkjepa.cache_schema import fsio
+
         self.cut_at, self.store, self.out = cut_at, store.absolute(), out
         self.count = 0
         self.synced: dict[str, int] = {}
-        self._real = (os.fsync, os.replace, os.link)
+        self._fsio = fsio
+        self._real = (os.fsync, os.replace, os.link, fsio.sync_filesystem)
+
+    def _synced_one(self) -> None:
+        self.count += 1
+        if self.count == self.cut_at:
+            self.snapshot()
+            raise PowerCut
 
     def __enter__(self) -> FsyncTracker:
-        real_fsync, real_replace, real_link = self._real
+        real_fsync, real_replace, real_link, real_syncfs = self._real
 
         def fsync(fd):
             real_fsync(fd)
             path = os.readlink(f"/proc/self/fd/{fd}")
             if os.path.isfile(path):
                 self.synced[path] = os.fstat(fd).st_size
-            self.count += 1
-            if self.count == self.cut_at:
-                self.snapshot()
-                raise PowerCut
+            self._synced_one()
+
+        def sync_filesystem(path):
+            real_syncfs(path)
+            for p in self.store.rglob("*"):  # the store is the part of the filesystem judged
+                if p.is_file():
+                    self.synced[str(p)] = p.stat().st_size
+            self._synced_one()
 
         def replace(src, dst, *a, **k):
             real_replace(src, dst, *a, **k)
@@ -247,10 +262,11 @@ class FsyncTracker:
                 self.synced[dst] = self.synced[src]
 
         os.fsync, os.replace, os.link = fsync, replace, link
+        self._fsio.sync_filesystem = sync_filesystem
         return self
 
     def __exit__(self, *exc) -> None:
-        os.fsync, os.replace, os.link = self._real
+        os.fsync, os.replace, os.link, self._fsio.sync_filesystem = self._real
 
     def snapshot(self) -> None:
         shutil.copytree(self.store, self.out)

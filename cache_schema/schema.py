@@ -64,9 +64,11 @@ the lock before starting an engine (``store.lock_part``).
 
 What survives a power cut (or a kernel crash), per store kind:
 
-- local folder, ``durable`` (the default): each data file is fsync'ed when written, then every
-  folder of the entry and the folder holding it, then the record (temp file, fsync, rename,
-  fsync of ``index/<part>/``). So a record on disk implies complete data: a power cut loses at
+- local folder, ``durable`` (the default): the entry's data files and folders are made
+  durable first -- on Linux by one ``syncfs`` of the filesystem after they are all written
+  (``THINKJEPA_CACHE_FSYNC=files``, and other systems: an fsync of each file when written,
+  then of every folder of the entry and the folder holding it) -- then the record (temp file,
+  fsync, rename, fsync of ``index/<part>/``). So a record on disk implies complete data: a power cut loses at
   most the entries whose records had not been renamed into place, and those are redone.
   Damage that happens anyway (a disk that lies about fsync, bit rot) is caught by the crc32c
   of every chunk (``verify``) and un-committed by ``repair`` so the stage redoes exactly it.

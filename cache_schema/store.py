@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from thinkjepa.cache_schema import fsio
 from thinkjepa.cache_schema.fsio import atomic_write_bytes, fsync_dir
 from thinkjepa.cache_schema.schema import LOCKS, ROOT_ATTR, TMP_MARK, ZARR_JSON, CacheError, StoreMeta, dumps
 
@@ -33,11 +34,24 @@ LEASE_S = 120.0
 """Lifetime of an object-store writer lease; it is renewed every third of it while the writer lives."""
 
 FSYNC_ENV = "THINKJEPA_CACHE_FSYNC"
-"""Set to ``0`` to skip fsync on local stores (scratch caches that need not survive a power cut)."""
+"""Local stores: ``0`` skips fsync (scratch caches that need not survive a power cut);
+``files`` makes an entry's data durable by an fsync per file and folder instead of one
+``syncfs`` of the filesystem (the default on Linux), for a filesystem that something else
+writes a lot to at the same time (syncfs flushes that too)."""
+
+
+def _fsync_setting() -> str:
+    return os.environ.get(FSYNC_ENV, "1").strip().lower()
 
 
 def durable_default() -> bool:
-    return os.environ.get(FSYNC_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _fsync_setting() not in ("0", "false", "no", "off")
+
+
+def data_sync_method() -> str:
+    """How a durable local store makes an entry's data files and folders durable before its
+    record names them: ``syncfs`` (one call) where Linux has it, unless ``FSYNC_ENV=files``."""
+    return "files" if _fsync_setting() == "files" or not fsio.syncfs_available() else "syncfs"
 
 try:
     import fcntl
@@ -208,6 +222,7 @@ class LocalBackend:
         self.root = Path(path).expanduser().absolute()
         self.url = str(self.root)
         self.durable = durable_default() if durable is None else bool(durable)
+        self.data_sync = data_sync_method() if self.durable else None
         self._made_dirs: set[Path] = set()
         # folders that gained a child whose name is not yet fsync'ed (see ``_mkdir``): paid before
         # any record is written, so a record on disk still implies its data's folders
@@ -245,10 +260,15 @@ class LocalBackend:
         self._owed_dir_syncs.clear()
 
     def sync_tree(self, rel: str) -> None:
-        """fsync every folder under ``rel`` (bottom-up), ``rel``'s parent and every folder owed a
-        sync: after this, the files written there (each fsync'ed by ``write_objects``) are
-        reachable after a power cut."""
+        """After this, the files written under ``rel`` and every folder owed a sync survive a
+        power cut. ``syncfs``: one call for the whole filesystem. ``files``: fsync every folder
+        under ``rel`` (bottom-up), ``rel``'s parent and the owed ones (``write_objects`` has
+        fsync'ed each file)."""
         if not self.durable:
+            return
+        if self.data_sync == "syncfs":
+            fsio.sync_filesystem(self.root)
+            self._owed_dir_syncs.clear()
             return
         base = self._p(rel)
         done: set[Path] = set()
@@ -320,7 +340,9 @@ class LocalBackend:
             tmp.unlink(missing_ok=True)
 
     def write_objects(self, items: Iterable[tuple[str, Sequence[Any]]]) -> int:
-        """Write data objects (not atomically: they only become visible through a later record)."""
+        """Write data objects (not atomically: they only become visible through a later record,
+        after ``sync_tree``)."""
+        fsync_each = self.data_sync == "files"
         total = 0
         for rel, bufs in items:
             dst = self._p(rel)
@@ -328,7 +350,7 @@ class LocalBackend:
             with open(dst, "wb") as f:
                 for b in bufs:
                     total += f.write(b)
-                if self.durable:
+                if fsync_each:
                     f.flush()
                     os.fsync(f.fileno())
         return total

@@ -83,8 +83,9 @@ class CacheWriter:
     takes the part's lock (an flock on local stores, a lease on object stores; or uses ``lock``,
     taken earlier with ``store.lock_part``, and releases it on close), and deletes what a killed
     writer of this part left behind: entry folders no record names, and temp files.
-    ``durable`` (local stores): fsync data, folders and records (default: on unless
-    THINKJEPA_CACHE_FSYNC=0; see the guarantees in ``schema``).
+    ``durable`` (local stores): data and folders durable (one syncfs on Linux, else an fsync
+    each) before the record, fsync'ed itself (default: on unless THINKJEPA_CACHE_FSYNC=0; see
+    the guarantees in ``schema``).
     """
 
     def __init__(self, url: str, meta: StoreMeta, part: str = "main", *, lock: PartLock | None = None,

@@ -34,25 +34,41 @@ def test_short_soak_loses_nothing(tmp_path, monkeypatch):
     assert "entries lost 0, stale uses 0" in tally.line()
 
 
-def test_power_cut_snapshot_keeps_only_what_was_fsynced(tmp_path):
+def test_power_cut_snapshot_keeps_only_what_was_synced(tmp_path):
+    from thinkjepa.cache_schema import fsio
+
     soak = _soak()
+    real_syncfs = fsio.sync_filesystem
     store = tmp_path / "s"
     store.mkdir()
-    with soak.FsyncTracker(cut_at=2, store=store, out=tmp_path / "cut"):
+    with soak.FsyncTracker(cut_at=4, store=store, out=tmp_path / "cut"):
         with open(store / "a", "wb") as f:
             f.write(b"durable")
             f.flush()
             os.fsync(f.fileno())  # fsync 1
             f.write(b" and more")
         (store / "b").write_bytes(b"never synced")
+        with open(store / ".t", "wb") as f:
+            f.write(b"renamed")
+            f.flush()
+            os.fsync(f.fileno())  # fsync 2
+        (store / "c").write_bytes(b"whole at the syncfs")
+        fsio.sync_filesystem(store)  # 3: every file of the store as it is now
+        (store / "c").write_bytes(b"whole at the syncfs, then longer")
+        (store / "d").write_bytes(b"after the syncfs")
         with pytest.raises(soak.PowerCut):
-            with open(store / ".t", "wb") as f:
-                f.write(b"renamed")
+            with open(store / "e", "wb") as f:
+                f.write(b"synced at the cut")
                 f.flush()
-                os.fsync(f.fileno())  # fsync 2: the cut
-    assert (tmp_path / "cut" / "a").read_bytes() == b"durable"
-    assert (tmp_path / "cut" / "b").read_bytes() == b""
-    assert (tmp_path / "cut" / ".t").read_bytes() == b"renamed"
+                os.fsync(f.fileno())  # fsync 4: the cut
+    cut = tmp_path / "cut"
+    assert (cut / "a").read_bytes() == b"durable and more"  # its size at the syncfs
+    assert (cut / "b").read_bytes() == b"never synced"  # the syncfs made it durable
+    assert (cut / ".t").read_bytes() == b"renamed"
+    assert (cut / "c").read_bytes() == b"whole at the syncfs"
+    assert (cut / "d").read_bytes() == b""
+    assert (cut / "e").read_bytes() == b"synced at the cut"
+    assert fsio.sync_filesystem is real_syncfs
 
 
 def test_weights_judge_reads_checkpoints_and_sees_a_changed_weight(tmp_path):

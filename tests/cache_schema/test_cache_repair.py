@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from thinkjepa.app.cli.cache_cmd import app
 from thinkjepa.cache_schema import CacheError, CacheReader, CacheWriter, RecordError, repair, verify
+from thinkjepa.cache_schema.fsio import syncfs_available
 
 KEYS = ["sort/1@5", "sort/2@5", "pour/3@9", "pour/4@9", "wipe/5@3"]
 PART = "shard-0"
@@ -53,9 +54,12 @@ def only_chunk(d: Path) -> Path:
 
 
 def test_commit_fsyncs_data_then_folders_then_record_then_its_folder(tmp_path, monkeypatch):
+    """``THINKJEPA_CACHE_FSYNC=files``: an fsync per data file and folder, no syncfs."""
     import thinkjepa.cache_schema.fsio as fsio
     import thinkjepa.cache_schema.store as store
 
+    monkeypatch.setenv("THINKJEPA_CACHE_FSYNC", "files")
+    monkeypatch.setattr(fsio, "sync_filesystem", lambda path: pytest.fail(f"syncfs of {path} in files mode"))
     events: list[str] = []
     real_fsync = os.fsync
 
@@ -94,6 +98,51 @@ def test_commit_fsyncs_data_then_folders_then_record_then_its_folder(tmp_path, m
     with CacheWriter(url, vlm_meta(hidden=256), part=PART) as w:
         w.commit(vlm_entry("sort/3@5", 3, hidden=256))
     assert events == []
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="syncfs is Linux's (CI runs Linux)")
+def test_commit_syncs_the_filesystem_once_with_the_whole_entry_then_fsyncs_the_record(tmp_path, monkeypatch):
+    """The default on Linux: one syncfs after every data file and folder of the entry is
+    written whole, before the record exists; then the record's temp file and its folder."""
+    import thinkjepa.cache_schema.fsio as fsio
+    import thinkjepa.cache_schema.store as store
+
+    monkeypatch.delenv("THINKJEPA_CACHE_FSYNC", raising=False)
+    assert store.data_sync_method() == "syncfs"
+    url = str(tmp_path / "c.zarr")
+    root = Path(url).absolute()
+    events: list[tuple[str, object]] = []
+    real_fsync, real_syncfs = os.fsync, fsio.sync_filesystem
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def syncfs(path):
+        seen = {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+        events.append(("syncfs", (str(path), seen)))
+        real_syncfs(path)
+
+    monkeypatch.setattr(store.os, "fsync", fsync)
+    monkeypatch.setattr(fsio.os, "fsync", fsync)
+    monkeypatch.setattr(fsio, "sync_filesystem", syncfs)
+    with CacheWriter(url, vlm_meta(hidden=256), part=PART) as w:
+        events.clear()
+        rec = w.commit(vlm_entry("sort/1@5", 1, hidden=256))
+    entry = root / rec["path"]
+    rec_file = f"{root}/index/{PART}"
+    syncs = [e for e in events if e[0] == "syncfs"]
+    assert len(syncs) == 1, events
+    i_sync = events.index(syncs[0])
+    path, seen = syncs[0][1]
+    assert path == str(root)
+    final = {str(p): p.stat().st_size for p in entry.rglob("*") if p.is_file()}
+    assert len(final) > 10 and all(seen.get(f) == n for f, n in final.items()), "every data file, whole, at the syncfs"
+    assert not any(f.startswith(rec_file) for f in seen), "no record before the data is durable"
+    fsyncs = [e[1] for e in events if e[0] == "fsync"]
+    assert not any(str(f).startswith(str(entry)) for f in fsyncs), "no fsync per data file or folder"
+    i_tmp = next(i for i, e in enumerate(events) if e[0] == "fsync" and str(e[1]).startswith(rec_file + "/."))
+    assert i_sync < i_tmp < events.index(("fsync", rec_file))
 
 
 def test_repair_uncommits_exactly_the_damaged_entries_and_a_rerun_redoes_them(cache):
