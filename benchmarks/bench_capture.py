@@ -198,6 +198,13 @@ def one_round(engine, reqs, step: int, rename: str) -> tuple[float, list[int]]:
     return time.perf_counter() - t0, gen
 
 
+def cache_sync() -> str:
+    """How the bench's local cache makes each commit durable (``THINKJEPA_CACHE_FSYNC``)."""
+    from thinkjepa.cache_schema.store import data_sync_method, durable_default
+
+    return data_sync_method() if durable_default() else "none"
+
+
 def write_json(path: Path, model: str, reqs, times, gens, split, ratio: float, last_prompt: list[int],
                method: str = "", extract_ratio: float | None = None) -> None:
     """Figures and the model's dimensions (for the prefill FLOP bound in gpu_check.py)."""
@@ -213,7 +220,7 @@ def write_json(path: Path, model: str, reqs, times, gens, split, ratio: float, l
     # prompt tokens per clip: every clip of the bench has the same frame count and size
     out = {"clips": n, "prompt_tokens_per_clip": len(last_prompt), "video_patches_per_clip": pads * merge * merge,
            "ratio_capture_vs_plain": ratio, "capture_split_s": split, "capture_method": method,
-           "ratio_capture_alone_vs_plain": extract_ratio,
+           "ratio_capture_alone_vs_plain": extract_ratio, "cache_sync": cache_sync(),
            "model": {"text": cfg.text_config.to_dict(), "vision": vc.to_dict(), "spatial_merge": merge,
                      "patches_per_group": (reqs[0].frames.shape[1] // vc.patch_size) ** 2}}
     for name in ("plain", "capture", "extract"):
@@ -270,7 +277,7 @@ def main() -> None:
             capture=args.capture)
         print(f"device: {_device()}; capture method: {capture_method(cfg)}")
         print(f"{args.clips} clips x {args.frames} frames of {args.frame_size}px, max_new_tokens {args.max_new_tokens}, "
-              f"{args.clips_per_call} clips per call, layers {layers}, storage {args.storage_dtype}")
+              f"{args.clips_per_call} clips per call, layers {layers}, storage {args.storage_dtype}, cache sync {cache_sync()}")
         cache_url = str(Path(tmp) / "vlm.zarr")
         # plain_x: the plain rounds paired with the "extract" ones when both engines are up
         times: dict[str, list[float]] = {"plain": [], "capture": [], "extract": [], "plain_x": []}
