@@ -232,8 +232,8 @@ class VLLMThinker:
         internals."""
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
-        pending = getattr(core, "utility_results", None)
-        if resources is None or outputs is None or pending is None:
+        pending = getattr(core, "utility_results", None)  # the RPCs' futures, by call id
+        if resources is None or outputs is None:
             yield
             return
         done = threading.Event()
@@ -244,7 +244,7 @@ class VLLMThinker:
             while not done.wait(0.5):
                 if getattr(resources, "engine_dead", False):
                     outputs.put_nowait(RuntimeError("the vLLM engine core process exited"))
-                    for future in list(pending.values()):
+                    for future in list((pending or {}).values()):
                         try:
                             future.set_exception(EngineDeadError(suppress_context=True))
                         except InvalidStateError:  # its answer arrived first
