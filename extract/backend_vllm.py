@@ -184,18 +184,23 @@ class VLLMThinker:
         prompts: dict[int, str] = {}
         request_ids: dict[str, int] = {}
         # Requests are added one by one so that one the engine refuses (too long for the
-        # context, bad video) fails alone; the rest then run in one batch.
-        for i, req in enumerate(requests):
-            try:
-                check_request(req)
-                prompt, engine_input = engine_input_of(self.processor, req)
-                (rid,) = self.llm.enqueue(engine_input, self._sampling_params(), use_tqdm=False)
-                prompts[i] = prompt
-                # enqueue returns vLLM's internal id ("<n>-<random>"); outputs carry "<n>".
-                request_ids[rid] = i
-                request_ids[rid.rsplit("-", 1)[0]] = i
-            except Exception as e:
-                results[i] = name_error(req.key, e)
+        # context, bad video) fails alone; the rest then run in one batch. The scheduler is
+        # held while they are added: otherwise the engine starts on the first requests while
+        # later ones are still being prepared, so which requests share a forward pass depends
+        # on timing, and in bf16 the states depend on that (up to 0.12 abs, and other greedy
+        # tokens, on the tiny thinker): a rerun of the same batch would store other states.
+        with self._scheduler_held():
+            for i, req in enumerate(requests):
+                try:
+                    check_request(req)
+                    prompt, engine_input = engine_input_of(self.processor, req)
+                    (rid,) = self.llm.enqueue(engine_input, self._sampling_params(), use_tqdm=False)
+                    prompts[i] = prompt
+                    # enqueue returns vLLM's internal id ("<n>-<random>"); outputs carry "<n>".
+                    request_ids[rid] = i
+                    request_ids[rid.rsplit("-", 1)[0]] = i
+                except Exception as e:
+                    results[i] = name_error(req.key, e)
         if request_ids:
             try:
                 with self._engine_death_watch():
@@ -219,6 +224,18 @@ class VLLMThinker:
             if r is None:
                 results[i] = RuntimeError(f"{requests[i].key}: the engine returned no output for this request")
         return results  # type: ignore[return-value]
+
+    @contextmanager
+    def _scheduler_held(self):
+        """Pause vLLM's scheduler (sleep level 0: requests are queued, not run) for the body,
+        then resume it, so a batch starts with all its requests."""
+        with self._engine_death_watch():
+            self.llm.sleep(level=0, mode="keep")
+        try:
+            yield
+        finally:
+            with self._engine_death_watch():
+                self.llm.wake_up(tags=["scheduling"])
 
     @contextmanager
     def _engine_death_watch(self):

@@ -193,6 +193,44 @@ def test_hooks_follow_chunked_prefill_and_preemption(tiny_thinker_cfg, hf_thinke
     assert_states_match(v_out, h_out, tiny_thinker_cfg.layers)
 
 
+def test_the_same_batch_stores_the_same_states_bit_for_bit_in_bf16(tiny_thinker_cfg):
+    """In bf16 the states depend on which requests share a forward pass. The backend holds the
+    scheduler while a batch is added, so that depends on the batch alone, not on how fast the
+    driver prepares each clip: a run, a run whose driver is slow (as with long videos to
+    decode: the engine would start on the first clips alone) and a run in reverse order store
+    the same bits. Without the hold the slow run generates other greedy tokens."""
+    import time
+
+    from thinkjepa.extract.backend_vllm import VLLMThinker
+
+    backend = VLLMThinker(tiny_thinker_cfg.model_copy(update={"capture": "hooks", "compute_dtype": "bfloat16",
+                                                               "max_new_tokens": 16}))
+    reqs = random_requests(seed=3, n=12)
+    enqueue = backend.llm.enqueue
+
+    def slow_enqueue(*args, **kwargs):
+        out = enqueue(*args, **kwargs)
+        time.sleep(0.3)
+        return out
+
+    try:
+        runs = [_ok(backend.extract(reqs))]
+        backend.llm.enqueue = slow_enqueue
+        runs.append(_ok(backend.extract(reqs)))
+        backend.llm.enqueue = enqueue
+        runs.append(_ok(backend.extract(reqs[::-1]))[::-1])
+    finally:
+        backend.close()
+    first = runs[0]
+    assert any(len(o.all_generated_ids) > 1 for o in first)
+    for run in runs[1:]:
+        for a, b in zip(first, run):
+            assert a.key == b.key
+            np.testing.assert_array_equal(a.all_generated_ids, b.all_generated_ids)
+            np.testing.assert_array_equal(a.prefill, b.prefill)
+            np.testing.assert_array_equal(a.generated, b.generated)
+
+
 def test_engine_arguments_of_each_capture_method(tiny_thinker_cfg, monkeypatch):
     import torch
 
