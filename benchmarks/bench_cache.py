@@ -356,7 +356,6 @@ def main() -> None:
         print(f"sample  means only  {b_means / 1e3:9.1f} KB/sample")
         print(f"sample  tokens      {b_tokens / 1e3:9.1f} KB/sample   means-only reads {b_tokens / b_means:.0f}x fewer bytes")
         r.close()
-
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -14,7 +14,7 @@ fsync per file and folder (29 for a small entry) cost a cache commit more CPU th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import json
 import os
 import secrets
@@ -35,24 +35,22 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+@functools.cache
 def _syncfs():
-    """libc's ``syncfs`` (Linux), or None where there is none."""
+    """libc's ``syncfs`` (Linux), or None where there is none. Looked up on first use, in the
+    symbols the process already has (``find_library`` would run ``ldconfig`` at import time)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.syncfs
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
     fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
     return fn
 
 
-_SYNCFS = _syncfs()
-
-
 def syncfs_available() -> bool:
-    return _SYNCFS is not None
+    return _syncfs() is not None
 
 
 def sync_filesystem(path: str | Path) -> None:
@@ -60,11 +58,12 @@ def sync_filesystem(path: str | Path) -> None:
     names in every folder (Linux ``syncfs(2)``; since 5.8 it reports writeback errors). It
     also flushes other processes' dirty data on that filesystem, so it takes longer while
     something else writes a lot there."""
-    if _SYNCFS is None:
+    syncfs = _syncfs()
+    if syncfs is None:
         raise OSError(f"syncfs is not available on {sys.platform}")
     fd = os.open(str(path), os.O_RDONLY)
     try:
-        if _SYNCFS(fd) != 0:
+        if syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs of the filesystem holding {path}: {os.strerror(err)}")
     finally:

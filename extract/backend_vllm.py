@@ -180,6 +180,11 @@ class VLLMThinker:
         return sampling_params(self.cfg, self.info, capture=self.capture == "speculative")
 
     def extract(self, requests: list[ThinkerRequest]) -> list[ThinkerOutput | Exception]:
+        # One watch for every blocking engine call of the batch (hold, wait, dump).
+        with self._engine_death_watch():
+            return self._extract(requests)
+
+    def _extract(self, requests: list[ThinkerRequest]) -> list[ThinkerOutput | Exception]:
         results: list[ThinkerOutput | Exception | None] = [None] * len(requests)
         prompts: dict[int, str] = {}
         request_ids: dict[str, int] = {}
@@ -203,8 +208,7 @@ class VLLMThinker:
                     results[i] = name_error(req.key, e)
         if request_ids:
             try:
-                with self._engine_death_watch():
-                    outputs = self.llm.wait_for_completion(use_tqdm=False)
+                outputs = self.llm.wait_for_completion(use_tqdm=False)
             except Exception as e:  # an engine failure fails every clip of the batch
                 for i in set(request_ids.values()):
                     results[i] = name_error(requests[i].key, e)
@@ -229,13 +233,11 @@ class VLLMThinker:
     def _scheduler_held(self):
         """Pause vLLM's scheduler (sleep level 0: requests are queued, not run) for the body,
         then resume it, so a batch starts with all its requests."""
-        with self._engine_death_watch():
-            self.llm.sleep(level=0, mode="keep")
+        self.llm.sleep(level=0, mode="keep")
         try:
             yield
         finally:
-            with self._engine_death_watch():
-                self.llm.wake_up(tags=["scheduling"])
+            self.llm.wake_up(tags=["scheduling"])
 
     @contextmanager
     def _engine_death_watch(self):
@@ -280,8 +282,7 @@ class VLLMThinker:
         if self.capture != "hooks" or not outputs:
             return {}
         try:
-            with self._engine_death_watch():
-                per_rank = self.llm.collective_rpc("thinkjepa_dump_hidden_states", args=(self._storage,))
+            per_rank = self.llm.collective_rpc("thinkjepa_dump_hidden_states", args=(self._storage,))
         except Exception as e:  # no states for anyone in this batch
             for out in outputs:
                 i = request_ids.get(out.request_id)
